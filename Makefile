@@ -1,0 +1,62 @@
+# One Makefile for developers, pre-commit and CI. `make test` is the test command;
+# `make run` brings everything up. Both install what they need first.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.9.5
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := $(UV) run --frozen
+STACK := python3 stack/localstack.py
+export MSTC_STACK_DIR ?= /tmp/mstc-stack
+
+.PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test test-unit clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+install: $(UV) ## create .venv from uv.lock (exact versions)
+	$(UV) sync --frozen
+
+stack-deps: ## install RabbitMQ and openssl from Debian when missing
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! command -v openssl >/dev/null; then \
+	  pkgs="rabbitmq-server openssl"; \
+	  sudo= ; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$pkgs; \
+	fi
+
+stack-build: ## build the stack's Go binaries once per version (cached in ~/.cache/mstc-stack)
+	stack/build.sh
+
+stack-up: stack-deps stack-build ## start the local stack; settings in $(MSTC_STACK_DIR)/env.sh
+	$(STACK) up
+
+stack-down: ## stop the local stack and remove its state
+	$(STACK) down
+
+stack-status: ## show which parts of the stack run
+	$(STACK) status
+
+run: install stack-up ## set up and start everything on this machine
+	@echo "The stack is up. Point anything at it with: source $(MSTC_STACK_DIR)/env.sh"
+
+lint: install ## ruff (lint and format check) and mypy
+	$(PY) ruff check .
+	$(PY) ruff format --check .
+	$(PY) mypy
+
+format: install ## apply ruff's fixes and formatting
+	$(PY) ruff check --fix .
+	$(PY) ruff format .
+
+test-unit: install ## only the tests that need no servers
+	$(PY) pytest tests/unit
+
+test: install stack-deps stack-build lint ## THE test command: lint, then the whole suite on a real local stack
+	$(PY) pytest
+
+clean: stack-down ## remove the virtualenv and caches of this checkout (not the built binaries)
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
