@@ -1,0 +1,180 @@
+"""The Kubernetes Job for a request, as plain data: name, labels, env, deadline, TTL.
+
+Pure on purpose: the same request and request id always give the same manifest,
+which is what makes a redelivered request find its existing Job instead of
+starting a second one, and what lets golden files pin the shape the Java worker's
+clients and Jobs rely on. The result is a dict in the API server's JSON shape; the
+Kubernetes adapter submits it as is.
+
+Naming: the Java worker used ``<jobName>-<uuid4>``, which Kubernetes refused for
+jobNames with capitals, underscores or too many characters, and which changed on
+every delivery. Here the shape stays, but the jobName is sanitised to DNS-1123
+and the uuid is derived from the request id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from mstc_worker.kube_syntax import DNS1123_LABEL_MAX, sanitise_dns1123_label
+from mstc_worker.protocol import Request
+from mstc_worker.settings import Settings
+
+__all__ = [
+    "JOB_NAME_NAMESPACE",
+    "LABEL_CREATED_BY",
+    "LABEL_INSTANCE",
+    "LABEL_NAME",
+    "LABEL_PART_OF",
+    "MINIO_SECRET_PASSWORD_KEY",
+    "MINIO_SECRET_USER_KEY",
+    "REQUEST_ID_ANNOTATION",
+    "build_job",
+    "job_labels",
+    "job_name_for",
+    "log_object_name",
+    "sanitise_job_name",
+]
+
+# Never change this: every Job name derives from it, so a new value would make a
+# request redelivered across an upgrade start a second Job.
+JOB_NAME_NAMESPACE = uuid.UUID("8b6ca883-d308-4700-ba70-8557070c61ba")
+_UUID_CHARS = 36
+# The base keeps the full uuid within a 63-character name: 63 - 1 - 36 = 26.
+_BASE_MAX = DNS1123_LABEL_MAX - 1 - _UUID_CHARS
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_CREATED_BY = "app.kubernetes.io/created-by"
+# Where a restarted worker finds the request a Job belongs to.
+REQUEST_ID_ANNOTATION = "mstc.io/request-id"
+# Key names inside the Secret, not credentials.
+MINIO_SECRET_USER_KEY = "rootUser"  # noqa: S105
+MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
+
+
+def sanitise_job_name(job_name: str) -> str:
+    """The jobName as a DNS-1123 label (<= 63 chars): the container name and name label."""
+    return sanitise_dns1123_label(job_name)
+
+
+def job_name_for(job_name: str, request_id: str) -> str:
+    """The unique Job name ``<sanitised jobName>-<uuid>``, the same for the same request id.
+
+    The base is cut to 26 characters so the whole name fits in 63 while the
+    36-character uuid, which carries the uniqueness, stays whole.
+    """
+    if not request_id:
+        # An empty id would give every id-less request the same Job.
+        raise ValueError("request_id must not be empty; use the correlation_id or message_id")
+    base = sanitise_dns1123_label(job_name, max_length=_BASE_MAX)
+    return f"{base}-{uuid.uuid5(JOB_NAME_NAMESPACE, request_id)}"
+
+
+def log_object_name(job_name: str, prefix: str | None) -> str:
+    """The log's object name in the output bucket, as Java-era clients look for it."""
+    return f"{prefix}-{job_name}.log" if prefix else f"{job_name}.log"
+
+
+def job_labels(request: Request, unique_name: str) -> dict[str, str]:
+    """The labels of the Job and its pod: the request's own, then the contract's four."""
+    return {
+        **request.labels,
+        LABEL_NAME: sanitise_job_name(request.job_name),
+        LABEL_INSTANCE: unique_name,
+        LABEL_PART_OF: "MSTC",
+        LABEL_CREATED_BY: "mstc-cloud-worker",
+    }
+
+
+def build_job(request: Request, *, request_id: str, settings: Settings) -> dict[str, Any]:
+    """The batch/v1 Job for `request`, named from `request_id` (correlation_id or message_id)."""
+    unique_name = job_name_for(request.job_name, request_id)
+    labels = job_labels(request, unique_name)
+    pod_metadata: dict[str, Any] = {"labels": dict(labels)}
+    if request.annotations:
+        pod_metadata["annotations"] = dict(request.annotations)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": unique_name,
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": {REQUEST_ID_ANNOTATION: request_id},
+        },
+        "spec": {
+            # One try unless asked: a failed container usually fails again, and a
+            # retry would double the run time before the reply.
+            "backoffLimit": request.backoff_limit,
+            # The cluster enforces the timeout even if no worker is watching.
+            "activeDeadlineSeconds": request.timeout_minutes * 60,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": pod_metadata,
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [_container(request, settings)],
+                },
+            },
+        },
+    }
+
+
+def _container(request: Request, settings: Settings) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": sanitise_job_name(request.job_name),
+        "image": request.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env(request, settings),
+    }
+    if request.command:
+        container["command"] = list(request.command)
+    if request.args:
+        container["args"] = list(request.args)
+    if request.resources is not None:
+        resources = {
+            section: dict(values)
+            for section, values in (
+                ("requests", request.resources.requests),
+                ("limits", request.resources.limits),
+            )
+            if values
+        }
+        if resources:
+            container["resources"] = resources
+    return container
+
+
+def _value(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _env(request: Request, settings: Settings) -> list[dict[str, Any]]:
+    """The container's env: the contract's variables first, then the request's own."""
+    env = [_value("MSTC_JOB", "true")]
+    # The URL variables only when the request used the URL form (seed 001's Jobs
+    # read them); the name variables always, as later Jobs read those.
+    if request.input_bucket_url is not None:
+        env.append(_value("INPUT_BUCKET_URL", request.input_bucket_url))
+    if request.output_bucket_url is not None:
+        env.append(_value("OUTPUT_BUCKET_URL", request.output_bucket_url))
+    env.append(_value("INPUT_BUCKET", request.input_bucket))
+    env.append(_value("OUTPUT_BUCKET", request.output_bucket))
+    if request.prefix:
+        env.append(_value("FILE_PREFIX", request.prefix))
+    env.append(_value("MINIO_SERVICE_HOST", settings.minio_service_host))
+    env.append(_value("MINIO_SERVICE_PORT", str(settings.minio_service_port)))
+    # Credentials by reference: the manifest (and the API server's audit log)
+    # never holds them.
+    secret = settings.minio_secret_name
+    env.append(_secret("MINIO_ROOT_USER", secret, MINIO_SECRET_USER_KEY))
+    env.append(_secret("MINIO_ROOT_PASSWORD", secret, MINIO_SECRET_PASSWORD_KEY))
+    env.extend(_value(name, value) for name, value in request.env.items())
+    return env

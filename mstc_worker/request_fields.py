@@ -1,0 +1,356 @@
+"""Checks of the individual request fields, each failing with a precise `RequestRejected`.
+
+Split from `protocol` so that module reads as the shape of the protocol while this
+one holds the many small rules: bucket forms, numbers that JSON may spell as
+5 or 5.0, and the extensions (env, resources, command/args, labels, annotations)
+whose syntax Kubernetes would otherwise refuse only after the Job was submitted.
+Every function takes the decoded JSON object and the field's JSON name, and
+returns the field's value in the form the `Request` model stores.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mstc_worker.errors import InvalidRequest, RequestRejected
+from mstc_worker.kube_syntax import (
+    annotation_key_problem,
+    is_env_name,
+    is_quantity,
+    label_key_problem,
+    label_value_problem,
+    qualified_name_problem,
+)
+
+__all__ = [
+    "RESERVED_ENV_NAMES",
+    "RESERVED_ENV_PREFIX",
+    "Buckets",
+    "Resources",
+    "buckets",
+    "describe",
+    "extra_env",
+    "extra_labels",
+    "pod_annotations",
+    "prefix",
+    "resources",
+    "string_list",
+    "whole_number",
+]
+
+# What the worker itself puts in a Job's environment: a request overriding them
+# would point the Job at another bucket or at forged credentials.
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "MSTC_JOB",
+        "INPUT_BUCKET_URL",
+        "OUTPUT_BUCKET_URL",
+        "INPUT_BUCKET",
+        "OUTPUT_BUCKET",
+        "FILE_PREFIX",
+        "MINIO_SERVICE_HOST",
+        "MINIO_SERVICE_PORT",
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+    }
+)
+RESERVED_ENV_PREFIX = "MSTC_"
+# Key prefixes whose labels and annotations the worker or the Job controller set;
+# a request writing them could hide its Job from the worker or hijack another's.
+_RESERVED_KEY_DOMAINS = ("app.kubernetes.io", "mstc.io", "batch.kubernetes.io")
+_RESERVED_PLAIN_KEYS = frozenset({"job-name", "controller-uid"})
+_ANNOTATIONS_MAX_BYTES = 256 * 1024  # Kubernetes' limit on all annotations together
+_PREFIX_MAX_CHARS = 512  # leaves room in S3's 1024-byte key for "-<job name>.log"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class Resources(BaseModel):
+    """Container resource requests and limits, as Kubernetes quantity strings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class Buckets(NamedTuple):
+    """The request's buckets, resolved: names always, URLs when the URL form was used."""
+
+    input_bucket: str
+    output_bucket: str
+    input_url: str | None
+    output_url: str | None
+
+
+def describe(value: object, *, bare: bool = False) -> str:
+    """A short JSON-flavoured description of a value for messages, e.g. ``the string "x"``."""
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= 80 else value[:77] + "...", ensure_ascii=False)
+        return text if bare else f"the string {text}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float):
+        kind = "boolean" if isinstance(value, bool) else "number"
+        return f"the {kind} {json.dumps(value)}"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _reject(field: str, requirement: str, value: object) -> RequestRejected:
+    return RequestRejected(f"Field '{field}' {requirement}; got {describe(value)}.", field=field)
+
+
+def _optional_text(data: dict[str, Any], field: str) -> str | None:
+    """A string field that may be absent; null and "" both mean "not given"."""
+    value = data.get(field)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _reject(field, "must be a string", value)
+    return value
+
+
+def whole_number(data: dict[str, Any], field: str, *, high: int, meaning: str) -> int | None:
+    """A whole number from 0 to `high`, or None when absent.
+
+    JSON has one number type, so 5.0 is accepted as 5; 5.5, booleans and strings are not.
+    """
+    value = data.get(field)
+    if value is None:
+        return None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    if number is None or not 0 <= number <= high:
+        raise _reject(field, f"must be {meaning}", value)
+    return number
+
+
+def _bucket_name_problem(name: str) -> str | None:
+    if not _BUCKET.fullmatch(name) or ".." in name or ".-" in name or "-." in name:
+        return (
+            "it must have 3 to 63 characters, only lower-case letters, digits, '.' and '-', "
+            "and start and end with a letter or digit"
+        )
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return "it must not look like an IP address"
+
+
+def _invalid_bucket(field: str, bucket: str, problem: str) -> RequestRejected:
+    return RequestRejected(
+        f"Field '{field}' names the bucket {describe(bucket, bare=True)}, which is not a valid "
+        f"bucket name: {problem}.",
+        field=field,
+    )
+
+
+def _bucket_from_url(url: str, field: str) -> str:
+    requirement = (
+        "must be an http(s) URL whose path starts with the bucket, e.g. http://minio:9000/my-bucket"
+    )
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise _reject(field, requirement, url) from exc
+    bucket = next((segment for segment in parts.path.split("/") if segment), "")
+    if parts.scheme not in ("http", "https") or not host or not bucket:
+        raise _reject(field, requirement, url)
+    problem = _bucket_name_problem(bucket)
+    if problem is not None:
+        raise _invalid_bucket(field, bucket, problem)
+    return bucket
+
+
+def _bucket(name_field: str, url_field: str, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """One bucket given by name, URL or both; both must then name the same bucket."""
+    name = _optional_text(data, name_field)
+    url = _optional_text(data, url_field)
+    if name is not None:
+        problem = _bucket_name_problem(name)
+        if problem is not None:
+            raise _invalid_bucket(name_field, name, problem)
+    if url is not None:
+        from_url = _bucket_from_url(url, url_field)
+        if name is not None and name != from_url:
+            raise RequestRejected(
+                f"Fields '{name_field}' ({describe(name, bare=True)}) and '{url_field}' "
+                f"(bucket {describe(from_url, bare=True)}) name different buckets; "
+                "give one of them, or make them agree.",
+                field=name_field,
+            )
+        name = from_url
+    return name, url
+
+
+def buckets(data: dict[str, Any]) -> Buckets:
+    """The input bucket (required, by name or URL) and the output bucket (input by default)."""
+    input_name, input_url = _bucket("inputBucket", "inputBucketUrl", data)
+    if input_name is None:
+        raise InvalidRequest(
+            "The request names no input bucket; it is required, e.g. "
+            '"inputBucket": "my-bucket" or "inputBucketUrl": "http://minio:9000/my-bucket".',
+            field="inputBucket",
+        )
+    output_name, output_url = _bucket("outputBucket", "outputBucketUrl", data)
+    if output_name is None:
+        return Buckets(input_name, input_name, input_url, input_url)
+    return Buckets(input_name, output_name, input_url, output_url)
+
+
+def prefix(data: dict[str, Any]) -> str | None:
+    """The object-name prefix shared by one run's inputs, outputs and log."""
+    value = _optional_text(data, "prefix")
+    if value is not None and (
+        len(value) > _PREFIX_MAX_CHARS or not all(char.isprintable() for char in value)
+    ):
+        raise _reject(
+            "prefix", f"must be printable text of at most {_PREFIX_MAX_CHARS} characters", value
+        )
+    return value
+
+
+def string_list(data: dict[str, Any], field: str) -> tuple[str, ...] | None:
+    """A list of strings such as command or args; None when absent."""
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _reject(field, 'must be an array of strings, e.g. ["python", "run.py"]', value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _reject(f"{field}[{index}]", "must be a string", item)
+    return tuple(value)
+
+
+def _string_map(data: dict[str, Any], field: str) -> dict[str, str]:
+    value = data.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _reject(field, 'must be an object of strings, e.g. {"KEY": "value"}', value)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _reject(f"{field}.{key}", "must be a string (quote numbers and booleans)", item)
+    return dict(value)
+
+
+def extra_env(data: dict[str, Any]) -> dict[str, str]:
+    """Extra environment variables for the container; the worker's own names are off limits."""
+    values = _string_map(data, "env")
+    for name in values:
+        if not is_env_name(name):
+            raise RequestRejected(
+                f"Environment variable name {describe(name, bare=True)} in 'env' is invalid: "
+                "use letters, digits and '_', not starting with a digit.",
+                field=f"env.{name}",
+            )
+        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX):
+            raise RequestRejected(
+                f"Environment variable {name} in 'env' is set by the worker and cannot be "
+                f"overridden; reserved are {', '.join(sorted(RESERVED_ENV_NAMES))} and every "
+                f"name starting with {RESERVED_ENV_PREFIX}.",
+                field=f"env.{name}",
+            )
+    return values
+
+
+def _quantity(section: str, name: str, value: object) -> str:
+    field = f"resources.{section}.{name}"
+    problem = qualified_name_problem(name)
+    if problem is not None:
+        raise RequestRejected(f"Resource name '{name}' is invalid: {problem}.", field=field)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        value = str(value)  # Kubernetes accepts plain numbers, e.g. "cpu": 2
+    if not isinstance(value, str) or not is_quantity(value):
+        raise _reject(field, 'must be a Kubernetes quantity such as "500m", "2" or "4Gi"', value)
+    return value
+
+
+def resources(data: dict[str, Any]) -> Resources | None:
+    """Container requests and limits, e.g. {"limits": {"cpu": "2", "nvidia.com/gpu": "1"}}."""
+    value = data.get("resources")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _reject("resources", 'must be an object like {"requests": {"cpu": "1"}}', value)
+    unknown = sorted(set(value) - {"requests", "limits"})
+    if unknown:
+        raise RequestRejected(
+            f"Field 'resources' accepts only 'requests' and 'limits'; got '{unknown[0]}'.",
+            field=f"resources.{unknown[0]}",
+        )
+    sections = {section: _section(value, section) for section in ("requests", "limits")}
+    checked = {
+        section: {name: _quantity(section, name, item) for name, item in items.items()}
+        for section, items in sections.items()
+    }
+    if not any(checked.values()):
+        return None
+    return Resources(**checked)
+
+
+def _section(value: dict[str, Any], section: str) -> dict[str, Any]:
+    items = value.get(section)
+    if items is None:
+        return {}
+    if not isinstance(items, dict):
+        raise _reject(f"resources.{section}", 'must be an object like {"cpu": "1"}', items)
+    return items
+
+
+def _reserved_key(key: str) -> bool:
+    domain, slash, _ = key.rpartition("/")
+    if not slash:
+        return key in _RESERVED_PLAIN_KEYS
+    return any(domain == d or domain.endswith(f".{d}") for d in _RESERVED_KEY_DOMAINS)
+
+
+def _check_keys(field: str, values: dict[str, str], kind: str) -> None:
+    for key in values:
+        problem = label_key_problem(key) if kind == "label" else annotation_key_problem(key)
+        if problem is not None:
+            message = f"{kind.capitalize()} key {describe(key, bare=True)} is invalid: {problem}."
+            raise RequestRejected(message, field=f"{field}.{key}")
+        if _reserved_key(key):
+            raise RequestRejected(
+                f"{kind.capitalize()} key '{key}' is reserved for the worker or Kubernetes; "
+                f"keys under {', '.join(f'{d}/' for d in _RESERVED_KEY_DOMAINS)} and the keys "
+                f"{', '.join(sorted(_RESERVED_PLAIN_KEYS))} cannot be set by a request.",
+                field=f"{field}.{key}",
+            )
+
+
+def extra_labels(data: dict[str, Any]) -> dict[str, str]:
+    """Extra labels for the Job and its pod."""
+    values = _string_map(data, "labels")
+    _check_keys("labels", values, "label")
+    for key, value in values.items():
+        problem = label_value_problem(value)
+        if problem is not None:
+            raise _reject(f"labels.{key}", f"is not a valid label value ({problem})", value)
+    return values
+
+
+def pod_annotations(data: dict[str, Any]) -> dict[str, str]:
+    """Extra annotations for the Job's pod."""
+    values = _string_map(data, "annotations")
+    _check_keys("annotations", values, "annotation")
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in values.items())
+    if size > _ANNOTATIONS_MAX_BYTES:
+        raise RequestRejected(
+            f"Field 'annotations' holds {size} bytes; Kubernetes allows at most "
+            f"{_ANNOTATIONS_MAX_BYTES} bytes of annotations.",
+            field="annotations",
+        )
+    return values

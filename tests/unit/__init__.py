@@ -1,0 +1,1 @@
+"""Unit tests of the worker's pure modules: no server, no network, no cluster."""
