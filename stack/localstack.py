@@ -579,7 +579,10 @@ def up_kwok(cfg: Config) -> None:
     p, state = cfg.ports, cfg.state_dir
     logs = state / "kwok" / "container.log"
     logs.parent.mkdir(parents=True, exist_ok=True)
-    logs.write_text("mstc local stack: KWOK pods have no real containers; this is their log.\n")
+    # KWOK serves it as every container's log, so it is in the CRI log format kubelets read.
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+    lines = ["mstc local stack: KWOK pods have no real containers; this is their log.", "SUCCESS"]
+    logs.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
     kwok_config = (
         (HERE / "kwok" / "stages.yaml").read_text()
         + "\n---\n"

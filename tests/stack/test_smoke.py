@@ -18,7 +18,14 @@ import pytest
 from kubernetes import client as k8s
 from minio import Minio
 
-from tests.support.kube import job_condition, job_pods, simulated_job, wait_job, watch_until
+from tests.support.kube import (
+    job_condition,
+    job_pods,
+    simulated_job,
+    wait_gone,
+    wait_job,
+    watch_until,
+)
 from tests.support.stack import StackInfo
 
 pytestmark = pytest.mark.stack
@@ -183,30 +190,23 @@ def test_active_deadline_ends_a_long_job(api_client: k8s.ApiClient, namespace: s
     job = batch.create_namespaced_job(
         namespace, simulated_job(run_for="10m", active_deadline_seconds=3)
     )
-    failed = wait_job(batch, namespace, job.metadata.name, "Failed")
+    name = job.metadata.name
+    failed = wait_job(batch, namespace, name, "Failed")
     condition = job_condition(failed, "Failed")
     assert condition is not None
     assert condition.reason == "DeadlineExceeded"
     # The Job controller deletes the pod, and KWOK finishes the deletion.
-    watch_until(
-        core.list_namespaced_pod,
-        lambda kind, _pod: kind == "DELETED",
-        namespace=namespace,
-        label_selector=f"job-name={job.metadata.name}",
-    )
+    wait_gone(core.list_namespaced_pod, namespace=namespace, label_selector=f"job-name={name}")
 
 
 def test_ttl_after_finished_removes_the_job(api_client: k8s.ApiClient, namespace: str) -> None:
     batch = k8s.BatchV1Api(api_client)
     job = batch.create_namespaced_job(namespace, simulated_job(ttl_seconds_after_finished=1))
     name = job.metadata.name
-    watch_until(
-        batch.list_namespaced_job,
-        lambda kind, _job: kind == "DELETED",
-        namespace=namespace,
-        field_selector=f"metadata.name={name}",
+    wait_job(batch, namespace, name, "Complete")
+    wait_gone(
+        batch.list_namespaced_job, namespace=namespace, field_selector=f"metadata.name={name}"
     )
-    assert not batch.list_namespaced_job(namespace, field_selector=f"metadata.name={name}").items
 
 
 def test_pod_log_is_served_through_the_api_server(

@@ -88,6 +88,19 @@ def watch_until(
     raise TimeoutError(f"no matching event within {timeout} s from {list_fn.__name__}")
 
 
+def wait_gone(list_fn: Callable[..., Any], *, timeout: int = 60, **list_kwargs: Any) -> None:
+    """Return once the list call matches nothing: at once if it is empty, else on DELETED."""
+    remaining = {item.metadata.name for item in list_fn(**list_kwargs).items}
+
+    def all_deleted(kind: str, obj: Any) -> bool:
+        if kind == "DELETED":
+            remaining.discard(obj.metadata.name)
+        return not remaining
+
+    if remaining:
+        watch_until(list_fn, all_deleted, timeout=timeout, **list_kwargs)
+
+
 def wait_job(batch: k8s.BatchV1Api, namespace: str, name: str, condition: str) -> k8s.V1Job:
     return watch_until(
         batch.list_namespaced_job,
