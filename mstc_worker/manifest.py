@@ -15,6 +15,7 @@ and the uuid is derived from the request id.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from mstc_worker.kube_syntax import DNS1123_LABEL_MAX, sanitise_dns1123_label
@@ -29,7 +30,10 @@ __all__ = [
     "LABEL_PART_OF",
     "MINIO_SECRET_PASSWORD_KEY",
     "MINIO_SECRET_USER_KEY",
+    "FINALIZER",
+    "REPLY_ANNOTATIONS",
     "REQUEST_ID_ANNOTATION",
+    "ReplyRoute",
     "build_job",
     "job_labels",
     "job_name_for",
@@ -50,9 +54,32 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_CREATED_BY = "app.kubernetes.io/created-by"
 # Where a restarted worker finds the request a Job belongs to.
 REQUEST_ID_ANNOTATION = "mstc.io/request-id"
+# The Job is the durable record of a request once it exists: where its reply goes and where
+# its log is stored live on it, so any worker (a restarted one, another replica) can finish
+# the request. The finalizer keeps a finished Job, past its TTL, until its reply is sent.
+FINALIZER = "mstc.io/reply-pending"
+REPLY_TO_ANNOTATION = "mstc.io/reply-to"
+CORRELATION_ID_ANNOTATION = "mstc.io/correlation-id"
+OUTPUT_BUCKET_ANNOTATION = "mstc.io/output-bucket"
+PREFIX_ANNOTATION = "mstc.io/prefix"
+REPLY_ANNOTATIONS = (
+    REQUEST_ID_ANNOTATION,
+    REPLY_TO_ANNOTATION,
+    CORRELATION_ID_ANNOTATION,
+    OUTPUT_BUCKET_ANNOTATION,
+    PREFIX_ANNOTATION,
+)
 # Key names inside the Secret, not credentials.
 MINIO_SECRET_USER_KEY = "rootUser"  # noqa: S105
 MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
+
+
+@dataclass(frozen=True)
+class ReplyRoute:
+    """Where a request's reply goes: the AMQP reply_to queue ('' = the results queue)."""
+
+    reply_to: str = ""
+    correlation_id: str | None = None
 
 
 def sanitise_job_name(job_name: str) -> str:
@@ -89,9 +116,25 @@ def job_labels(request: Request, unique_name: str) -> dict[str, str]:
     }
 
 
-def build_job(request: Request, *, request_id: str, settings: Settings) -> dict[str, Any]:
+def build_job(
+    request: Request,
+    *,
+    request_id: str,
+    settings: Settings,
+    route: ReplyRoute | None = None,
+) -> dict[str, Any]:
     """The batch/v1 Job for `request`, named from `request_id` (correlation_id or message_id)."""
     unique_name = job_name_for(request.job_name, request_id)
+    route = route or ReplyRoute()
+    annotations = {
+        REQUEST_ID_ANNOTATION: request_id,
+        REPLY_TO_ANNOTATION: route.reply_to,
+        OUTPUT_BUCKET_ANNOTATION: request.output_bucket,
+    }
+    if route.correlation_id is not None:
+        annotations[CORRELATION_ID_ANNOTATION] = route.correlation_id
+    if request.prefix:
+        annotations[PREFIX_ANNOTATION] = request.prefix
     labels = job_labels(request, unique_name)
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}
     if request.annotations:
@@ -103,7 +146,8 @@ def build_job(request: Request, *, request_id: str, settings: Settings) -> dict[
             "name": unique_name,
             "namespace": settings.namespace,
             "labels": labels,
-            "annotations": {REQUEST_ID_ANNOTATION: request_id},
+            "annotations": annotations,
+            "finalizers": [FINALIZER],
         },
         "spec": {
             # One try unless asked: a failed container usually fails again, and a

@@ -172,6 +172,25 @@ class Settings(BaseSettings):
         "MSTC_ALLOW_DEFAULT_CREDENTIALS",
         "Start even with guest/guest or minioadmin/minioadmin (local stacks only).",
     )
+    processes: int = _setting(
+        2,
+        "MSTC_PROCESSES",
+        "Worker processes per replica; each holds one Job watch and one Pod watch.",
+        ge=1,
+        le=64,
+    )
+    claim_stale_seconds: int = _setting(
+        60,
+        "MSTC_CLAIM_STALE_SECONDS",
+        "Seconds after which another worker may take over an unfinished reply (a crash).",
+        ge=5,
+    )
+    resync_seconds: int = _setting(
+        15,
+        "MSTC_RESYNC_SECONDS",
+        "Seconds between sweeps for finished Jobs whose reply is still owed.",
+        ge=1,
+    )
     shutdown_grace_seconds: int = _setting(
         30,
         "MSTC_SHUTDOWN_GRACE_SECONDS",

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from mstc_worker.manifest import (
+    FINALIZER,
     JOB_NAME_NAMESPACE,
     REQUEST_ID_ANNOTATION,
+    ReplyRoute,
     build_job,
     job_name_for,
     log_object_name,
@@ -188,7 +190,27 @@ def test_request_id_annotation_lets_a_restarted_worker_adopt_the_job(
     settings: Settings, make_body: MakeBody
 ) -> None:
     job = _job(make_body(), settings, request_id="corr-77")
-    assert job["metadata"]["annotations"] == {REQUEST_ID_ANNOTATION: "corr-77"}
+    assert job["metadata"]["annotations"][REQUEST_ID_ANNOTATION] == "corr-77"
+
+
+def test_job_carries_its_reply_route_and_is_held_until_replied(
+    settings: Settings, make_body: MakeBody
+) -> None:
+    request = parse_request(make_body(prefix="run-1"), settings=settings)
+    route = ReplyRoute(reply_to="amq.gen-abc", correlation_id="c-9")
+    job = build_job(request, request_id="c-9", settings=settings, route=route)
+    assert job["metadata"]["annotations"] == {
+        "mstc.io/request-id": "c-9",
+        "mstc.io/reply-to": "amq.gen-abc",
+        "mstc.io/correlation-id": "c-9",
+        "mstc.io/output-bucket": request.output_bucket,
+        "mstc.io/prefix": "run-1",
+    }
+    assert job["metadata"]["finalizers"] == [FINALIZER]
+    # A request without reply_to is answered on the results queue: the route says so.
+    plain = build_job(request, request_id="c-9", settings=settings)
+    assert plain["metadata"]["annotations"]["mstc.io/reply-to"] == ""
+    assert "mstc.io/correlation-id" not in plain["metadata"]["annotations"]
 
 
 def test_pod_annotations_come_from_the_request_only_when_given(
