@@ -40,8 +40,12 @@ stack-down: ## stop the local stack and remove its state
 stack-status: ## show which parts of the stack run
 	$(STACK) status
 
-run: install stack-up ## set up and start everything on this machine
-	@echo "The stack is up. Point anything at it with: source $(MSTC_STACK_DIR)/env.sh"
+run: install stack-up ## set up everything, then run the worker on the local stack (Ctrl-C stops it)
+	source $(MSTC_STACK_DIR)/env.sh && \
+	  kubectl apply -f config/service-account.yaml && \
+	  kubectl -n mstc-dev create secret generic mstc-minio --from-literal=rootUser="$$MINIO_ROOT_USER" \
+	    --from-literal=rootPassword="$$MINIO_ROOT_PASSWORD" --dry-run=client -o yaml | kubectl apply -f - && \
+	  MSTC_NAMESPACE=mstc-dev MSTC_HTTP_HOST=127.0.0.1 $(UV) run --frozen mstc-worker
 
 lint: install ## ruff (lint and format check) and mypy
 	$(PY) ruff check .

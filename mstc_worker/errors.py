@@ -72,7 +72,7 @@ class TransientError(MstcError):
         self.retry_after = retry_after
 
 
-class RequestRejected(PermanentError):  # noqa: N818 - the name the protocol and replies use
+class RequestRejected(PermanentError):
     """The request itself is wrong; the sender must change it before sending it again.
 
     `field` names the JSON field at fault (a dotted path such as ``env.FOO`` for

@@ -23,6 +23,7 @@ from mstc_worker.protocol import Request
 from mstc_worker.settings import Settings
 
 __all__ = [
+    "FINALIZER",
     "JOB_NAME_NAMESPACE",
     "LABEL_CREATED_BY",
     "LABEL_INSTANCE",
@@ -30,7 +31,6 @@ __all__ = [
     "LABEL_PART_OF",
     "MINIO_SECRET_PASSWORD_KEY",
     "MINIO_SECRET_USER_KEY",
-    "FINALIZER",
     "REPLY_ANNOTATIONS",
     "REQUEST_ID_ANNOTATION",
     "ReplyRoute",

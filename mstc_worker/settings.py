@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         30, "MSTC_HEARTBEAT_SECONDS", "AMQP heartbeat interval (seconds).", ge=1, le=3600
     )
     http_port: int = _port(8080, "MSTC_HTTP_PORT", "Port for metrics, health and REST")
+    http_host: str = _setting(
+        "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
+        "MSTC_HTTP_HOST",
+        "Address the HTTP port binds to (127.0.0.1 to keep it local).",
+    )
     image_allow: str = _setting(
         "*",
         "MSTC_IMAGE_ALLOW",

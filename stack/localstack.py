@@ -267,6 +267,11 @@ def rabbitmqctl(cfg: Config, *args: str, timeout: float = 60) -> str:
     return out.stdout
 
 
+def rabbit_eval(cfg: Config, expression: str) -> str:
+    """Evaluate an Erlang expression in the running broker (tests tune its timeouts)."""
+    return rabbitmqctl(cfg, "eval", expression).strip()
+
+
 def up_rabbitmq(cfg: Config) -> None:
     if not (RABBIT_BIN / "rabbitmq-server").exists():
         raise StackError("rabbitmq-server is not installed; run `make stack-deps` (apt-get)")

@@ -89,16 +89,27 @@ def watch_until(
 
 
 def wait_gone(list_fn: Callable[..., Any], *, timeout: int = 60, **list_kwargs: Any) -> None:
-    """Return once the list call matches nothing: at once if it is empty, else on DELETED."""
-    remaining = {item.metadata.name for item in list_fn(**list_kwargs).items}
+    """Return once the list call matches nothing: at once if it is empty, else on DELETED.
 
-    def all_deleted(kind: str, obj: Any) -> bool:
-        if kind == "DELETED":
-            remaining.discard(obj.metadata.name)
-        return not remaining
-
-    if remaining:
-        watch_until(list_fn, all_deleted, timeout=timeout, **list_kwargs)
+    One list, then a watch from that list's version: an object deleted in between is seen.
+    """
+    initial = list_fn(**list_kwargs)
+    remaining = {item.metadata.name for item in initial.items}
+    if not remaining:
+        return
+    stream = watch.Watch()
+    for event in stream.stream(
+        list_fn,
+        resource_version=initial.metadata.resource_version,
+        timeout_seconds=timeout,
+        **list_kwargs,
+    ):
+        if event["type"] == "DELETED":
+            remaining.discard(event["object"].metadata.name)
+        if not remaining:
+            stream.stop()
+            return
+    raise TimeoutError(f"{sorted(remaining)} still there after {timeout} s")
 
 
 def wait_job(batch: k8s.BatchV1Api, namespace: str, name: str, condition: str) -> k8s.V1Job:

@@ -1,0 +1,262 @@
+"""The RabbitMQ boundary: the only module that imports pika.
+
+Owns the connection, the Java-compatible topology, consuming, confirmed publishing and acks.
+pika's BlockingConnection is not thread-safe, so one thread (the service's main thread) runs
+`Broker.run`, which keeps heartbeats flowing; every other thread hands work to it through
+`Broker.submit`, which queues a callable and wakes the connection with
+`add_callback_threadsafe`. Queued work survives a reconnect: a reply owed is published on
+the new connection. Acks of deliveries from a lost channel are dropped, because the broker
+has already put those messages back in the queue.
+
+Topology: the direct exchange and durable work queue exactly as the Java worker had them,
+declared without arguments, so a Java-era client's own `queue_declare(durable=True)` still
+matches; anything more (dead-lettering, limits) belongs in broker policies.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from mstc_worker.errors import TransientError
+from mstc_worker.settings import Settings
+
+__all__ = ["Broker", "BrokerUnavailable", "Delivery", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(TransientError):
+    """RabbitMQ could not be reached, or dropped the connection or channel."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed message, detached from pika's types."""
+
+    tag: int
+    generation: int  # which connection it came on; its tag means nothing on another
+    body: bytes
+    reply_to: str | None
+    correlation_id: str | None
+    message_id: str | None
+    redelivered: bool
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (1-based): capped, with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311 - not crypto
+
+
+class Broker:
+    """A consuming and publishing connection, owned by the thread that calls `run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_delivery = on_delivery
+        self._prefetch = prefetch
+        self._on_reconnect = on_reconnect
+        self._conn: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._consumer_tag: str | None = None
+        self._paused = False
+        self._generation = 0
+        self._work: collections.deque[Callable[[], None]] = collections.deque()
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+
+    # --- life cycle (owner thread) --------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection and channel, declare the topology, start consuming."""
+        s = self._settings
+        params = pika.URLParameters(s.amqp_url)
+        params.heartbeat = s.heartbeat_seconds
+        params.blocked_connection_timeout = max(60, 2 * s.heartbeat_seconds)
+        params.client_properties = {"connection_name": "mstc-worker"}
+        try:
+            conn = pika.BlockingConnection(params)
+            channel = conn.channel()
+            channel.confirm_delivery()
+            channel.exchange_declare(s.exchange, exchange_type="direct", durable=True)
+            channel.queue_declare(s.work_queue, durable=True)
+            channel.queue_bind(s.work_queue, s.exchange, routing_key=s.work_queue)
+            channel.queue_declare(s.results_queue, durable=True)
+            channel.basic_qos(prefetch_count=self._prefetch)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {s.amqp_url_for_logs}: {exc!r}"
+            ) from exc
+        self._conn, self._channel = conn, channel
+        self._generation += 1
+        self._consumer_tag = None
+        if not self._paused:
+            self._start_consuming()
+        self.connected.set()
+        log.info("broker connected to %s (prefetch %d)", s.amqp_url_for_logs, self._prefetch)
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve the connection until `stop` is set, reconnecting with backoff when it drops."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                if self._conn is None or self._conn.is_closed:
+                    self.connect()
+                    if attempt and self._on_reconnect is not None:
+                        self._on_reconnect()
+                    attempt = 0
+                self._drain()
+                assert self._conn is not None
+                self._conn.process_data_events(time_limit=0.2)
+            except (BrokerUnavailable, pika.exceptions.AMQPError) as exc:
+                self._lost(exc)
+                attempt += 1
+                delay = backoff_delay(attempt)
+                log.warning("broker unavailable (%s); reconnecting in %.1f s", exc, delay)
+                stop.wait(delay)
+        self.close()
+
+    def close(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        self.connected.clear()
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except pika.exceptions.AMQPError as exc:
+                log.debug("closing the broker connection: %r", exc)
+
+    def _lost(self, exc: BaseException) -> None:
+        self.connected.clear()
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except pika.exceptions.AMQPError:
+                log.debug("connection already broken: %r", exc)
+
+    # --- hand-over from other threads -----------------------------------------------------
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run `work` on the connection's thread, soon; safe to call from any thread."""
+        with self._lock:
+            self._work.append(work)
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.add_callback_threadsafe(self._drain)
+            except Exception:
+                log.debug("connection closing; queued work waits for the next one")
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._work:
+                    return
+                work = self._work.popleft()
+            try:
+                work()
+            except (BrokerUnavailable, pika.exceptions.AMQPError):
+                with self._lock:  # not done: do it again on the next connection
+                    self._work.appendleft(work)
+                raise
+            except Exception:
+                # A bug in one piece of work must not take the connection down with it.
+                log.exception("work handed to the broker thread failed")
+
+    # --- owner-thread operations ----------------------------------------------------------
+
+    def publish(self, queue: str, body: bytes, *, correlation_id: str | None) -> None:
+        """Publish to `queue` through the default exchange and wait for the broker's confirm.
+
+        A queue that does not exist (a client's exclusive reply queue, gone with the client)
+        makes the message unroutable; the reply then goes to the durable results queue, so
+        it is never dropped.
+        """
+        props = pika.BasicProperties(
+            content_type="application/json",
+            correlation_id=correlation_id,
+            delivery_mode=pika.DeliveryMode.Persistent,
+        )
+        channel = self._require_channel()
+        try:
+            channel.basic_publish("", queue, body, props, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            if queue == self._settings.results_queue:
+                raise BrokerUnavailable(f"results queue {queue!r} does not exist") from None
+            log.warning(
+                "reply queue %r is gone; reply goes to %r", queue, self._settings.results_queue
+            )
+            channel.basic_publish("", self._settings.results_queue, body, props, mandatory=True)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
+
+    def ack(self, delivery: Delivery) -> None:
+        if delivery.generation != self._generation:
+            return  # its channel is gone; the broker has requeued the message already
+        self._require_channel().basic_ack(delivery.tag)
+
+    def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+        if delivery.generation != self._generation:
+            return
+        self._require_channel().basic_nack(delivery.tag, requeue=requeue)
+
+    def pause(self) -> None:
+        """Stop taking new deliveries (unacked ones stay ours); idempotent."""
+        self._paused = True
+        if self._channel is not None and self._consumer_tag is not None:
+            self._channel.basic_cancel(self._consumer_tag)
+            self._consumer_tag = None
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._channel is not None and self._consumer_tag is None:
+            self._start_consuming()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _start_consuming(self) -> None:
+        channel = self._require_channel()
+        self._consumer_tag = channel.basic_consume(self._settings.work_queue, self._deliver)
+
+    def _require_channel(self) -> BlockingChannel:
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerUnavailable("no open channel to RabbitMQ")
+        return self._channel
+
+    def _deliver(
+        self,
+        _channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        props: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        delivery = Delivery(
+            tag=method.delivery_tag,
+            generation=self._generation,
+            body=body,
+            reply_to=props.reply_to or None,
+            correlation_id=props.correlation_id or None,
+            message_id=props.message_id or None,
+            redelivered=bool(method.redelivered),
+            headers=dict(props.headers or {}),
+        )
+        self._on_delivery(delivery)

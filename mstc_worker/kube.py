@@ -1,0 +1,367 @@
+"""The Kubernetes adapter: create or adopt Jobs, read them, their pods and logs, claim, release.
+
+The only module that imports the kubernetes library. It owns the API calls the worker
+makes in its namespace, each translated into the worker's error tree and retried when
+worth it (see `kube_errors`). Calls ask for the server's raw JSON and build the plain
+views of `kube_views` from it, so no library model type leaks out and one conversion
+serves lists, gets and watch events. Clients are built by whoever constructs a
+`KubeClient`, never at import time: worker processes are spawned and build their own.
+
+Everything a caller needs is importable from here, including `JobWatcher` (`kube_watch`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from mstc_worker.kube_errors import (
+    ATTEMPTS,
+    CONNECTION_ERRORS,
+    KubeRejected,
+    KubeUnavailable,
+    api_error,
+    retrying,
+)
+from mstc_worker.kube_views import (
+    CLAIMED_AT_ANNOTATION,
+    CLAIMED_BY_ANNOTATION,
+    FAIL_FAST_REASONS,
+    JobState,
+    JobView,
+    PodView,
+    WatchError,
+    WatchEvent,
+    WatchExpired,
+    claim_annotations,
+    claim_held_elsewhere,
+    job_view,
+    pod_view,
+)
+from mstc_worker.kube_watch import JobWatcher, WatchStream
+from mstc_worker.manifest import FINALIZER, LABEL_CREATED_BY
+from mstc_worker.settings import Settings
+
+__all__ = [
+    "CLAIMED_AT_ANNOTATION",
+    "CLAIMED_BY_ANNOTATION",
+    "FAIL_FAST_REASONS",
+    "FINALIZER",
+    "JobState",
+    "JobView",
+    "JobWatcher",
+    "KubeClient",
+    "KubeRejected",
+    "KubeUnavailable",
+    "PodView",
+    "WatchError",
+    "WatchEvent",
+    "WatchExpired",
+    "WatchStream",
+    "new_api_client",
+]
+
+T = TypeVar("T")
+
+# Only the worker's own Jobs and their pods (the manifest labels the pod template too).
+SELECTOR = f"{LABEL_CREATED_BY}=mstc-cloud-worker"
+# (connect, read) seconds for one ordinary call; watches get their own read timeout.
+_TIMEOUT = (5.0, 30.0)
+_JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+_PODS = "/api/v1/namespaces/{namespace}/pods"
+_MERGE_PATCH = "application/merge-patch+json"
+_JSON_PATCH = "application/json-patch+json"
+
+
+def new_api_client() -> k8s.ApiClient:
+    """An ApiClient for this process: in-cluster credentials in a pod, else KUBECONFIG."""
+    configuration = k8s.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        path = os.environ.get("KUBECONFIG")
+        kwargs = {"config_file": path} if path else {}
+        k8s_config.load_kube_config(client_configuration=configuration, **kwargs)
+    # Retries are tenacity's job (bounded, logged); urllib3 re-sends at most once, on a
+    # pooled connection the server had closed, and reads again only for idempotent calls.
+    configuration.retries = urllib3.Retry(total=1, redirect=0)
+    # Two watches plus a handful of finishing threads share one process's pool.
+    configuration.connection_pool_maxsize = 32
+    return k8s.ApiClient(configuration)
+
+
+def _translated(what: str, call: Callable[[], T]) -> T:
+    """Run one API call, turning library and network errors into the worker's errors."""
+    try:
+        return call()
+    except ApiException as exc:
+        raise api_error(
+            what, status=exc.status, body=exc.body, headers=exc.headers, http_reason=exc.reason
+        ) from exc
+    except CONNECTION_ERRORS as exc:
+        raise KubeUnavailable(f"{what}: cannot reach the Kubernetes API: {exc}") from exc
+
+
+def _body(response: Any) -> Any:
+    """The JSON of a raw response, releasing its connection back to the pool."""
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+class KubeClient:
+    """The worker's calls on Jobs, Pods and logs, all in ``settings.namespace``."""
+
+    def __init__(self, settings: Settings, *, api_client: k8s.ApiClient | None = None) -> None:
+        self.namespace = settings.namespace
+        self._api = api_client if api_client is not None else new_api_client()
+        self._retrying = retrying()
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: tuple[float, float] = _TIMEOUT,
+    ) -> Any:
+        """One API request, errors translated, not retried: the raw urllib3 response.
+
+        Plain REST paths instead of the generated BatchV1Api/CoreV1Api methods: the
+        worker wants the server's JSON anyway, and patch bodies get an explicit content type.
+        """
+        return _translated(
+            what,
+            lambda: self._api.call_api(
+                path.format(namespace=self.namespace),
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=timeout,
+            ),
+        )
+
+    def _json(self, what: str, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of one request, with KubeUnavailable retried (bounded)."""
+        return self._retrying(lambda: _body(self._send(what, method, path, **kwargs)))
+
+    def _json_or_none(self, what: str, method: str, path: str, **kwargs: Any) -> Any:
+        """Like `_json`, but None when the object does not exist (404)."""
+        try:
+            return self._json(what, method, path, **kwargs)
+        except KubeRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # --- Jobs -------------------------------------------------------------------------------
+
+    def create_job(self, manifest: Mapping[str, Any]) -> tuple[JobView, bool]:
+        """Create the Job, or adopt the one already named so: ``(view, created)``.
+
+        A redelivered request builds the same name, so 409 AlreadyExists means "this
+        request's Job, or a clash": the caller compares the request-id annotation.
+        """
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        name = body["metadata"]["name"]
+
+        # One retried unit: a create whose answer was lost may have worked, and the
+        # next attempt then adopts the Job it made.
+        def create_or_adopt() -> tuple[JobView, bool]:
+            try:
+                created = _body(self._send(f"create Job {name}", "POST", _JOBS, body=body))
+                return job_view(created), True
+            except KubeRejected as exc:
+                if exc.status != 409:
+                    raise
+            try:
+                existing = _body(self._send(f"read Job {name}", "GET", f"{_JOBS}/{name}"))
+            except KubeRejected as exc:
+                if exc.status != 404:
+                    raise
+                # Deleted between our create and our read: the next attempt creates it.
+                raise KubeUnavailable(f"create Job {name}: it existed, then vanished") from exc
+            return job_view(existing), False
+
+        return self._retrying(create_or_adopt)
+
+    def get_job(self, name: str) -> JobView | None:
+        raw = self._json_or_none(f"read Job {name}", "GET", f"{_JOBS}/{name}")
+        return None if raw is None else job_view(raw)
+
+    def list_jobs(self) -> tuple[list[JobView], str]:
+        """The worker's Jobs in the namespace, and the list's resourceVersion."""
+        raw = self._json("list Jobs", "GET", _JOBS, query={"labelSelector": SELECTOR})
+        return [job_view(item) for item in raw["items"]], raw["metadata"]["resourceVersion"]
+
+    def delete_job(self, name: str) -> None:
+        """Delete the Job and, in the background, its pods; a missing Job is fine.
+
+        Background propagation matters: batch/v1 Jobs orphan their pods by default.
+        A Job still holding FINALIZER stays, marked deleting, until `release`.
+        """
+        query = {"propagationPolicy": "Background"}
+        self._json_or_none(f"delete Job {name}", "DELETE", f"{_JOBS}/{name}", query=query)
+
+    # --- pods and logs ---------------------------------------------------------------------
+
+    def job_pods(self, job_name: str) -> list[PodView]:
+        query = {"labelSelector": f"job-name={job_name}"}
+        raw = self._json(f"list pods of Job {job_name}", "GET", _PODS, query=query)
+        return [pod_view(item) for item in raw["items"]]
+
+    def list_pods(self) -> tuple[list[PodView], str]:
+        """The pods of the worker's Jobs in the namespace, and the list's resourceVersion."""
+        raw = self._json("list pods", "GET", _PODS, query={"labelSelector": SELECTOR})
+        return [pod_view(item) for item in raw["items"]], raw["metadata"]["resourceVersion"]
+
+    def read_log(self, pod_name: str, *, limit_bytes: int = 1_048_576) -> str:
+        """The log of the pod's first container, cut at `limit_bytes`.
+
+        Returns "" when there is no log to read: the pod is gone (404), or its container
+        never started (400, e.g. an image that cannot be pulled). An empty log and a
+        missing one are the same thing to the person reading the uploaded file.
+        """
+        what = f"read log of pod {pod_name}"
+        pod = self._json_or_none(what, "GET", f"{_PODS}/{pod_name}")
+        if pod is None:
+            return ""
+        query = {"container": pod["spec"]["containers"][0]["name"], "limitBytes": limit_bytes}
+
+        def read() -> bytes:
+            response = self._send(
+                what, "GET", f"{_PODS}/{pod_name}/log", query=query, timeout=(_TIMEOUT[0], 60.0)
+            )
+            try:
+                return bytes(response.data)
+            finally:
+                response.release_conn()
+
+        try:
+            data = self._retrying(read)
+        except KubeRejected as exc:
+            if exc.status in (400, 404):
+                return ""
+            raise
+        # The cut may split a character; a log is for reading, so replace it.
+        return data.decode("utf-8", errors="replace")
+
+    # --- watches (for JobWatcher) ------------------------------------------------------------
+
+    def watch_jobs(self, resource_version: str, *, timeout_s: int) -> WatchStream:
+        return self._watch("jobs", _JOBS, resource_version, timeout_s)
+
+    def watch_pods(self, resource_version: str, *, timeout_s: int) -> WatchStream:
+        return self._watch("pods", _PODS, resource_version, timeout_s)
+
+    def _watch(
+        self, kind: Literal["jobs", "pods"], path: str, resource_version: str, timeout_s: int
+    ) -> WatchStream:
+        """Open one watch, not retried: the watcher's loop decides (relist, backoff)."""
+        query: dict[str, str | int] = {
+            "labelSelector": SELECTOR,
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": timeout_s,
+        }
+        try:
+            # The server ends the watch after timeout_s; the read timeout only catches a
+            # connection that died silently.
+            timeout = (_TIMEOUT[0], timeout_s + 30.0)
+            response = self._send(f"watch {kind}", "GET", path, query=query, timeout=timeout)
+        except KubeRejected as exc:
+            if exc.status == 410:
+                raise WatchExpired(str(exc), status=410) from exc
+            raise
+        return WatchStream(response, kind)
+
+    # --- claiming and releasing ---------------------------------------------------------------
+
+    def claim(self, job: JobView, holder: str, *, stale_after_s: float) -> JobView | None:
+        """Claim a Job for `holder` so that exactly one worker finishes it.
+
+        The patch carries the resourceVersion of `job`, which makes it an update
+        conditioned on it: of several workers claiming the same version, the API server
+        lets exactly one through and answers the others 409 Conflict. A loser re-reads
+        and backs off while another holder's claim is younger than `stale_after_s`; a
+        stale claim (its holder died) or our own is taken with the fresh version, once.
+        Returns the claimed Job, or None when someone else holds it or it is gone.
+        """
+        current: JobView | None = job
+        for _ in range(2):
+            if current is None or current.uid != job.uid:
+                return None  # gone, or a new Job of the same name: not the one asked about
+            now = datetime.now(UTC)
+            if claim_held_elsewhere(current, holder, stale_after_s=stale_after_s, now=now):
+                return None
+            patch = {
+                "metadata": {
+                    "resourceVersion": current.resource_version,
+                    "annotations": claim_annotations(holder, now),
+                }
+            }
+            try:
+                raw = self._json(
+                    f"claim Job {job.name}",
+                    "PATCH",
+                    f"{_JOBS}/{job.name}",
+                    body=patch,
+                    content_type=_MERGE_PATCH,
+                )
+                return job_view(raw)
+            except KubeRejected as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status != 409:
+                    raise
+            current = self.get_job(job.name)
+        return None
+
+    def release(self, name: str) -> None:
+        """Remove FINALIZER from the Job, letting Kubernetes delete it; a missing Job is fine.
+
+        A JSON patch that first tests the list entry removes exactly our finalizer even
+        if something else edits the list at the same time (the test then fails with 422,
+        and we read again).
+        """
+        for _ in range(ATTEMPTS):
+            job = self.get_job(name)
+            if job is None or FINALIZER not in job.finalizers:
+                return
+            path = f"/metadata/finalizers/{job.finalizers.index(FINALIZER)}"
+            patch = [
+                {"op": "test", "path": path, "value": FINALIZER},
+                {"op": "remove", "path": path},
+            ]
+            try:
+                self._json(
+                    f"release Job {name}",
+                    "PATCH",
+                    f"{_JOBS}/{name}",
+                    body=patch,
+                    content_type=_JSON_PATCH,
+                )
+                return
+            except KubeRejected as exc:
+                if exc.status == 404:
+                    return
+                if exc.status not in (409, 422):
+                    raise
+        raise KubeUnavailable(f"release Job {name}: its finalizers kept changing; try later")

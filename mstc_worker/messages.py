@@ -1,0 +1,110 @@
+"""What the service and its worker processes say to each other, as picklable values.
+
+Owns the vocabulary between the main process (which holds the AMQP connection) and the
+worker processes (which hold the Kubernetes and MinIO clients). Everything crosses a
+multiprocessing queue, so these are plain frozen dataclasses of plain values and models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mstc_worker.manifest import ReplyRoute
+from mstc_worker.protocol import Outcome, Request
+
+__all__ = [
+    "JobAccepted",
+    "JobEnded",
+    "JobFinished",
+    "JobStartFailed",
+    "KubeTrouble",
+    "ReleaseJob",
+    "StartJob",
+    "StopWorker",
+    "WorkerReady",
+    "WorkerToService",
+]
+
+# --- service -> worker ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """Create (or find) the Job for a request; `key` is the service's handle for it."""
+
+    key: int
+    request: Request
+    request_id: str
+    route: ReplyRoute
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """The reply for this Job is confirmed by the broker: let the Job go."""
+
+    job_name: str
+
+
+@dataclass(frozen=True)
+class StopWorker:
+    """Finish what is under way and exit."""
+
+
+# --- worker -> service ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """The worker's watches have listed everything once: it misses no ending from now on."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class JobAccepted:
+    """The Job exists and records the request: the message may leave the queue."""
+
+    worker: int
+    key: int
+    job_name: str
+    adopted: bool  # it existed already: a redelivered request found its Job
+
+
+@dataclass(frozen=True)
+class JobStartFailed:
+    """No Job could be made for the request; `transient` says whether to try again later."""
+
+    worker: int
+    key: int
+    outcome: Outcome
+    transient: bool
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    """A Job ended and its outcome is known; the reply goes to `reply_to` ('' = results)."""
+
+    worker: int
+    job_name: str
+    outcome: Outcome
+    reply_to: str
+    correlation_id: str | None
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """A Job this worker started no longer needs anyone: it counts against capacity no more."""
+
+    worker: int
+    job_name: str
+
+
+@dataclass(frozen=True)
+class KubeTrouble:
+    """A Kubernetes API call failed (for metrics); `kind` is transient or rejected."""
+
+    worker: int
+    kind: str
+
+
+WorkerToService = WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobEnded | KubeTrouble

@@ -1,0 +1,330 @@
+"""A worker process: turns requests into Jobs and finished Jobs into outcomes.
+
+Owns everything that waits on Kubernetes, so that no wait can ever starve the AMQP heartbeat
+in the main process. Each process holds its own Kubernetes and MinIO clients (created after
+spawn) and exactly one Job watch and one Pod watch, whatever the number of Jobs in flight;
+watch events are fanned out to the Jobs this process is responsible for.
+
+Who finishes a Job: every process of every replica sees every ending; the process whose
+shard (a hash of the Job's name) covers it claims the Job on the API server with an
+optimistic update, and only the winner reads the log, stores it and reports the outcome.
+The Job keeps its finalizer until the service confirms the reply was published, so a crash
+at any moment leaves a Job that the next worker finishes. A periodic sweep retries what an
+event-driven attempt could not finish (a claim left by a dead worker goes stale).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from typing import Any
+
+from mstc_worker import manifest
+from mstc_worker.errors import PermanentError, TransientError
+from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
+from mstc_worker.logs import configure_logging
+from mstc_worker.messages import (
+    JobAccepted,
+    JobEnded,
+    JobFinished,
+    JobStartFailed,
+    KubeTrouble,
+    ReleaseJob,
+    StartJob,
+    StopWorker,
+    WorkerReady,
+    WorkerToService,
+)
+from mstc_worker.protocol import Outcome, Status, error_outcome
+from mstc_worker.settings import Settings
+from mstc_worker.storage import Storage
+
+__all__ = ["Runner", "shard_of", "worker_main"]
+
+log = logging.getLogger(__name__)
+
+_ENDED = {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}
+_STATUS = {
+    JobState.SUCCEEDED: Status.SUCCEEDED,
+    JobState.FAILED: Status.FAILED,
+    JobState.TIMED_OUT: Status.TIMEOUT,
+}
+
+
+def shard_of(job_name: str, count: int) -> int:
+    """The worker process (0..count-1) that finishes `job_name`; stable across restarts."""
+    return zlib.crc32(job_name.encode()) % count
+
+
+def worker_main(
+    settings: Settings, index: int, count: int, inbox: Queue[Any], outbox: Queue[Any]
+) -> None:
+    """Entry point of a spawned worker process."""
+    configure_logging(settings, process_name=f"worker-{index}")
+    runner = Runner(
+        settings,
+        index=index,
+        count=count,
+        send=outbox.put,
+        kube=KubeClient(settings),
+        storage=Storage(settings),
+    )
+    runner.start()
+    try:
+        while True:
+            message = inbox.get()
+            if isinstance(message, StopWorker):
+                break
+            runner.handle(message)
+    finally:
+        runner.stop()
+
+
+class Runner:
+    """The work of one worker process, given its clients and a way to talk to the service."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        index: int,
+        count: int,
+        send: Any,
+        kube: KubeClient,
+        storage: Storage,
+    ) -> None:
+        self._settings = settings
+        self._index, self._count = index, count
+        self._send: Any = send  # Callable[[WorkerToService], None]
+        self._kube, self._storage = kube, storage
+        self._holder = f"{socket.gethostname()}/{os.getpid()}"
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"w{index}")
+        self._lock = threading.Lock()
+        self._mine: set[str] = set()  # Jobs this process started: they count as in flight
+        self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
+        self._replied: set[str] = set()  # reply confirmed, finalizer not yet removed
+        self._stuck: dict[str, PodView] = {}
+        self._stop = threading.Event()
+        self._watcher = JobWatcher(kube, self._on_job, self._on_pod, self._on_job_gone)
+        self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
+
+    def _emit(self, message: WorkerToService) -> None:
+        self._send(message)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._watcher.start()
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._watcher.stop()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def handle(self, message: StartJob | ReleaseJob) -> None:
+        if isinstance(message, StartJob):
+            self._pool.submit(self._start_job, message)
+        else:
+            self._pool.submit(self._release, message.job_name)
+
+    # --- creating ---------------------------------------------------------------------------
+
+    def _start_job(self, start: StartJob) -> None:
+        job = manifest.build_job(
+            start.request, request_id=start.request_id, settings=self._settings, route=start.route
+        )
+        name = job["metadata"]["name"]
+        try:
+            view, created = self._kube.create_job(job)
+        except (PermanentError, TransientError) as exc:
+            transient = isinstance(exc, TransientError)
+            self._emit(KubeTrouble(self._index, "transient" if transient else "rejected"))
+            log.warning("job %s not created: %s", name, exc)
+            outcome = error_outcome(exc, namespace=self._settings.namespace)
+            self._emit(JobStartFailed(self._index, start.key, outcome, transient))
+            return
+        owner = view.annotations.get(manifest.REQUEST_ID_ANNOTATION)
+        if not created and owner != start.request_id:
+            outcome = error_outcome(
+                PermanentError(f"Job {name} exists already and belongs to request {owner!r}"),
+                namespace=self._settings.namespace,
+            )
+            self._emit(JobStartFailed(self._index, start.key, outcome, False))
+            return
+        with self._lock:
+            self._mine.add(name)
+        log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
+        self._emit(JobAccepted(self._index, start.key, name, adopted=not created))
+
+    # --- watching -------------------------------------------------------------------------
+
+    def _on_job(self, job: JobView) -> None:
+        if manifest.FINALIZER not in job.finalizers:
+            self._forget(job.name)
+            return
+        if job.state in _ENDED and shard_of(job.name, self._count) == self._index:
+            self._finish_soon(job.name)
+
+    def _on_pod(self, pod: PodView) -> None:
+        if pod.job_name is None or pod.waiting_reason not in FAIL_FAST_REASONS:
+            return
+        if shard_of(pod.job_name, self._count) != self._index:
+            return
+        with self._lock:
+            self._stuck[pod.job_name] = pod
+        self._finish_soon(pod.job_name)
+
+    def _on_job_gone(self, job: JobView) -> None:
+        self._forget(job.name)
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            mine = name in self._mine
+            self._mine.discard(name)
+            self._stuck.pop(name, None)
+        if mine:
+            self._emit(JobEnded(self._index, name))
+
+    def _sweep(self) -> None:
+        announced = False
+        while not self._stop.wait(0 if not announced else self._settings.resync_seconds):
+            if not announced:
+                self._watcher.synced.wait()
+                self._emit(WorkerReady(self._index))
+                announced = True
+                continue
+            try:
+                jobs, _ = self._kube.list_jobs()
+            except TransientError as exc:
+                log.warning("sweep: cannot list jobs: %s", exc)
+                continue
+            with self._lock:
+                stuck = set(self._stuck)
+            for job in jobs:
+                owed = manifest.FINALIZER in job.finalizers
+                ended = job.state in _ENDED or job.name in stuck
+                if owed and ended and shard_of(job.name, self._count) == self._index:
+                    self._finish_soon(job.name)
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def _finish_soon(self, name: str) -> None:
+        with self._lock:
+            if name in self._busy:
+                return
+            self._busy.add(name)
+            replied = name in self._replied
+        # A Job whose reply went out only needs letting go; finishing it again would reply twice.
+        self._pool.submit(self._release if replied else self._finish, name)
+
+    def _finish(self, name: str) -> None:
+        reported = False
+        try:
+            reported = self._try_finish(name)
+        except (TransientError, PermanentError) as exc:
+            self._emit(KubeTrouble(self._index, "transient"))
+            log.warning("job %s: finishing failed, the sweep retries: %s", name, exc)
+        except Exception:
+            log.exception("job %s: finishing failed, the sweep retries", name)
+        finally:
+            if not reported:
+                with self._lock:
+                    self._busy.discard(name)
+
+    def _try_finish(self, name: str) -> bool:
+        job = self._kube.get_job(name)
+        if job is None or manifest.FINALIZER not in job.finalizers:
+            return False
+        with self._lock:
+            stuck = self._stuck.get(name)
+        if job.state not in _ENDED and stuck is None:
+            return False
+        claimed = self._kube.claim(
+            job, self._holder, stale_after_s=self._settings.claim_stale_seconds
+        )
+        if claimed is None:
+            return False  # another worker is on it
+        if stuck is not None or job.state is JobState.TIMED_OUT:
+            # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
+            self._kube.delete_job(name)
+        outcome = self._outcome(claimed, stuck)
+        log.info("job %s ended: %s %s", name, outcome.status.value, outcome.reason or "")
+        self._emit(
+            JobFinished(
+                self._index,
+                name,
+                outcome,
+                reply_to=claimed.annotations.get(manifest.REPLY_TO_ANNOTATION, ""),
+                correlation_id=claimed.annotations.get(manifest.CORRELATION_ID_ANNOTATION),
+            )
+        )
+        return True
+
+    def _outcome(self, job: JobView, stuck: PodView | None) -> Outcome:
+        pods = self._kube.job_pods(job.name)
+        pod = max(pods, key=_pod_order) if pods else None
+        status = Status.FAILED if stuck is not None else _STATUS[job.state]
+        if stuck is not None:
+            reason, message = stuck.waiting_reason, stuck.waiting_message
+        else:
+            reason = job.reason if job.state is not JobState.SUCCEEDED else None
+            reason = (pod.terminated_reason if pod and reason is None else reason) or reason
+            message = job.message
+        bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
+        prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
+        log_object = manifest.log_object_name(job.name, prefix)
+        stored, error = self._store_log(job.name, pod, bucket, log_object)
+        return Outcome(
+            status=status,
+            job_name=job.name,
+            namespace=job.namespace,
+            exit_code=pod.exit_code if pod else None,
+            reason=reason,
+            message=message,
+            started_at=job.started_at,
+            finished_at=job.finished_at or datetime.now(UTC),
+            log_bucket=bucket if stored else None,
+            log_object=log_object if stored else None,
+            output_bucket=bucket or None,
+            error=error,
+        )
+
+    def _store_log(
+        self, name: str, pod: PodView | None, bucket: str, log_object: str
+    ) -> tuple[bool, str | None]:
+        try:
+            text = self._kube.read_log(pod.name) if pod is not None else ""
+        except (TransientError, PermanentError) as exc:
+            text = f"(the log of Job {name} could not be read: {exc})\n"
+        try:
+            self._storage.put_text(bucket, log_object, text)
+        except (TransientError, PermanentError) as exc:
+            log.warning("job %s: log not stored in %s/%s: %s", name, bucket, log_object, exc)
+            return False, f"the Job's log could not be stored in {bucket}/{log_object}: {exc}"
+        return True, None
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            self._replied.add(name)
+        try:
+            self._kube.release(name)
+        except (TransientError, PermanentError) as exc:
+            log.warning("job %s: finalizer not removed yet, the sweep retries: %s", name, exc)
+        else:
+            with self._lock:
+                self._replied.discard(name)
+                self._stuck.pop(name, None)
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+
+def _pod_order(pod: PodView) -> datetime:
+    return pod.started_at or datetime.min.replace(tzinfo=UTC)

@@ -1,0 +1,301 @@
+"""The service: wires the broker, the worker processes and the HTTP port together.
+
+Owns the main process's side of a request's life, and the rules that keep work safe:
+
+* A request leaves the queue (is acked) only once its Job exists and records where the reply
+  goes; from then on the Job, not the message, is the request. Long Jobs therefore never hold
+  an unacked delivery past RabbitMQ's consumer timeout, and a crash loses nothing.
+* A bad request gets a `rejected` reply and is acked at once: never requeued in a loop.
+* Replies are published with confirms, from the connection's own thread; only then is the
+  worker process told to let the Job go (remove its finalizer).
+* At most `concurrency` requests are in flight per replica: consuming pauses at the limit,
+  and the rest waits in the queue where another replica can take it.
+* SIGTERM: stop consuming, give in-flight requests the grace period, then hand back whatever
+  is left (unaccepted deliveries return to the queue; running Jobs are adopted by the next
+  worker through their annotations).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from mstc_worker import manifest
+from mstc_worker.broker import Broker, Delivery
+from mstc_worker.errors import RequestRejected
+from mstc_worker.http import HttpServer
+from mstc_worker.messages import (
+    JobAccepted,
+    JobEnded,
+    JobFinished,
+    JobStartFailed,
+    KubeTrouble,
+    ReleaseJob,
+    StartJob,
+    StopWorker,
+    WorkerReady,
+    WorkerToService,
+)
+from mstc_worker.metrics import Metrics
+from mstc_worker.protocol import Reply, parse_request, rejection_reply, reply_body, reply_for
+from mstc_worker.runner import shard_of, worker_main
+from mstc_worker.settings import Settings
+
+__all__ = ["HTTP_ROUTE_PREFIX", "Service"]
+
+log = logging.getLogger(__name__)
+
+# Replies owed to a synchronous REST caller are routed by this prefix, then a token.
+HTTP_ROUTE_PREFIX = "http:"
+
+
+@dataclass
+class _Pending:
+    """A request handed to a worker process and not yet accepted (no Job yet)."""
+
+    delivery: Delivery | None  # None for a REST request
+    http_token: str | None = None
+
+
+class Service:
+    """One replica of the worker: call `run()` from the main thread."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.broker = Broker(
+            settings,
+            self._on_delivery,
+            prefetch=settings.concurrency,
+            on_reconnect=self.metrics.broker_reconnected,
+        )
+        self._ctx = multiprocessing.get_context("spawn")  # fresh clients in every process
+        self._outbox: Any = self._ctx.Queue()
+        self._inboxes: list[Any] = []
+        self._processes: list[Any] = []
+        self._ready_workers: set[int] = set()
+        self._keys = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._active: set[str] = set()
+        self._http_waiters: dict[str, Future[Reply]] = {}
+        self._waiters_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self.http = HttpServer(
+            settings.http_port,
+            self.metrics,
+            is_live=self._is_live,
+            is_ready=self._is_ready,
+            execute=self._execute,
+            host=settings.http_host,
+            max_body_bytes=settings.max_body_bytes,
+        )
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or `stop()`); returns the process exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.http.start()
+        self._start_workers()
+        threading.Thread(target=self._pump, name="pump", daemon=True).start()
+        log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
+        try:
+            self.broker.run(self._stop)
+        finally:
+            self._stop_workers()
+            self.http.stop()
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does); safe from any thread."""
+        if self._draining.is_set():
+            return
+        self._draining.set()
+        self.broker.submit(self.broker.pause)
+        threading.Thread(target=self._drain_then_stop, name="shutdown", daemon=True).start()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: no new requests; %d s for those in flight", signal.Signals(signum).name,
+                 self.settings.shutdown_grace_seconds)  # fmt: skip
+        self.stop()
+
+    def _drain_then_stop(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        while time.monotonic() < deadline and self.in_flight:
+            time.sleep(0.2)
+        if self.in_flight:
+            log.info("grace period over: %d requests handed back for adoption", self.in_flight)
+        self._stop.set()  # closing the channel returns unacked deliveries to the queue
+
+    def _start_workers(self) -> None:
+        for index in range(self.settings.processes):
+            inbox = self._ctx.Queue()
+            proc = self._ctx.Process(
+                target=worker_main,
+                args=(self.settings, index, self.settings.processes, inbox, self._outbox),
+                name=f"worker-{index}",
+                daemon=True,
+            )
+            proc.start()
+            self._inboxes.append(inbox)
+            self._processes.append(proc)
+
+    def _stop_workers(self) -> None:
+        for inbox in self._inboxes:
+            inbox.put(StopWorker())
+        for proc in self._processes:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+        self._outbox.put(None)  # ends the pump
+
+    def _pump(self) -> None:
+        """Carry worker messages to the connection's thread, where replies and acks go out."""
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            self.broker.submit(functools.partial(self._on_worker_message, message))
+
+    # --- health ----------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._active)
+
+    def _is_live(self) -> bool:
+        return all(proc.is_alive() for proc in self._processes)
+
+    def _is_ready(self) -> bool:
+        ready = len(self._ready_workers) == self.settings.processes
+        return ready and self.broker.connected.is_set() and not self._draining.is_set()
+
+    # --- requests in (connection thread) ---------------------------------------------------
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        try:
+            request = parse_request(delivery.body, settings=self.settings)
+        except RequestRejected as exc:
+            log.info("request rejected: %s", exc)
+            self._reply(rejection_reply(exc, delivery.body), delivery.reply_to or "",
+                        delivery.correlation_id)  # fmt: skip
+            self.broker.ack(delivery)
+            return
+        # The Job's name comes from the request id, so a redelivery finds the same Job.
+        request_id = delivery.correlation_id or delivery.message_id or str(uuid.uuid4())
+        route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id)
+        self._dispatch(_Pending(delivery), request, request_id, route)
+
+    def _dispatch(
+        self, pending: _Pending, request: Any, request_id: str, route: manifest.ReplyRoute
+    ) -> None:
+        key = next(self._keys)
+        self._pending[key] = pending
+        name = manifest.job_name_for(request.job_name, request_id)
+        worker = shard_of(name, self.settings.processes)
+        self._inboxes[worker].put(StartJob(key, request, request_id, route))
+        self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        self.metrics.set_in_flight(self.in_flight)
+        full = self.in_flight >= self.settings.concurrency
+        if full and not self.broker.paused:
+            self.broker.pause()
+        elif not full and self.broker.paused and not self._draining.is_set():
+            self.broker.resume()
+
+    # --- worker messages (connection thread) -----------------------------------------------
+
+    def _on_worker_message(self, message: WorkerToService) -> None:
+        if isinstance(message, JobAccepted):
+            pending = self._pending.pop(message.key)
+            self._active.add(message.job_name)
+            if pending.delivery is not None:
+                self.broker.ack(pending.delivery)
+        elif isinstance(message, JobStartFailed):
+            self._start_failed(message)
+        elif isinstance(message, JobFinished):
+            self._finished(message)
+        elif isinstance(message, JobEnded):
+            self._active.discard(message.job_name)
+        elif isinstance(message, WorkerReady):
+            self._ready_workers.add(message.worker)
+        elif isinstance(message, KubeTrouble):
+            self.metrics.kube_error(message.kind)
+        self._capacity_changed()
+
+    def _start_failed(self, message: JobStartFailed) -> None:
+        pending = self._pending.pop(message.key)
+        delivery = pending.delivery
+        if message.transient and delivery is not None and not delivery.redelivered:
+            # Kubernetes is unreachable even after retries: give the request another go later.
+            self.broker.nack(delivery, requeue=True)
+            return
+        reply = reply_for(message.outcome)
+        self.metrics.request_done(reply.status.value, None)
+        if pending.http_token is not None:
+            self._resolve_http(pending.http_token, reply)
+        elif delivery is not None:
+            self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
+            self.broker.ack(delivery)
+
+    def _finished(self, message: JobFinished) -> None:
+        reply = reply_for(message.outcome)
+        duration = reply.duration_ms / 1000 if reply.duration_ms is not None else None
+        if message.reply_to.startswith(HTTP_ROUTE_PREFIX):
+            if not self._resolve_http(message.reply_to[len(HTTP_ROUTE_PREFIX) :], reply):
+                self._reply(reply, "", message.correlation_id)  # its caller is gone
+        else:
+            self._reply(reply, message.reply_to, message.correlation_id)
+        self.metrics.request_done(reply.status.value, duration)
+        log.info("job %s replied: %s", message.job_name, reply.status.value)
+        self._inboxes[message.worker].put(ReleaseJob(message.job_name))
+
+    def _reply(self, reply: Reply, reply_to: str, correlation_id: str | None) -> None:
+        queue = reply_to or self.settings.results_queue
+        self.broker.publish(queue, reply_body(reply), correlation_id=correlation_id)
+        self.metrics.reply_sent()
+
+    # --- the Java REST controller ----------------------------------------------------------
+
+    def _execute(self, body: bytes) -> tuple[int, str]:
+        try:
+            request = parse_request(body, settings=self.settings)
+        except RequestRejected as exc:
+            return 400, rejection_reply(exc, body).result
+        token = uuid.uuid4().hex
+        waiter: Future[Reply] = Future()
+        with self._waiters_lock:
+            self._http_waiters[token] = waiter
+        route = manifest.ReplyRoute(HTTP_ROUTE_PREFIX + token, token)
+        self.broker.submit(lambda: self._dispatch(_Pending(None, token), request, token, route))
+        limit = request.timeout_minutes * 60 + 300
+        try:
+            reply = waiter.result(timeout=limit)
+        except TimeoutError:
+            return 504, f"TimeoutError: no outcome within {limit} s"
+        finally:
+            with self._waiters_lock:
+                self._http_waiters.pop(token, None)
+        return (200 if reply.status.value != "error" else 500), reply.result
+
+    def _resolve_http(self, token: str, reply: Reply) -> bool:
+        with self._waiters_lock:
+            waiter = self._http_waiters.get(token)
+        if waiter is None:
+            return False
+        waiter.set_result(reply)
+        return True

@@ -1,0 +1,165 @@
+"""The worker as users run it (`python -m mstc_worker`, a real process) and a client for it.
+
+`WorkerProcess` starts the console entry point with the stack's settings, waits for its
+readiness probe, and can stop it, kill it and start it again. `AmqpClient` talks to it the
+way clients do: publish a JSON request with reply_to and correlation_id, wait for the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pika
+
+from tests.support.stack import StackInfo
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class WorkerProcess:
+    def __init__(self, stack: StackInfo, env: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            **stack.env,
+            "MSTC_HTTP_PORT": str(self.port),
+            "MSTC_HTTP_HOST": "127.0.0.1",
+            **env,
+        }
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_text(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker-*.log"))
+        )
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        self.starts += 1
+        log = (self.log_dir / f"worker-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mstc_worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait_ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_text}")
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.1)  # polling the readiness probe, as Kubernetes does
+        raise AssertionError(f"worker not ready within {timeout} s:\n{self.log_text}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def metric(self, name: str) -> float:
+        """The value of one sample line of /metrics (name with labels, as printed)."""
+        _, text = self.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class AmqpClient:
+    """A client like the Java project's: an exclusive reply queue, one correlation_id a request."""
+
+    def __init__(self, stack: StackInfo) -> None:
+        self.conn = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
+        self.channel = self.conn.channel()
+        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.replies: dict[str, list[dict[str, Any]]] = {}
+        self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+
+    def _on_reply(self, _ch: Any, _method: Any, props: pika.BasicProperties, body: bytes) -> None:
+        self.replies.setdefault(props.correlation_id or "", []).append(json.loads(body))
+
+    def send(
+        self,
+        request: dict[str, Any] | bytes,
+        *,
+        queue: str = "mstc.queue.work",
+        exchange: str = "",
+        correlation_id: str | None = None,
+        reply: bool = True,
+    ) -> str:
+        correlation_id = correlation_id or str(uuid.uuid4())
+        body = request if isinstance(request, bytes) else json.dumps(request).encode()
+        props = pika.BasicProperties(
+            reply_to=self.reply_queue if reply else None,
+            correlation_id=correlation_id,
+            delivery_mode=2,
+        )
+        self.channel.basic_publish(exchange, queue, body, props)
+        return correlation_id
+
+    def wait(self, correlation_id: str, timeout: float = 90) -> dict[str, Any]:
+        """Block (serving heartbeats) until the reply for `correlation_id` arrives."""
+        deadline = time.monotonic() + timeout
+        while not self.replies.get(correlation_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply for {correlation_id} within {timeout} s")
+            self.conn.process_data_events(time_limit=0.5)
+        return self.replies[correlation_id][0]
+
+    def settle(self, seconds: float) -> None:
+        """Keep receiving for a while: used to prove that no second reply arrives."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.conn.process_data_events(time_limit=0.2)
+
+    def close(self) -> None:
+        if self.conn.is_open:
+            self.conn.close()
