@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
@@ -95,13 +96,13 @@ class Runner:
         *,
         index: int,
         count: int,
-        send: Any,
+        send: Callable[[WorkerToService], None],
         kube: KubeClient,
         storage: Storage,
     ) -> None:
         self._settings = settings
         self._index, self._count = index, count
-        self._send: Any = send  # Callable[[WorkerToService], None]
+        self._send = send
         self._kube, self._storage = kube, storage
         self._holder = f"{socket.gethostname()}/{os.getpid()}"
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"w{index}")

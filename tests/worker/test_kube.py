@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch
 
 from mstc_worker.kube import (
     CLAIMED_AT_ANNOTATION,
@@ -34,7 +33,7 @@ from mstc_worker.kube import (
 from mstc_worker.manifest import REQUEST_ID_ANNOTATION, build_job
 from mstc_worker.protocol import Request
 from mstc_worker.settings import Settings, load_settings
-from tests.support.kube import EXIT_CODE, RUN_FOR, WAITING_REASON, wait_job, watch_until
+from tests.support.kube import EXIT_CODE, RUN_FOR, WAITING_REASON, wait_gone, wait_job, watch_until
 from tests.support.stack import StackInfo
 from tests.worker.tcp_proxy import TcpProxy
 
@@ -122,31 +121,6 @@ def wait_pod(core: k8s.CoreV1Api, namespace: str, job: str, check: Callable[[Any
         namespace=namespace,
         label_selector=f"job-name={job}",
     )
-
-
-def wait_all_gone(list_fn: Callable[..., Any], timeout: int = 60, **list_kwargs: Any) -> None:
-    """Return once `list_fn` lists nothing: watches from its own list, so no deletion slips by.
-
-    (tests.support.kube.wait_gone lists twice; an object deleted between its two lists is
-    never seen going and the wait times out.)
-    """
-    listed = list_fn(**list_kwargs)
-    remaining = {item.metadata.uid for item in listed.items}
-    if not remaining:
-        return
-    stream = watch.Watch()
-    for event in stream.stream(
-        list_fn,
-        resource_version=listed.metadata.resource_version,
-        timeout_seconds=timeout,
-        **list_kwargs,
-    ):
-        if event["type"] == "DELETED":
-            remaining.discard(event["object"].metadata.uid)
-        if not remaining:
-            stream.stop()
-            return
-    raise TimeoutError(f"still there after {timeout} s: {remaining}")
 
 
 def container_waiting(reason: str) -> Callable[[Any], bool]:
@@ -324,9 +298,7 @@ def test_delete_job_removes_its_pods_too(
     wait_pod(core, namespace, job.name, lambda pod: pod.status.phase == "Running")
     kube.delete_job(job.name)
     # Without background propagation a deleted Job leaves its pods running, orphaned.
-    wait_all_gone(
-        core.list_namespaced_pod, namespace=namespace, label_selector=f"job-name={job.name}"
-    )
+    wait_gone(core.list_namespaced_pod, namespace=namespace, label_selector=f"job-name={job.name}")
     assert kube.get_job(job.name) is None
     kube.delete_job(job.name)  # deleting again is fine
 
@@ -348,12 +320,10 @@ def test_release_lets_a_deleted_job_and_its_pods_go(
     # The finalizer keeps the Job, and so its pods and log, until the reply is out.
     assert len(kube.job_pods(job.name)) == 1
     kube.release(job.name)
-    wait_all_gone(
+    wait_gone(
         batch.list_namespaced_job, namespace=namespace, field_selector=f"metadata.name={job.name}"
     )
-    wait_all_gone(
-        core.list_namespaced_pod, namespace=namespace, label_selector=f"job-name={job.name}"
-    )
+    wait_gone(core.list_namespaced_pod, namespace=namespace, label_selector=f"job-name={job.name}")
     kube.release(job.name)  # releasing a Job that is gone is fine
 
 
@@ -539,7 +509,7 @@ def test_watcher_survives_a_broken_connection_and_reports_what_happened_meanwhil
         ended, _ = kube.create_job(job_manifest(settings))
         wait_job(batch, namespace, ended.name, "Complete")
         kube.delete_job(doomed.name)
-        wait_all_gone(
+        wait_gone(
             batch.list_namespaced_job,
             namespace=namespace,
             field_selector=f"metadata.name={doomed.name}",

@@ -437,3 +437,19 @@ def test_json_log_lines_name_the_job(
     assert any("created" in step for step in steps)
     assert any("ended: succeeded" in step for step in steps)
     assert any("replied" in step for step in steps)
+
+
+def test_job_the_api_server_refuses_is_reported_not_retried(
+    worker: WorkerProcess, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    # Valid to the worker's parser, invalid to Kubernetes: a request above its limit.
+    resources = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    reply = client.wait(client.send(request(bucket, resources=resources), queue=work_queue))
+    assert reply["status"] == "error"
+    assert reply["reason"] == "KubeRejected"
+    assert reply["result"].startswith("KubeRejected: ")
+    assert "must be less than or equal to cpu limit" in reply["error"]
+    assert jobs(api_client, namespace) == []
+    assert worker.metric('mstc_kube_api_errors_total{kind="rejected"}') == 1
+    assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
