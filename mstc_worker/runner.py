@@ -272,12 +272,7 @@ class Runner:
         pods = self._kube.job_pods(job.name)
         pod = max(pods, key=_pod_order) if pods else None
         status = Status.FAILED if stuck is not None else _STATUS[job.state]
-        if stuck is not None:
-            reason, message = stuck.waiting_reason, stuck.waiting_message
-        else:
-            reason = job.reason if job.state is not JobState.SUCCEEDED else None
-            reason = (pod.terminated_reason if pod and reason is None else reason) or reason
-            message = job.message
+        reason, message = _why(job, pod, stuck)
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
         prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
         log_object = manifest.log_object_name(job.name, prefix)
@@ -325,6 +320,18 @@ class Runner:
         finally:
             with self._lock:
                 self._busy.discard(name)
+
+
+def _why(job: JobView, pod: PodView | None, stuck: PodView | None) -> tuple[str | None, str | None]:
+    """The reason and message a user can act on, most specific first."""
+    if stuck is not None:
+        return stuck.waiting_reason, stuck.waiting_message
+    if job.state is JobState.SUCCEEDED:
+        return None, None
+    if job.state is JobState.FAILED and pod is not None and pod.terminated_reason:
+        # "Error" or "OOMKilled" from the container says more than "BackoffLimitExceeded".
+        return pod.terminated_reason, job.message
+    return job.reason, job.message
 
 
 def _pod_order(pod: PodView) -> datetime:

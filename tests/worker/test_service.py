@@ -133,6 +133,7 @@ def test_failed_job_reply_carries_exit_code(
     reply = client.wait(cid)
     assert reply["status"] == "failed"
     assert reply["exitCode"] == 3
+    assert reply["reason"] == "Error"  # the container's reason, not the Job's BackoffLimitExceeded
     assert reply["result"] == f"Job {reply['jobName']} complete."
 
 
