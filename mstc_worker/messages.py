@@ -17,10 +17,10 @@ __all__ = [
     "JobEnded",
     "JobFinished",
     "JobStartFailed",
-    "KubeTrouble",
     "ReleaseJob",
     "StartJob",
     "StopWorker",
+    "Trouble",
     "WorkerReady",
     "WorkerToService",
 ]
@@ -100,11 +100,12 @@ class JobEnded:
 
 
 @dataclass(frozen=True)
-class KubeTrouble:
-    """A Kubernetes API call failed (for metrics); `kind` is transient or rejected."""
+class Trouble:
+    """A call across a boundary failed (for metrics): `boundary` kube or storage."""
 
     worker: int
-    kind: str
+    boundary: str
+    kind: str  # transient or rejected
 
 
-WorkerToService = WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobEnded | KubeTrouble
+WorkerToService = WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobEnded | Trouble

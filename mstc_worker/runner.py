@@ -35,10 +35,10 @@ from mstc_worker.messages import (
     JobEnded,
     JobFinished,
     JobStartFailed,
-    KubeTrouble,
     ReleaseJob,
     StartJob,
     StopWorker,
+    Trouble,
     WorkerReady,
     WorkerToService,
 )
@@ -146,7 +146,7 @@ class Runner:
             view, created = self._kube.create_job(job)
         except (PermanentError, TransientError) as exc:
             transient = isinstance(exc, TransientError)
-            self._emit(KubeTrouble(self._index, "transient" if transient else "rejected"))
+            self._emit(Trouble(self._index, "kube", "transient" if transient else "rejected"))
             log.warning("job %s not created: %s", name, exc)
             outcome = error_outcome(exc, namespace=self._settings.namespace)
             self._emit(JobStartFailed(self._index, start.key, outcome, transient))
@@ -230,7 +230,7 @@ class Runner:
         try:
             reported = self._try_finish(name)
         except (TransientError, PermanentError) as exc:
-            self._emit(KubeTrouble(self._index, "transient"))
+            self._emit(Trouble(self._index, "kube", "transient"))
             log.warning("job %s: finishing failed, the sweep retries: %s", name, exc)
         except Exception:
             log.exception("job %s: finishing failed, the sweep retries", name)
@@ -303,6 +303,8 @@ class Runner:
             self._storage.put_text(bucket, log_object, text)
         except (TransientError, PermanentError) as exc:
             log.warning("job %s: log not stored in %s/%s: %s", name, bucket, log_object, exc)
+            kind = "transient" if isinstance(exc, TransientError) else "rejected"
+            self._emit(Trouble(self._index, "storage", kind))
             return False, f"the Job's log could not be stored in {bucket}/{log_object}: {exc}"
         return True, None
 

@@ -39,10 +39,10 @@ from mstc_worker.messages import (
     JobEnded,
     JobFinished,
     JobStartFailed,
-    KubeTrouble,
     ReleaseJob,
     StartJob,
     StopWorker,
+    Trouble,
     WorkerReady,
     WorkerToService,
 )
@@ -233,8 +233,11 @@ class Service:
             self._active.discard(message.job_name)
         elif isinstance(message, WorkerReady):
             self._ready_workers.add(message.worker)
-        elif isinstance(message, KubeTrouble):
-            self.metrics.kube_error(message.kind)
+        elif isinstance(message, Trouble):
+            if message.boundary == "kube":
+                self.metrics.kube_error(message.kind)
+            else:
+                self.metrics.storage_error()
         self._capacity_changed()
 
     def _start_failed(self, message: JobStartFailed) -> None:
