@@ -99,6 +99,7 @@ class Broker:
             channel.queue_declare(s.work_queue, durable=True)
             channel.queue_bind(s.work_queue, s.exchange, routing_key=s.work_queue)
             channel.queue_declare(s.results_queue, durable=True)
+            channel.queue_declare(s.dead_letter_queue, durable=True)
             channel.basic_qos(prefetch_count=self._prefetch)
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailable(
@@ -182,7 +183,14 @@ class Broker:
 
     # --- owner-thread operations ----------------------------------------------------------
 
-    def publish(self, queue: str, body: bytes, *, correlation_id: str | None) -> None:
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        correlation_id: str | None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
         """Publish to `queue` through the default exchange and wait for the broker's confirm.
 
         A queue that does not exist (a client's exclusive reply queue, gone with the client)
@@ -193,6 +201,7 @@ class Broker:
             content_type="application/json",
             correlation_id=correlation_id,
             delivery_mode=pika.DeliveryMode.Persistent,
+            headers=dict(headers) if headers else None,
         )
         channel = self._require_channel()
         try:

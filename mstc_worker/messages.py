@@ -21,6 +21,7 @@ __all__ = [
     "StartJob",
     "StopWorker",
     "Trouble",
+    "WorkerDied",
     "WorkerReady",
     "WorkerToService",
 ]
@@ -106,6 +107,14 @@ class Trouble:
     worker: int
     boundary: str
     kind: str  # transient or rejected
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    """Said by the pool, not a worker: process `worker` died and was started again."""
+
+    worker: int
+    exit_code: int | None
 
 
 WorkerToService = WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobEnded | Trouble

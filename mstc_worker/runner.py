@@ -138,6 +138,9 @@ class Runner:
     # --- creating ---------------------------------------------------------------------------
 
     def _start_job(self, start: StartJob) -> None:
+        if self._settings.fault_crash_on_image == start.request.image:
+            log.error("fault injection: crashing on image %s", start.request.image)
+            os._exit(70)
         job = manifest.build_job(
             start.request, request_id=start.request_id, settings=self._settings, route=start.route
         )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import multiprocessing
 import signal
 import threading
 import time
@@ -41,14 +40,22 @@ from mstc_worker.messages import (
     JobStartFailed,
     ReleaseJob,
     StartJob,
-    StopWorker,
     Trouble,
+    WorkerDied,
     WorkerReady,
     WorkerToService,
 )
 from mstc_worker.metrics import Metrics
-from mstc_worker.protocol import Reply, parse_request, rejection_reply, reply_body, reply_for
-from mstc_worker.runner import shard_of, worker_main
+from mstc_worker.pool import WorkerPool
+from mstc_worker.protocol import (
+    Reply,
+    Status,
+    parse_request,
+    rejection_reply,
+    reply_body,
+    reply_for,
+)
+from mstc_worker.runner import shard_of
 from mstc_worker.settings import Settings
 
 __all__ = ["HTTP_ROUTE_PREFIX", "Service"]
@@ -64,7 +71,19 @@ class _Pending:
     """A request handed to a worker process and not yet accepted (no Job yet)."""
 
     delivery: Delivery | None  # None for a REST request
-    http_token: str | None = None
+    http_token: str | None
+    worker: int  # the process holding it
+
+
+def crash_reply(reason: str) -> Reply:
+    """The reply to a request that crashed its handler twice: an error, in the Java form."""
+    return Reply(
+        status=Status.ERROR,
+        reason="WorkerCrashed",
+        error=reason,
+        error_type="WorkerCrashed",
+        result=f"WorkerCrashed: {reason}",
+    )
 
 
 class Service:
@@ -79,14 +98,11 @@ class Service:
             prefetch=settings.concurrency,
             on_reconnect=self.metrics.broker_reconnected,
         )
-        self._ctx = multiprocessing.get_context("spawn")  # fresh clients in every process
-        self._outbox: Any = self._ctx.Queue()
-        self._inboxes: list[Any] = []
-        self._processes: list[Any] = []
+        self.pool = WorkerPool(settings)
         self._ready_workers: set[int] = set()
         self._keys = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._active: set[str] = set()
+        self._active: dict[str, int] = {}  # accepted Job -> the process that made it
         self._http_waiters: dict[str, Future[Reply]] = {}
         self._waiters_lock = threading.Lock()
         self._stop = threading.Event()
@@ -108,13 +124,13 @@ class Service:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.http.start()
-        self._start_workers()
+        self.pool.start()
         threading.Thread(target=self._pump, name="pump", daemon=True).start()
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
             self.broker.run(self._stop)
         finally:
-            self._stop_workers()
+            self.pool.stop()
             self.http.stop()
         log.info("stopped")
         return 0
@@ -140,34 +156,9 @@ class Service:
             log.info("grace period over: %d requests handed back for adoption", self.in_flight)
         self._stop.set()  # closing the channel returns unacked deliveries to the queue
 
-    def _start_workers(self) -> None:
-        for index in range(self.settings.processes):
-            inbox = self._ctx.Queue()
-            proc = self._ctx.Process(
-                target=worker_main,
-                args=(self.settings, index, self.settings.processes, inbox, self._outbox),
-                name=f"worker-{index}",
-                daemon=True,
-            )
-            proc.start()
-            self._inboxes.append(inbox)
-            self._processes.append(proc)
-
-    def _stop_workers(self) -> None:
-        for inbox in self._inboxes:
-            inbox.put(StopWorker())
-        for proc in self._processes:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
-        self._outbox.put(None)  # ends the pump
-
     def _pump(self) -> None:
         """Carry worker messages to the connection's thread, where replies and acks go out."""
-        while True:
-            message = self._outbox.get()
-            if message is None:
-                return
+        for message in self.pool.messages():
             self.broker.submit(functools.partial(self._on_worker_message, message))
 
     # --- health ----------------------------------------------------------------------------
@@ -177,7 +168,7 @@ class Service:
         return len(self._pending) + len(self._active)
 
     def _is_live(self) -> bool:
-        return all(proc.is_alive() for proc in self._processes)
+        return self.pool.all_alive()
 
     def _is_ready(self) -> bool:
         ready = len(self._ready_workers) == self.settings.processes
@@ -197,16 +188,21 @@ class Service:
         # The Job's name comes from the request id, so a redelivery finds the same Job.
         request_id = delivery.correlation_id or delivery.message_id or str(uuid.uuid4())
         route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id)
-        self._dispatch(_Pending(delivery), request, request_id, route)
+        self._dispatch(delivery, None, request, request_id, route)
 
     def _dispatch(
-        self, pending: _Pending, request: Any, request_id: str, route: manifest.ReplyRoute
+        self,
+        delivery: Delivery | None,
+        http_token: str | None,
+        request: Any,
+        request_id: str,
+        route: manifest.ReplyRoute,
     ) -> None:
         key = next(self._keys)
-        self._pending[key] = pending
         name = manifest.job_name_for(request.job_name, request_id)
-        worker = shard_of(name, self.settings.processes)
-        self._inboxes[worker].put(StartJob(key, request, request_id, route))
+        worker = shard_of(name, self.pool.size)
+        self._pending[key] = _Pending(delivery, http_token, worker)
+        self.pool.send(worker, StartJob(key, request, request_id, route))
         self._capacity_changed()
 
     def _capacity_changed(self) -> None:
@@ -219,10 +215,10 @@ class Service:
 
     # --- worker messages (connection thread) -----------------------------------------------
 
-    def _on_worker_message(self, message: WorkerToService) -> None:
+    def _on_worker_message(self, message: WorkerToService | WorkerDied) -> None:
         if isinstance(message, JobAccepted):
             pending = self._pending.pop(message.key)
-            self._active.add(message.job_name)
+            self._active[message.job_name] = message.worker
             if pending.delivery is not None:
                 self.broker.ack(pending.delivery)
         elif isinstance(message, JobStartFailed):
@@ -230,7 +226,9 @@ class Service:
         elif isinstance(message, JobFinished):
             self._finished(message)
         elif isinstance(message, JobEnded):
-            self._active.discard(message.job_name)
+            self._active.pop(message.job_name, None)
+        elif isinstance(message, WorkerDied):
+            self._worker_died(message)
         elif isinstance(message, WorkerReady):
             self._ready_workers.add(message.worker)
         elif isinstance(message, Trouble):
@@ -265,12 +263,52 @@ class Service:
             self._reply(reply, message.reply_to, message.correlation_id)
         self.metrics.request_done(reply.status.value, duration)
         log.info("job %s replied: %s", message.job_name, reply.status.value)
-        self._inboxes[message.worker].put(ReleaseJob(message.job_name))
+        self.pool.send(shard_of(message.job_name, self.pool.size), ReleaseJob(message.job_name))
 
     def _reply(self, reply: Reply, reply_to: str, correlation_id: str | None) -> None:
         queue = reply_to or self.settings.results_queue
         self.broker.publish(queue, reply_body(reply), correlation_id=correlation_id)
         self.metrics.reply_sent()
+
+    def _worker_died(self, died: WorkerDied) -> None:
+        """Deal with what a dead process held: retry its requests once, then dead-letter them.
+
+        Its Jobs are safe already (the restarted process finishes them); they stop counting
+        here because the process that would have said they ended is gone.
+        """
+        self._ready_workers.discard(died.worker)
+        for name in [n for n, w in self._active.items() if w == died.worker]:
+            del self._active[name]
+        for key in [k for k, p in self._pending.items() if p.worker == died.worker]:
+            pending = self._pending.pop(key)
+            delivery = pending.delivery
+            if delivery is not None and not delivery.redelivered:
+                self.broker.nack(delivery, requeue=True)  # maybe bad luck: one more try
+                continue
+            reason = f"a worker process died (exit code {died.exit_code}) handling it twice"
+            reply = crash_reply(reason)
+            if pending.http_token is not None:
+                self._resolve_http(pending.http_token, reply)
+            elif delivery is not None:
+                self._dead_letter(delivery, reason)
+                self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
+                self.broker.ack(delivery)
+            self.metrics.request_done(reply.status.value, None)
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        headers = {
+            **delivery.headers,
+            "x-mstc-reason": reason,
+            "x-mstc-reply-to": delivery.reply_to or "",
+            "x-mstc-correlation-id": delivery.correlation_id or "",
+        }
+        self.broker.publish(
+            self.settings.dead_letter_queue,
+            delivery.body,
+            correlation_id=delivery.correlation_id,
+            headers=headers,
+        )
+        log.error("request %s dead-lettered: %s", delivery.correlation_id, reason)
 
     # --- the Java REST controller ----------------------------------------------------------
 
@@ -284,7 +322,7 @@ class Service:
         with self._waiters_lock:
             self._http_waiters[token] = waiter
         route = manifest.ReplyRoute(HTTP_ROUTE_PREFIX + token, token)
-        self.broker.submit(lambda: self._dispatch(_Pending(None, token), request, token, route))
+        self.broker.submit(lambda: self._dispatch(None, token, request, token, route))
         limit = request.timeout_minutes * 60 + 300
         try:
             reply = waiter.result(timeout=limit)

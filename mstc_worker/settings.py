@@ -196,6 +196,18 @@ class Settings(BaseSettings):
         "Seconds between sweeps for finished Jobs whose reply is still owed.",
         ge=1,
     )
+    dead_letter_queue: str = _setting(
+        "mstc.queue.dead",
+        "MSTC_DEAD_LETTER_QUEUE",
+        "Durable queue for requests that crashed a worker process twice (reason in headers).",
+        min_length=1,
+        max_length=255,
+    )
+    fault_crash_on_image: str | None = _setting(
+        None,
+        "MSTC_FAULT_CRASH_ON_IMAGE",
+        "Fault injection for tests only: a worker process exits when asked to run this image.",
+    )
     shutdown_grace_seconds: int = _setting(
         30,
         "MSTC_SHUTDOWN_GRACE_SECONDS",

@@ -6,11 +6,14 @@ Requests carry KWOK annotations (see stack/kwok/stages.yaml) to choose how their
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -413,6 +416,12 @@ def test_watches_do_not_grow_with_jobs_in_flight(
 
     before = watches()
     make_worker(MSTC_PROCESSES="2", MSTC_CONCURRENCY="30")
+    # Ready means the first lists are done; the watch requests follow them at once.
+    deadline = time.monotonic() + 30
+    idle = watches()
+    while idle["pods"] - before["pods"] < 2 or idle["jobs"] - before["jobs"] < 2:
+        assert time.monotonic() < deadline, f"watches never opened: {before} -> {idle}"
+        idle = watches()
     cids = [
         client.send(request(bucket, **pod_fate(run_for="20s")), queue=work_queue) for _ in range(30)
     ]
@@ -423,8 +432,10 @@ def test_watches_do_not_grow_with_jobs_in_flight(
     )
     during = watches()
     # One Job watch and one Pod watch per worker process, whatever the number of Jobs.
-    assert during["jobs"] - before["jobs"] == 2
-    assert during["pods"] - before["pods"] == 2
+    # (The API server counts every namespaced watch: run alone, as `make test` does.)
+    assert idle["jobs"] - before["jobs"] == 2
+    assert idle["pods"] - before["pods"] == 2
+    assert during == idle
     assert {client.wait(cid)["status"] for cid in cids} == {"succeeded"}
 
 
@@ -454,3 +465,58 @@ def test_job_the_api_server_refuses_is_reported_not_retried(
     assert jobs(api_client, namespace) == []
     assert worker.metric('mstc_kube_api_errors_total{kind="rejected"}') == 1
     assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
+
+
+# --- worker processes that die ----------------------------------------------------------------
+
+
+def worker_children(worker: WorkerProcess) -> list[int]:
+    """PIDs of the service's spawned worker processes (not multiprocessing's helpers)."""
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def test_killed_worker_process_is_replaced_and_the_request_still_replied(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    worker = make_worker(MSTC_PROCESSES="1")
+    cid = client.send(request(bucket, **pod_fate(run_for="6s")), queue=work_queue)
+    watch_until(
+        k8s.BatchV1Api(api_client).list_namespaced_job, lambda _k, _j: True, namespace=namespace
+    )
+    (child,) = worker_children(worker)
+    os.kill(child, signal.SIGKILL)
+    reply = client.wait(cid, timeout=120)
+    assert reply["status"] == "succeeded"
+    assert "worker-0 died" in worker.log_text
+    assert worker.get("/healthz")[0] == 200
+    assert worker_children(worker) != [child]
+
+
+def test_poison_message_ends_in_the_dead_letter_queue_with_its_reason(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    dead = f"{work_queue}.dead"
+    make_worker(MSTC_FAULT_CRASH_ON_IMAGE="example.invalid/poison:1", MSTC_DEAD_LETTER_QUEUE=dead)
+    poison = request(bucket, image="example.invalid/poison:1")
+    reply = client.wait(client.send(poison, queue=work_queue), timeout=120)
+    assert reply["status"] == "error"
+    assert reply["reason"] == "WorkerCrashed"
+    assert "twice" in reply["error"]
+    method, props, body = client.channel.basic_get(dead, auto_ack=True)
+    assert method is not None
+    assert json.loads(body) == poison
+    assert props.headers is not None
+    assert "died" in props.headers["x-mstc-reason"]
+    assert jobs(api_client, namespace) == []
+    assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
+    # The worker is still serving.
+    assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
