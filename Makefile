@@ -10,7 +10,14 @@ PY := $(UV) run --frozen
 STACK := python3 stack/localstack.py
 export MSTC_STACK_DIR ?= /tmp/mstc-stack
 
-.PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test test-unit clean
+IMAGE_TAG ?= dev
+WORKER_IMAGE ?= mstc-cloud-worker:$(IMAGE_TAG)
+JOB_IMAGE ?= mstc-example-job:$(IMAGE_TAG)
+KIND_CLUSTER ?= mstc
+CHART := charts/mstc-cloud-worker
+
+.PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test \
+	test-unit test-deploy chart-lint images kind-up kind-down test-kind clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +68,29 @@ test-unit: install ## only the tests that need no servers
 
 test: install stack-deps stack-build lint ## THE test command: lint, then the whole suite on a real local stack
 	$(PY) pytest
+
+test-deploy: install stack-deps stack-build ## chart, RBAC and example-job tests on the local stack
+	$(PY) pytest tests/deploy
+
+chart-lint: stack-build ## helm lint --strict the chart
+	source $(MSTC_STACK_DIR)/env.sh 2>/dev/null; $${HELM_BIN:-helm} lint --strict $(CHART)
+
+images: ## build the worker's and the example job's images (needs docker)
+	docker build -t $(WORKER_IMAGE) .
+	docker build -t $(JOB_IMAGE) examples/job
+
+kind-up: images ## a kind cluster with the images loaded and the chart installed into mstc-dev
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER) --wait 180s
+	kind load docker-image $(WORKER_IMAGE) $(JOB_IMAGE) --name $(KIND_CLUSTER)
+	helm upgrade --install mstc-cloud-worker $(CHART) -n mstc-dev --create-namespace \
+	  --kube-context kind-$(KIND_CLUSTER) --set image.repository=mstc-cloud-worker \
+	  --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
+
+test-kind: install ## end to end on kind: images, cluster, chart, the example job (docker, kind, helm)
+	MSTC_TEST_CLUSTER=kind $(PY) pytest tests/e2e
 
 clean: stack-down ## remove the virtualenv and caches of this checkout (not the built binaries)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
