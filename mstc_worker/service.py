@@ -144,6 +144,8 @@ class Service:
         threading.Thread(target=self._drain_then_stop, name="shutdown", daemon=True).start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._draining.is_set():
+            return  # a second signal (e.g. from a wrapper forwarding it) changes nothing
         log.info("%s: no new requests; %d s for those in flight", signal.Signals(signum).name,
                  self.settings.shutdown_grace_seconds)  # fmt: skip
         self.stop()
