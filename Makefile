@@ -17,7 +17,7 @@ KIND_CLUSTER ?= mstc
 CHART := charts/mstc-cloud-worker
 
 .PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test \
-	test-unit test-deploy chart-lint images kind-up kind-down test-kind clean
+	test-unit test-deploy chart-lint images kind-up kind-down test-kind bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -94,3 +94,7 @@ test-kind: install ## end to end on kind: images, cluster, chart, the example jo
 
 clean: stack-down ## remove the virtualenv and caches of this checkout (not the built binaries)
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+
+bench: install stack-deps stack-build ## the benchmark (not part of `make test`): bench/results/
+	$(UV) sync --frozen --group bench
+	$(UV) run --frozen --group bench python -m bench.bench $(SCENARIOS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +59,7 @@ class StackInfo:
         )
 
 
-def local_stack() -> Iterator[StackInfo]:
+def local_stack() -> Generator[StackInfo, None, None]:
     cfg = localstack.Config.from_env()
     reuse = localstack.all_running(cfg) and cfg.env_file.exists()
     if not reuse:
