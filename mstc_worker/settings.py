@@ -21,7 +21,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mstc_worker.errors import ConfigError
 from mstc_worker.kube_syntax import dns1123_label_problem, dns1123_subdomain_problem
@@ -46,9 +46,21 @@ def _port(default: int, env: str, what: str) -> Any:
 class Settings(BaseSettings):
     """The worker's configuration; build it with `load_settings`.
 
-    ``Settings()`` also reads the process environment, but skips the
-    default-credentials check that `load_settings` applies.
+    The values come only from the mapping `load_settings` is given (the process environment
+    by default), never from the environment behind its back: a test's explicit mapping is the
+    whole truth, whatever the shell running it exports.
     """
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
     model_config = SettingsConfigDict(
         case_sensitive=True,

@@ -1,10 +1,340 @@
-"""The `mstc` command (placeholder until the client issue lands)."""
+"""The `mstc` command: `mstc run` (files in, results out) and `mstc send` (a raw request).
 
+The command is a thin shell over `Client`: it parses flags, overlays them on the environment
+(the worker's variable names, so one env file serves both), shows progress, prints a summary
+or one JSON object, and turns the outcome into an exit code a script can branch on
+(`ExitCode`, listed in `mstc --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
 import sys
+from collections.abc import Mapping, Sequence
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
-__all__ = ["main"]
+from mstc_client.client import Client, wait_budget
+from mstc_client.config import ClientConfig
+from mstc_client.display import Display, summary
+from mstc_client.errors import (
+    BrokerUnreachable,
+    ConfigError,
+    JobFailed,
+    JobTimedOut,
+    MstcClientError,
+    RequestRejected,
+    StorageError,
+    WaitTimeout,
+)
+from mstc_client.handle import JobHandle
+from mstc_client.protocol import JobRequest, Resources, Status
+from mstc_client.result import error_for
+
+__all__ = ["ExitCode", "exit_code_for_error", "exit_code_for_status", "main"]
 
 
-def main() -> int:
-    print("mstc: not implemented yet", file=sys.stderr)  # noqa: T201
-    return 1
+class ExitCode(IntEnum):
+    SUCCEEDED = 0
+    JOB_FAILED = 1
+    TIMEOUT = 2
+    REJECTED = 3
+    UNREACHABLE = 4
+    ERROR = 5
+    UNKNOWN = 6
+
+
+EPILOG = """\
+exit codes:
+  0  the Job succeeded (or, with --no-wait, the request was handed to the broker)
+  1  the Job failed (non-zero exit code, image pull error, ...): read its log
+  2  timeout: the Job ran past --timeout, or no reply came within --wait-timeout
+  3  the worker rejected the request (bad field, image not allowed): fix it and resend
+  4  RabbitMQ or MinIO unreachable or refusing the login: check the settings below
+  5  any other error, including bad usage and unusable local paths
+  6  a Java-era worker replied "Job X complete." without the outcome: read the log
+
+settings (environment, the worker's own names; flags override them):
+  MSTC_AMQP_URL or WORK_QUEUE_HOST, WORK_QUEUE_PORT, WORK_QUEUE_USER, WORK_QUEUE_PASS
+  MSTC_S3_ENDPOINT or MINIO_SERVICE_HOST, MINIO_SERVICE_PORT; MINIO_ROOT_USER, MINIO_ROOT_PASSWORD
+  MSTC_EXCHANGE (mstc.exchange), MSTC_WORK_QUEUE (mstc.queue.work), MSTC_BUCKET (mstc),
+  MSTC_CONNECT_TIMEOUT_SECONDS (15), MSTC_HEARTBEAT_SECONDS (30)
+"""
+
+_STATUS_CODES = {
+    Status.SUCCEEDED: ExitCode.SUCCEEDED,
+    Status.FAILED: ExitCode.JOB_FAILED,
+    Status.TIMEOUT: ExitCode.TIMEOUT,
+    Status.REJECTED: ExitCode.REJECTED,
+    Status.ERROR: ExitCode.ERROR,
+    Status.UNKNOWN: ExitCode.UNKNOWN,
+}
+
+
+def exit_code_for_status(status: Status) -> ExitCode:
+    return _STATUS_CODES[status]
+
+
+def exit_code_for_error(exc: BaseException) -> ExitCode:
+    """The exit code for an error raised on the way (not a reply)."""
+    if isinstance(exc, JobTimedOut | WaitTimeout):
+        return ExitCode.TIMEOUT
+    if isinstance(exc, RequestRejected):
+        return ExitCode.REJECTED
+    if isinstance(exc, JobFailed):
+        return exit_code_for_status(exc.reply.status)
+    if isinstance(exc, BrokerUnreachable | StorageError):
+        return ExitCode.UNREACHABLE
+    return ExitCode.ERROR
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would exit with 2, which here means "timeout".
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mstc",
+        description="Run container jobs on your files through an mstc worker.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = _Parser(add_help=False)
+    common.add_argument("--no-wait", action="store_true", help="return once the broker has it")
+    common.add_argument("--json", action="store_true", help="print one JSON object, no progress")
+    common.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for the reply (default: timeout + 5 min)",
+    )
+    common.add_argument("--amqp-url", help="broker URL (MSTC_AMQP_URL)")
+    common.add_argument("--s3-endpoint", help="http(s)://host:port of MinIO (MSTC_S3_ENDPOINT)")
+    common.add_argument("--work-queue", help="work queue (MSTC_WORK_QUEUE)")
+    common.add_argument("--exchange", help="exchange (MSTC_EXCHANGE)")
+    common.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up connecting after this long (MSTC_CONNECT_TIMEOUT_SECONDS)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="upload inputs, run a Job, download outputs and log",
+    )
+    run.add_argument("--image", required=True, help="container image")
+    run.add_argument("--job-name", required=True, help="base name of the Job")
+    run.add_argument(
+        "--input",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="file or directory (its contents) to upload; repeatable",
+    )
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="where outputs and the log go (required unless --no-wait)",
+    )
+    run.add_argument("--timeout", type=int, metavar="MIN", help="Job timeout in minutes")
+    run.add_argument("--bucket", help="bucket for inputs and outputs (MSTC_BUCKET)")
+    run.add_argument("--output-bucket", help="bucket for outputs (default: --bucket)")
+    run.add_argument("--prefix", help="object-name prefix (default: run-<random>)")
+    run.add_argument(
+        "--env",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="environment variable for the container; repeatable",
+    )
+    run.add_argument(
+        "--annotation",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="pod annotation; repeatable",
+    )
+    run.add_argument(
+        "--label",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="Job label; repeatable",
+    )
+    run.add_argument(
+        "--resource",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="S.N=Q",
+        help="e.g. limits.cpu=2 or requests.memory=1Gi; repeatable",
+    )
+
+    send = commands.add_parser(
+        "send",
+        parents=[common],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="send a raw JSON request and print the reply",
+    )
+    send.add_argument("file", metavar="FILE.json", help="the request body ('-' for stdin)")
+    return parser  # fmt: skip
+
+
+def _config(args: argparse.Namespace, env: Mapping[str, str]) -> ClientConfig:
+    overlay = {
+        "MSTC_AMQP_URL": args.amqp_url,
+        "MSTC_S3_ENDPOINT": args.s3_endpoint,
+        "MSTC_WORK_QUEUE": args.work_queue,
+        "MSTC_EXCHANGE": args.exchange,
+        "MSTC_BUCKET": getattr(args, "bucket", None),
+        "MSTC_CONNECT_TIMEOUT_SECONDS": (
+            None if args.connect_timeout is None else str(args.connect_timeout)
+        ),
+    }
+    return ClientConfig.from_env({**env, **{k: v for k, v in overlay.items() if v is not None}})
+
+
+def _resources(pairs: Sequence[tuple[str, str]]) -> Resources | None:
+    sections: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    for key, value in pairs:
+        section, _, name = key.partition(".")
+        if section not in sections or not name:
+            raise ConfigError(f"--resource {key}={value}: write requests.NAME=Q or limits.NAME=Q.")
+        sections[section][name] = value
+    return Resources(**sections) if pairs else None
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    _say(json.dumps(data) if args.json else text)
+
+
+def _run(client: Client, args: argparse.Namespace, display: Display) -> ExitCode:
+    extras: dict[str, Any] = {
+        "env": dict(args.env),
+        "annotations": dict(args.annotation),
+        "labels": dict(args.label),
+        "resources": _resources(args.resource),
+    }
+    if args.no_wait:
+        staged = client.upload_inputs(args.input, bucket=args.bucket, prefix=args.prefix,
+                                      progress=display)  # fmt: skip
+        request = JobRequest(image=args.image, job_name=args.job_name, input_bucket=staged.bucket,
+                             output_bucket=args.output_bucket, prefix=staged.prefix,
+                             timeout_minutes=args.timeout, **extras)  # fmt: skip
+        where = {"bucket": args.output_bucket or staged.bucket, "prefix": staged.prefix}
+        return _sent(client, client.submit(request), args, display, where)
+    if args.output_dir is None:
+        raise ConfigError("mstc run needs --output-dir DIR (or --no-wait).")
+    result = client.run(
+        args.image, args.job_name, args.input, args.output_dir, timeout=args.timeout,
+        bucket=args.bucket, output_bucket=args.output_bucket, prefix=args.prefix,
+        wait_timeout=args.wait_timeout, progress=display, **extras,
+    )  # fmt: skip
+    display.close_line()
+    _emit(args, result.to_dict(), summary(result))
+    _explain(args, error_for(result.reply), result.status)
+    return exit_code_for_status(result.status)
+
+
+def _send(client: Client, args: argparse.Namespace, display: Display) -> ExitCode:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        body = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Cannot read the request {args.file!r}: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise ConfigError(f"The request {args.file!r} must hold a JSON object.")
+    handle = client.submit(body)
+    if args.no_wait:
+        return _sent(client, handle, args, display, {})
+    timeout = args.wait_timeout or wait_budget(body.get("timeOut") or None)
+    reply = client.wait(handle, timeout, display)
+    display.close_line()
+    data = reply.model_dump(mode="json", by_alias=True, exclude_none=True)
+    text = f"{reply.job_name or 'the request'}: {reply.status.value}\n  result   {reply.result}"
+    _emit(args, {"correlationId": handle.correlation_id, **data}, text)
+    _explain(args, error_for(reply), reply.status)
+    return exit_code_for_status(reply.status)
+
+
+def _explain(args: argparse.Namespace, error: MstcClientError | None, status: Status) -> None:
+    if args.json:
+        return
+    if error is not None:
+        _say(f"mstc: {error}", sys.stderr)
+    elif status is Status.UNKNOWN:
+        _say("mstc: the worker did not say how the Job ended (a Java-era worker); read its log.",
+             sys.stderr)  # fmt: skip
+
+
+def _sent(
+    client: Client, handle: JobHandle, args: argparse.Namespace, display: Display,
+    where: dict[str, str],
+) -> ExitCode:  # fmt: skip
+    if not handle.wait_sent(client.config.connect_timeout_seconds + 30):
+        raise BrokerUnreachable(
+            f"The broker did not confirm request {handle.correlation_id} "
+            f"({client.broker_state}); it may not have been sent. Check the broker and resend."
+        )
+    display.close_line()
+    place = f"{where['bucket']}/{where['prefix']}" if where else "the request's output bucket"
+    # This process ends now, and its reply queue with it: the reply goes to the worker's
+    # results queue; the outputs and the log still land in the bucket.
+    _emit(
+        args,
+        {"status": "sent", "correlationId": handle.correlation_id, **where},
+        f"request {handle.correlation_id} sent; outputs and the log will appear under {place}",
+    )
+    return ExitCode.SUCCEEDED
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    display = Display(sys.stderr, enabled=not args.json)
+    try:
+        config = _config(args, os.environ if env is None else env)
+        with Client(config) as client:
+            command = _run if args.command == "run" else _send
+            return int(command(client, args, display))
+    except MstcClientError as exc:
+        display.close_line()
+        code = exit_code_for_error(exc)
+        if args.json:
+            _emit(args, {"status": "error", "exitCode": int(code), "error": str(exc),
+                         "errorType": type(exc).__name__}, "")  # fmt: skip
+        _say(f"mstc: {exc}", sys.stderr)
+        return int(code)
+    except KeyboardInterrupt:
+        display.close_line()
+        _say("mstc: interrupted; a request already sent still runs.", sys.stderr)
+        return 130

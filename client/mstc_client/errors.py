@@ -1,0 +1,83 @@
+"""The client's error tree: one base class, one subclass per thing a caller reacts to differently.
+
+Every message says what happened and what to do about it, because these messages end up in
+front of people at a terminal (the `mstc` command prints them as they are). The command maps
+each class to its own exit code (see `mstc_client.cli`), so scripts can tell "the job failed"
+from "the broker is down" without reading text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mstc_client.protocol import Reply
+
+__all__ = [
+    "BrokerUnreachable",
+    "ClientClosed",
+    "ConfigError",
+    "InputError",
+    "JobFailed",
+    "JobTimedOut",
+    "MstcClientError",
+    "RequestRejected",
+    "StorageError",
+    "StorageUnreachable",
+    "WaitTimeout",
+]
+
+
+class MstcClientError(Exception):
+    """Base of every error the client raises on purpose."""
+
+
+class ConfigError(MstcClientError):
+    """A setting (environment variable or argument) is missing or malformed."""
+
+
+class InputError(MstcClientError):
+    """A local input or output path cannot be used (missing, unreadable, clashing names)."""
+
+
+class BrokerUnreachable(MstcClientError):
+    """RabbitMQ could not be reached or refused the client (address, port, credentials)."""
+
+
+class StorageError(MstcClientError):
+    """MinIO/S3 refused an operation (credentials, permissions, bucket name)."""
+
+
+class StorageUnreachable(StorageError):
+    """MinIO/S3 could not be reached at all."""
+
+
+class ClientClosed(MstcClientError):
+    """The client was closed while a request was still waiting for its reply."""
+
+
+class WaitTimeout(MstcClientError, TimeoutError):
+    """No reply arrived within the time the caller was willing to wait.
+
+    The request is not cancelled: its Job may still run and its reply may still come.
+    """
+
+
+class _ReplyError(MstcClientError):
+    """An error that comes with the worker's reply, kept on `.reply`."""
+
+    def __init__(self, message: str, reply: Reply) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class RequestRejected(_ReplyError):
+    """The worker refused the request before creating a Job (bad field, image not allowed)."""
+
+
+class JobFailed(_ReplyError):
+    """The Job ran and failed (non-zero exit, image pull error, ...), or the worker erred."""
+
+
+class JobTimedOut(_ReplyError):
+    """The Job ran longer than its timeOut and the cluster stopped it."""
