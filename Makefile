@@ -17,7 +17,7 @@ KIND_CLUSTER ?= mstc
 CHART := charts/mstc-cloud-worker
 
 .PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test \
-	test-unit test-deploy chart-lint images kind-up kind-down test-kind bench clean
+	test-unit test-deploy chart-lint images kind-up kind-down test-kind demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ kind-up: images ## a kind cluster with the images loaded and the chart installed
 	helm upgrade --install mstc-cloud-worker $(CHART) -n mstc-dev --create-namespace \
 	  --kube-context kind-$(KIND_CLUSTER) --set image.repository=mstc-cloud-worker \
 	  --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+
+demo: ## the example job through `mstc run` on the kind cluster of `make kind-up`; prints the result
+	KIND_CLUSTER=$(KIND_CLUSTER) JOB_IMAGE=$(JOB_IMAGE) examples/demo.sh
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
