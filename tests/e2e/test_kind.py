@@ -186,3 +186,34 @@ def test_example_job_runs_through_the_installed_chart(cluster: Cluster) -> None:
     log = _get(s3, reply["logBucket"], reply["logObject"]).decode()
     assert reply["logObject"] == f"run-1-{job_name}.log"
     assert log.rstrip().splitlines()[-1] == "SUCCESS"
+
+
+def test_mstc_run_brings_back_the_outputs(cluster: Cluster, tmp_path: Path) -> None:
+    """The way users run it: `mstc run` on a directory of files, outputs land locally."""
+    rabbit, minio = f"{RELEASE}-mstc-work-queue", f"{RELEASE}-minio"
+    env = {
+        **os.environ,
+        "WORK_QUEUE_HOST": "127.0.0.1",
+        "WORK_QUEUE_PORT": str(cluster.port_forward(rabbit, 5672)),
+        "WORK_QUEUE_USER": cluster.secret(rabbit, "username"),
+        "WORK_QUEUE_PASS": cluster.secret(rabbit, "password"),
+        "MINIO_SERVICE_HOST": "127.0.0.1",
+        "MINIO_SERVICE_PORT": str(cluster.port_forward(minio, 9000)),
+        "MINIO_ROOT_USER": cluster.secret(minio, "rootUser"),
+        "MINIO_ROOT_PASSWORD": cluster.secret(minio, "rootPassword"),
+    }
+    inputs = ROOT / "examples" / "demo-input"
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["mstc", "run", "--image", JOB_IMAGE, "--job-name", "demo", "--input", str(inputs),
+         "--output-dir", str(out), "--timeout", "5", "--json"],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    sorted_fruit = [p for p in out.rglob("fruit.txt.sorted")]
+    assert [p.read_bytes() for p in sorted_fruit] == [b"apple\nfig\npear\n"]
+    logs = list(out.rglob("*.log"))
+    assert logs
+    assert logs[0].read_text().rstrip().splitlines()[-1] == "SUCCESS"
