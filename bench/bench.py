@@ -319,7 +319,7 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "versions": localstack.versions(),
-        "worker_defaults": {"MSTC_PROCESSES": "2", "MSTC_CONCURRENCY": "default"},
+        "worker_defaults": {"MSTC_PROCESSES": "2", "MSTC_CONCURRENCY": "100"},
         "date": time.strftime("%Y-%m-%d"),
     }
 

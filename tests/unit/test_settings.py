@@ -37,7 +37,7 @@ def test_defaults_match_the_java_helm_values_and_the_brief() -> None:
     assert s.minio_root_user == "minioadmin"
     assert s.minio_root_password.get_secret_value() == "minioadmin"
     assert s.namespace == "mstc-dev"
-    assert s.concurrency == 16
+    assert s.concurrency == 100
     assert (s.default_timeout_minutes, s.max_timeout_minutes) == (15, 10080)
     assert (s.job_ttl_seconds, s.heartbeat_seconds, s.http_port) == (30, 30, 8080)
     assert s.image_patterns == ("*",)
@@ -124,7 +124,7 @@ def test_empty_values_count_as_unset() -> None:
     s = load_settings({**ALLOW, "WORK_QUEUE_HOST": "", "MSTC_AMQP_URL": "", "MSTC_CONCURRENCY": ""})
     assert s.work_queue_host == "mstc-work-queue"
     assert s.amqp_url_override is None
-    assert s.concurrency == 16
+    assert s.concurrency == 100
 
 
 def test_log_format_is_case_insensitive() -> None:
