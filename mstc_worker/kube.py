@@ -231,18 +231,22 @@ class KubeClient:
         raw = self._json("list pods", "GET", _PODS, query={"labelSelector": SELECTOR})
         return [pod_view(item) for item in raw["items"]], raw["metadata"]["resourceVersion"]
 
-    def read_log(self, pod_name: str, *, limit_bytes: int = 1_048_576) -> str:
-        """The log of the pod's first container, cut at `limit_bytes`.
+    def read_log(
+        self, pod_name: str, *, container: str | None = None, limit_bytes: int = 1_048_576
+    ) -> str:
+        """The log of `container` (default: the pod's first container), cut at `limit_bytes`.
 
         Returns "" when there is no log to read: the pod is gone (404), or its container
         never started (400, e.g. an image that cannot be pulled). An empty log and a
         missing one are the same thing to the person reading the uploaded file.
         """
         what = f"read log of pod {pod_name}"
-        pod = self._json_or_none(what, "GET", f"{_PODS}/{pod_name}")
-        if pod is None:
-            return ""
-        query = {"container": pod["spec"]["containers"][0]["name"], "limitBytes": limit_bytes}
+        if container is None:  # one more request; callers that know the name save it
+            pod = self._json_or_none(what, "GET", f"{_PODS}/{pod_name}")
+            if pod is None:
+                return ""
+            container = pod["spec"]["containers"][0]["name"]
+        query = {"container": container, "limitBytes": limit_bytes}
 
         def read() -> bytes:
             response = self._send(

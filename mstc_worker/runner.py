@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
@@ -174,7 +174,7 @@ class Runner:
             self._forget(job.name)
             return
         if job.state in _ENDED and shard_of(job.name, self._count) == self._index:
-            self._finish_soon(job.name)
+            self._finish_soon(job.name, job)
 
     def _on_pod(self, pod: PodView) -> None:
         if pod.job_name is None or pod.waiting_reason not in FAIL_FAST_REASONS:
@@ -219,19 +219,23 @@ class Runner:
 
     # --- finishing ------------------------------------------------------------------------
 
-    def _finish_soon(self, name: str) -> None:
+    def _finish_soon(self, name: str, seen: JobView | None = None) -> None:
+        """Finish `name` in the pool; `seen` is the watch's fresh view of it, if any."""
         with self._lock:
             if name in self._busy:
                 return
             self._busy.add(name)
             replied = name in self._replied
         # A Job whose reply went out only needs letting go; finishing it again would reply twice.
-        self._pool.submit(self._release if replied else self._finish, name)
+        if replied:
+            self._pool.submit(self._release, name)
+        else:
+            self._pool.submit(self._finish, name, seen)
 
-    def _finish(self, name: str) -> None:
+    def _finish(self, name: str, seen: JobView | None = None) -> None:
         reported = False
         try:
-            reported = self._try_finish(name)
+            reported = self._try_finish(name, seen)
         except (TransientError, PermanentError) as exc:
             self._emit(Trouble(self._index, "kube", "transient"))
             log.warning("job %s: finishing failed, the sweep retries: %s", name, exc)
@@ -242,8 +246,10 @@ class Runner:
                 with self._lock:
                     self._busy.discard(name)
 
-    def _try_finish(self, name: str) -> bool:
-        job = self._kube.get_job(name)
+    def _try_finish(self, name: str, seen: JobView | None) -> bool:
+        # A view straight from the watch is fresh enough: the claim is conditional on its
+        # resourceVersion, so a stale one only costs the re-read the claim does anyway.
+        job = seen or self._kube.get_job(name)
         if job is None or manifest.FINALIZER not in job.finalizers:
             return False
         with self._lock:
@@ -255,6 +261,8 @@ class Runner:
         )
         if claimed is None:
             return False  # another worker is on it
+        if manifest.FINALIZER not in claimed.finalizers:
+            return False  # replied and let go already (the view we started from was old)
         if stuck is not None or job.state is JobState.TIMED_OUT:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
@@ -279,7 +287,7 @@ class Runner:
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
         prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
         log_object = manifest.log_object_name(job.name, prefix)
-        stored, error = self._store_log(job.name, pod, bucket, log_object)
+        stored, error = self._store_log(job.name, pod, bucket, log_object, job.labels)
         return Outcome(
             status=status,
             job_name=job.name,
@@ -296,10 +304,17 @@ class Runner:
         )
 
     def _store_log(
-        self, name: str, pod: PodView | None, bucket: str, log_object: str
+        self,
+        name: str,
+        pod: PodView | None,
+        bucket: str,
+        log_object: str,
+        job_labels: Mapping[str, str] | None = None,
     ) -> tuple[bool, str | None]:
+        # The worker names the one container after the Job's name label (see manifest).
+        container = job_labels.get(manifest.LABEL_NAME) if job_labels else None
         try:
-            text = self._kube.read_log(pod.name) if pod is not None else ""
+            text = self._kube.read_log(pod.name, container=container) if pod is not None else ""
         except (TransientError, PermanentError) as exc:
             text = f"(the log of Job {name} could not be read: {exc})\n"
         try:
