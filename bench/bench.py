@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +190,20 @@ class Bench:
         return row
 
     def throughput(self, count: int) -> dict[str, Any]:
-        with self.worker(MSTC_CONCURRENCY="1000") as (_w, _ns, queue):
+        with self.worker(MSTC_CONCURRENCY="1000") as (proc, _ns, queue):
             client = TimedClient(self.stack)
+            before = cpu_seconds(self.stack, proc)
             _, wall, _ = self.through_worker(client, queue, count, "0s", together=True)
+            worker_cpu = diff(cpu_seconds(self.stack, proc), before)
             client.close()
+        before = cpu_seconds(self.stack, None)
         _, bare_wall = self.bare(count, "0s", together=True)
+        bare_cpu = diff(cpu_seconds(self.stack, None), before)
         worker_rate, bare_rate = count / wall, count / bare_wall
         return {"jobs": count, "worker_jobs_per_s": round(worker_rate, 1),
                 "bare_jobs_per_s": round(bare_rate, 1),
-                "ratio": round(worker_rate / bare_rate, 2)}  # fmt: skip
+                "ratio": round(worker_rate / bare_rate, 2),
+                "cpu_s_worker_run": worker_cpu, "cpu_s_bare_run": bare_cpu}  # fmt: skip
 
     def capacity(self, count: int, seconds: int) -> dict[str, Any]:
         before = watch_connections(self.stack)
@@ -269,18 +274,60 @@ def parse_time(text: str) -> float:
 def tree_rss_mb(proc: WorkerProcess) -> float:
     """Resident memory of the worker and every process under it, in MB."""
     assert proc.proc is not None
-    todo, total = [proc.proc.pid], 0
-    while todo:
-        pid = todo.pop()
+    total = 0
+    for pid in _tree(proc.proc.pid):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
-            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         except OSError:
             continue
         total += next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
         )
     return total / 1024
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process and its waited-for children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    todo, out = [pid], []
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with suppress(OSError):
+            todo += [
+                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            ]
+    return out
+
+
+def cpu_seconds(stack: StackInfo, worker: WorkerProcess | None) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack (and the worker's processes)."""
+    used: dict[str, float] = {}
+    pids = stack.state_dir / "pids" if stack.state_dir else None
+    parts = {p.stem: int(p.read_text()) for p in pids.glob("*.pid")} if pids else {}
+    if worker is not None and worker.proc is not None:
+        parts["mstc-worker"] = worker.proc.pid
+    for name, pid in parts.items():
+        total = 0.0
+        for member in _tree(pid):
+            try:
+                total += _process_cpu(member)
+            except OSError:
+                continue
+        used[name] = total
+    return used
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {
+        k: round(v - before.get(k, 0.0), 1)
+        for k, v in sorted(after.items(), key=lambda kv: -kv[1] + before.get(kv[0], 0.0))
+    }
 
 
 def watch_connections(stack: StackInfo) -> float:

@@ -65,7 +65,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
 
 
 def write_reports(results: dict[str, Any], out: Path) -> str:
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    """Write all three; a run of some scenarios keeps the others' last results."""
+    previous = out / "results.json"
+    if previous.exists():
+        kept = json.loads(previous.read_text()).get("scenarios", {})
+        results = {**results, "scenarios": {**kept, **results["scenarios"]}}
+    previous.write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     (out / "results.md").write_text(text + "\n")
     plot(results, out / "results.png")

@@ -111,6 +111,7 @@ class Runner:
         self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
         self._replied: set[str] = set()  # reply confirmed, finalizer not yet removed
         self._stuck: dict[str, PodView] = {}
+        self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
         self._watcher = JobWatcher(kube, self._on_job, self._on_pod, self._on_job_gone)
         self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
@@ -177,9 +178,15 @@ class Runner:
             self._finish_soon(job.name, job)
 
     def _on_pod(self, pod: PodView) -> None:
-        if pod.job_name is None or pod.waiting_reason not in FAIL_FAST_REASONS:
+        if pod.job_name is None or shard_of(pod.job_name, self._count) != self._index:
             return
-        if shard_of(pod.job_name, self._count) != self._index:
+        if pod.exit_code is not None:
+            # Kept so finishing needs no pod list; the latest-started pod is the one to report.
+            with self._lock:
+                known = self._ended_pods.get(pod.job_name)
+                if known is None or _pod_order(pod) >= _pod_order(known):
+                    self._ended_pods[pod.job_name] = pod
+        if pod.waiting_reason not in FAIL_FAST_REASONS:
             return
         with self._lock:
             self._stuck[pod.job_name] = pod
@@ -193,6 +200,7 @@ class Runner:
             mine = name in self._mine
             self._mine.discard(name)
             self._stuck.pop(name, None)
+            self._ended_pods.pop(name, None)
         if mine:
             self._emit(JobEnded(self._index, name))
 
@@ -280,8 +288,11 @@ class Runner:
         return True
 
     def _outcome(self, job: JobView, stuck: PodView | None) -> Outcome:
-        pods = self._kube.job_pods(job.name)
-        pod = max(pods, key=_pod_order) if pods else None
+        with self._lock:
+            pod = self._ended_pods.get(job.name)
+        if pod is None or stuck is not None:
+            pods = self._kube.job_pods(job.name)
+            pod = max(pods, key=_pod_order) if pods else None
         status = Status.FAILED if stuck is not None else _STATUS[job.state]
         reason, message = _why(job, pod, stuck)
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")

@@ -440,10 +440,13 @@ def test_watches_do_not_grow_with_jobs_in_flight(
 
 
 def test_json_log_lines_name_the_job(
-    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str
-) -> None:
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
     worker = make_worker(MSTC_LOG_FORMAT="json")
     name = client.wait(client.send(request(bucket), queue=work_queue))["jobName"]
+    # The reply can arrive before the worker logs having sent it; the release comes after.
+    wait_released(api_client, namespace, name)
     lines = [json.loads(line) for line in worker.log_text.splitlines() if line.strip()]
     steps = [line["message"] for line in lines if name in line["message"]]
     assert any("created" in step for step in steps)
