@@ -20,21 +20,13 @@ from minio import Minio
 
 from tests.client.conftest import MSTC, run_mstc
 from tests.support.kube import watch_until
+from tests.support.s3 import read_object
 from tests.support.worker import WorkerProcess, free_port
 from tests.worker.conftest import MakeWorker
 
 pytestmark = pytest.mark.stack
 
 IMAGE = "example.invalid/job:1"
-
-
-def read_object(minio: Minio, bucket: str, name: str) -> bytes:
-    resp = minio.get_object(bucket, name)
-    try:
-        return bytes(resp.read())
-    finally:
-        resp.close()
-        resp.release_conn()
 
 
 def make_inputs(root: Path) -> dict[str, bytes]:

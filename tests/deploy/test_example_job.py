@@ -17,6 +17,7 @@ import pytest
 from minio import Minio
 
 from tests.deploy.conftest import ROOT
+from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
 
 pytestmark = pytest.mark.stack
@@ -44,15 +45,6 @@ def buckets(s3: Minio) -> Iterator[list[str]]:
 
 def put(s3: Minio, bucket: str, name: str, data: bytes) -> None:
     s3.put_object(bucket, name, io.BytesIO(data), len(data))
-
-
-def get(s3: Minio, bucket: str, name: str) -> bytes:
-    resp = s3.get_object(bucket, name)
-    try:
-        return resp.read()
-    finally:
-        resp.close()
-        resp.release_conn()
 
 
 def run_job(stack: StackInfo, **env: str) -> subprocess.CompletedProcess[str]:
@@ -91,9 +83,9 @@ def test_sorts_the_runs_inputs_into_the_output_bucket(
 
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[-1] == "SUCCESS"
-    assert get(s3, target, "run-1-a.txt.sorted") == b"apple\nfig\npear\n"
-    assert get(s3, target, "run-1/nested/b.txt.sorted") == "ant\nzebra\nÄpfel\n".encode()
-    summary = json.loads(get(s3, target, "run-1-summary.json"))
+    assert read_object(s3, target, "run-1-a.txt.sorted") == b"apple\nfig\npear\n"
+    assert read_object(s3, target, "run-1/nested/b.txt.sorted") == "ant\nzebra\nÄpfel\n".encode()
+    summary = json.loads(read_object(s3, target, "run-1-summary.json"))
     assert [entry["input"] for entry in summary["sorted"]] == ["run-1-a.txt", "run-1/nested/b.txt"]
     assert summary["skipped"] == ["run-1-image.bin"]
     outputs = {obj.object_name for obj in s3.list_objects(target, recursive=True)}
@@ -113,8 +105,8 @@ def test_seed_001_url_form_writes_beside_the_inputs_and_reruns_cleanly(
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.splitlines()[-1] == "SUCCESS"
 
-    assert get(s3, bucket, "input.txt.sorted") == b"1\n2\n3\n"
-    summary = json.loads(get(s3, bucket, "summary.json"))
+    assert read_object(s3, bucket, "input.txt.sorted") == b"1\n2\n3\n"
+    summary = json.loads(read_object(s3, bucket, "summary.json"))
     assert [entry["input"] for entry in summary["sorted"]] == ["input.txt"]
 
 

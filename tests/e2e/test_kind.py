@@ -25,6 +25,7 @@ import pytest
 from minio import Minio
 
 from tests.deploy.conftest import CHART, ROOT
+from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
 
@@ -131,15 +132,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         kind.delete()
 
 
-def _get(s3: Minio, bucket: str, name: str) -> bytes:
-    resp = s3.get_object(bucket, name)
-    try:
-        return resp.read()
-    finally:
-        resp.close()
-        resp.release_conn()
-
-
 def test_example_job_runs_through_the_installed_chart(cluster: Cluster) -> None:
     rabbit, minio = f"{RELEASE}-mstc-work-queue", f"{RELEASE}-minio"
     amqp_port = cluster.port_forward(rabbit, 5672)
@@ -179,11 +171,11 @@ def test_example_job_runs_through_the_installed_chart(cluster: Cluster) -> None:
     assert reply["status"] == "succeeded", reply
     job_name = reply["result"].split(" ")[1]  # how Java-era clients read it
     assert job_name == reply["jobName"]
-    assert _get(s3, target, "run-1-fruit.txt.sorted") == b"apple\nfig\npear\n"
-    assert _get(s3, target, "run-1-n.txt.sorted") == b"1\n2\n3\n"
-    summary = json.loads(_get(s3, target, "run-1-summary.json"))
+    assert read_object(s3, target, "run-1-fruit.txt.sorted") == b"apple\nfig\npear\n"
+    assert read_object(s3, target, "run-1-n.txt.sorted") == b"1\n2\n3\n"
+    summary = json.loads(read_object(s3, target, "run-1-summary.json"))
     assert len(summary["sorted"]) == 2
-    log = _get(s3, reply["logBucket"], reply["logObject"]).decode()
+    log = read_object(s3, reply["logBucket"], reply["logObject"]).decode()
     assert reply["logObject"] == f"run-1-{job_name}.log"
     assert log.rstrip().splitlines()[-1] == "SUCCESS"
 

@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from minio import Minio
 
 from tests.support.kube import wait_gone, watch_until
+from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
@@ -40,15 +41,6 @@ def request(bucket: str, **extra: Any) -> dict[str, Any]:
 
 def pod_fate(**annotations: str) -> dict[str, Any]:
     return {"annotations": {f"mstc.test/{k.replace('_', '-')}": v for k, v in annotations.items()}}
-
-
-def read_object(minio: Minio, bucket: str, name: str) -> str:
-    resp = minio.get_object(bucket, name)
-    try:
-        return resp.read().decode()
-    finally:
-        resp.close()
-        resp.release_conn()
 
 
 def jobs(api_client: k8s.ApiClient, namespace: str) -> list[k8s.V1Job]:
@@ -94,7 +86,7 @@ def test_java_era_client_round_trip(
     assert job_name.startswith("test-job-")
     logs = [o.object_name for o in minio.list_objects(bucket, prefix=f"run-1-{job_name}")]
     assert logs == [f"run-1-{job_name}.log"]
-    assert "SUCCESS" in read_object(minio, bucket, logs[0])
+    assert "SUCCESS" in read_object(minio, bucket, logs[0]).decode()
     # ... and the truth beside the Java text.
     assert reply["status"] == "succeeded"
     assert reply["exitCode"] == 0
