@@ -338,15 +338,16 @@ class KubeClient:
             current = self.get_job(job.name)
         return None
 
-    def release(self, name: str) -> None:
+    def release(self, name: str, *, known: JobView | None = None) -> None:
         """Remove FINALIZER from the Job, letting Kubernetes delete it; a missing Job is fine.
 
         A JSON patch that first tests the list entry removes exactly our finalizer even
         if something else edits the list at the same time (the test then fails with 422,
-        and we read again).
+        and we read again). `known`, a recent view of the Job (the claim's answer), saves
+        the first read: the test makes a stale view harmless, it only costs one more round.
         """
-        for _ in range(ATTEMPTS):
-            job = self.get_job(name)
+        for attempt in range(ATTEMPTS):
+            job = known if attempt == 0 and known is not None else self.get_job(name)
             if job is None or FINALIZER not in job.finalizers:
                 return
             path = f"/metadata/finalizers/{job.finalizers.index(FINALIZER)}"

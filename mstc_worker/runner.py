@@ -16,6 +16,8 @@ event-driven attempt could not finish (a claim left by a dead worker goes stale)
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import socket
 import threading
@@ -43,7 +45,7 @@ from mstc_worker.messages import (
     WorkerToService,
 )
 from mstc_worker.protocol import Outcome, Status, error_outcome
-from mstc_worker.settings import Settings
+from mstc_worker.settings import FaultStep, Settings
 from mstc_worker.storage import Storage
 
 __all__ = ["Runner", "shard_of", "worker_main"]
@@ -68,6 +70,7 @@ def worker_main(
 ) -> None:
     """Entry point of a spawned worker process."""
     configure_logging(settings, process_name=f"worker-{index}")
+    _exit_with_parent()
     runner = Runner(
         settings,
         index=index,
@@ -85,6 +88,26 @@ def worker_main(
             runner.handle(message)
     finally:
         runner.stop()
+
+
+def _exit_with_parent() -> None:
+    """End this process as soon as the service's process is gone, however it went.
+
+    A `kill -9` of the service leaves nobody to read what this process says or to send it
+    work, yet it would go on claiming Jobs it can never reply for (their claims then have
+    to go stale before another worker may finish them). In a pod the kernel ends the whole
+    container anyway; on a laptop, in tests and under other supervisors this does it.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        log.error("the service process is gone; worker process exiting")
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Runner:
@@ -110,6 +133,7 @@ class Runner:
         self._mine: set[str] = set()  # Jobs this process started: they count as in flight
         self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
         self._replied: set[str] = set()  # reply confirmed, finalizer not yet removed
+        self._claimed: dict[str, JobView] = {}  # the claim's answer, until the Job is let go
         self._stuck: dict[str, PodView] = {}
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
@@ -118,6 +142,13 @@ class Runner:
 
     def _emit(self, message: WorkerToService) -> None:
         self._send(message)
+
+    def _fault_point(self, step: FaultStep, job_name: str) -> None:
+        """Stop this thread for good at `step` when a test asked for it (MSTC_FAULT_HALT_AT)."""
+        if self._settings.fault_halt_at != step:
+            return
+        log.error("fault injection: halted at %s (job %s)", step, job_name)
+        threading.Event().wait()  # nothing sets it: only killing the process moves on
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -146,6 +177,7 @@ class Runner:
             start.request, request_id=start.request_id, settings=self._settings, route=start.route
         )
         name = job["metadata"]["name"]
+        self._fault_point("before-create", name)
         try:
             view, created = self._kube.create_job(job)
         except (PermanentError, TransientError) as exc:
@@ -165,6 +197,7 @@ class Runner:
             return
         with self._lock:
             self._mine.add(name)
+        self._fault_point("after-create", name)
         log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
         self._emit(JobAccepted(self._index, start.key, name, adopted=not created))
 
@@ -201,6 +234,7 @@ class Runner:
             self._mine.discard(name)
             self._stuck.pop(name, None)
             self._ended_pods.pop(name, None)
+            self._claimed.pop(name, None)
         if mine:
             self._emit(JobEnded(self._index, name))
 
@@ -271,10 +305,13 @@ class Runner:
             return False  # another worker is on it
         if manifest.FINALIZER not in claimed.finalizers:
             return False  # replied and let go already (the view we started from was old)
+        with self._lock:
+            self._claimed[name] = claimed
         if stuck is not None or job.state is JobState.TIMED_OUT:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
         outcome = self._outcome(claimed, stuck)
+        self._fault_point("before-reply", name)
         log.info("job %s ended: %s %s", name, outcome.status.value, outcome.reason or "")
         self._emit(
             JobFinished(
@@ -340,14 +377,17 @@ class Runner:
     def _release(self, name: str) -> None:
         with self._lock:
             self._replied.add(name)
+            known = self._claimed.get(name)
+        self._fault_point("before-release", name)
         try:
-            self._kube.release(name)
+            self._kube.release(name, known=known)
         except (TransientError, PermanentError) as exc:
             log.warning("job %s: finalizer not removed yet, the sweep retries: %s", name, exc)
         else:
             with self._lock:
                 self._replied.discard(name)
                 self._stuck.pop(name, None)
+                self._claimed.pop(name, None)
         finally:
             with self._lock:
                 self._busy.discard(name)

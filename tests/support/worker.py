@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import pika.exceptions
 
 from tests.support.stack import StackInfo
 
@@ -116,12 +117,46 @@ class WorkerProcess:
 class AmqpClient:
     """A client like the Java project's: an exclusive reply queue, one correlation_id a request."""
 
-    def __init__(self, stack: StackInfo) -> None:
-        self.conn = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
-        self.channel = self.conn.channel()
-        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+    def __init__(self, stack: StackInfo, *, durable: bool = False) -> None:
+        """`durable`: a named durable reply queue that outlives a broker restart (`reconnect`)."""
+        self._url = stack.amqp_url
+        self._durable_queue = f"test.replies.{uuid.uuid4().hex[:12]}" if durable else None
         self.replies: dict[str, list[dict[str, Any]]] = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        self.conn = pika.BlockingConnection(pika.URLParameters(self._url))
+        self.channel = self.conn.channel()
+        if self._durable_queue is None:
+            self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+        else:
+            self.reply_queue = self._durable_queue
+            self.channel.queue_declare(self.reply_queue, durable=True)
         self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+
+    def reconnect(self, timeout: float = 60) -> None:
+        """A new connection after the broker came back (durable clients keep their replies)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._connect()
+                return
+            except pika.exceptions.AMQPConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)  # the broker is still starting; nothing to wait on but time
+
+    def barrier(self, timeout: float = 30) -> None:
+        """Return once every message already in the reply queue has been received.
+
+        A marker published behind them arrives last (a queue is first in, first out), so
+        a test can count replies without sleeping "long enough".
+        """
+        marker = f"barrier-{uuid.uuid4()}"
+        props = pika.BasicProperties(correlation_id=marker)
+        self.channel.basic_publish("", self.reply_queue, b"{}", props)
+        self.wait(marker, timeout=timeout)
+        del self.replies[marker]
 
     def _on_reply(self, _ch: Any, _method: Any, props: pika.BasicProperties, body: bytes) -> None:
         self.replies.setdefault(props.correlation_id or "", []).append(json.loads(body))
@@ -162,4 +197,6 @@ class AmqpClient:
 
     def close(self) -> None:
         if self.conn.is_open:
+            if self._durable_queue is not None:
+                self.channel.queue_delete(self._durable_queue)
             self.conn.close()

@@ -6,14 +6,11 @@ Requests carry KWOK annotations (see stack/kwok/stages.yaml) to choose how their
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,27 +249,6 @@ def test_same_request_twice_makes_one_job(
     assert len(client.replies[cid]) == 1
 
 
-def test_killed_worker_restarted_gives_one_job_and_one_reply(
-    worker: WorkerProcess, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str,
-) -> None:  # fmt: skip
-    cid = client.send(request(bucket, **pod_fate(run_for="8s")), queue=work_queue)
-    watch_until(
-        k8s.BatchV1Api(api_client).list_namespaced_job,
-        lambda _kind, _job: True,
-        namespace=namespace,
-    )
-    worker.signal(signal.SIGKILL)
-    worker.wait()
-    worker.start()
-    reply = client.wait(cid, timeout=120)
-    assert reply["status"] == "succeeded"
-    wait_released(api_client, namespace, reply["jobName"])
-    client.conn.process_data_events(time_limit=0)
-    assert len(client.replies[cid]) == 1
-    assert [j.metadata.name for j in jobs(api_client, namespace)] in ([], [reply["jobName"]])
-
-
 def test_parallel_jobs_run_at_the_same_time(
     make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str
 ) -> None:
@@ -293,21 +269,6 @@ def test_heartbeats_survive_a_long_job(
     cid = client.send(request(bucket, **pod_fate(run_for="30s")), queue=work_queue)
     assert client.wait(cid, timeout=120)["status"] == "succeeded"
     assert worker.metric("mstc_broker_reconnects_total") == 0
-
-
-def test_sigterm_hands_work_back_and_a_restart_finishes_it(
-    worker: WorkerProcess, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str,
-) -> None:  # fmt: skip
-    cid = client.send(request(bucket, **pod_fate(run_for="20s")), queue=work_queue)
-    watch_until(
-        k8s.BatchV1Api(api_client).list_namespaced_job, lambda _k, _j: True, namespace=namespace
-    )
-    worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=30) == 0
-    assert "handed back" in worker.log_text
-    worker.start()
-    assert client.wait(cid, timeout=120)["status"] == "succeeded"
 
 
 # --- HTTP -------------------------------------------------------------------------------------
@@ -359,37 +320,6 @@ def test_in_flight_jobs_are_capped_and_the_rest_waits_in_the_queue(
     )
     assert most == 2
     assert {client.wait(cid)["status"] for cid in cids} == {"succeeded"}
-
-
-def test_jobs_longer_than_the_broker_consumer_timeout_still_reply(
-    stack: StackInfo, make_worker: MakeWorker, client: AmqpClient, bucket: str,
-    work_queue: str, api_client: k8s.ApiClient, namespace: str,
-) -> None:  # fmt: skip
-    if stack.kind != "local":
-        pytest.skip("tunes the local broker's consumer timeout with rabbitmqctl")
-    import localstack  # noqa: PLC0415
-
-    cfg = localstack.Config.from_env()
-    # RabbitMQ closes the channel of a delivery left unacked this long (30 min by default).
-    localstack.rabbit_eval(cfg, "application:set_env(rabbit, consumer_timeout, 2000).")
-    localstack.rabbit_eval(cfg, "application:set_env(rabbit, channel_tick_interval, 500).")
-    try:
-        worker = make_worker()  # its channel opens with the short timeout
-        cid = client.send(request(bucket, **pod_fate(run_for="10s")), queue=work_queue)
-        # The broker checks the timeout only on a channel that is awake, as a busy worker's
-        # is: keep it busy with requests it rejects at once while the long Job runs.
-        while not client.replies.get(cid):
-            client.send(b"not json", queue=work_queue)
-            client.conn.process_data_events(time_limit=0.5)
-        reply = client.wait(cid)
-        assert reply["status"] == "succeeded"
-        assert worker.metric("mstc_broker_reconnects_total") == 0
-        wait_released(api_client, namespace, reply["jobName"])
-        client.conn.process_data_events(time_limit=0)
-        assert len(client.replies[cid]) == 1
-    finally:
-        localstack.rabbit_eval(cfg, "application:set_env(rabbit, consumer_timeout, 1800000).")
-        localstack.rabbit_eval(cfg, "application:set_env(rabbit, channel_tick_interval, 60000).")
 
 
 def test_watches_do_not_grow_with_jobs_in_flight(
@@ -460,58 +390,3 @@ def test_job_the_api_server_refuses_is_reported_not_retried(
     assert jobs(api_client, namespace) == []
     assert worker.metric('mstc_kube_api_errors_total{kind="rejected"}') == 1
     assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
-
-
-# --- worker processes that die ----------------------------------------------------------------
-
-
-def worker_children(worker: WorkerProcess) -> list[int]:
-    """PIDs of the service's spawned worker processes (not multiprocessing's helpers)."""
-    assert worker.proc is not None
-    pid = worker.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-
-
-def test_killed_worker_process_is_replaced_and_the_request_still_replied(
-    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str,
-) -> None:  # fmt: skip
-    worker = make_worker(MSTC_PROCESSES="1")
-    cid = client.send(request(bucket, **pod_fate(run_for="6s")), queue=work_queue)
-    watch_until(
-        k8s.BatchV1Api(api_client).list_namespaced_job, lambda _k, _j: True, namespace=namespace
-    )
-    (child,) = worker_children(worker)
-    os.kill(child, signal.SIGKILL)
-    reply = client.wait(cid, timeout=120)
-    assert reply["status"] == "succeeded"
-    assert "worker-0 died" in worker.log_text
-    assert worker.get("/healthz")[0] == 200
-    assert worker_children(worker) != [child]
-
-
-def test_poison_message_ends_in_the_dead_letter_queue_with_its_reason(
-    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str,
-) -> None:  # fmt: skip
-    dead = f"{work_queue}.dead"
-    make_worker(MSTC_FAULT_CRASH_ON_IMAGE="example.invalid/poison:1", MSTC_DEAD_LETTER_QUEUE=dead)
-    poison = request(bucket, image="example.invalid/poison:1")
-    reply = client.wait(client.send(poison, queue=work_queue), timeout=120)
-    assert reply["status"] == "error"
-    assert reply["reason"] == "WorkerCrashed"
-    assert "twice" in reply["error"]
-    method, props, body = client.channel.basic_get(dead, auto_ack=True)
-    assert method is not None
-    assert json.loads(body) == poison
-    assert props.headers is not None
-    assert "died" in props.headers["x-mstc-reason"]
-    assert jobs(api_client, namespace) == []
-    assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
-    # The worker is still serving.
-    assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"

@@ -1,0 +1,111 @@
+"""Outages of the servers around the worker: RabbitMQ restarted, MinIO down at the wrong time.
+
+These tests stop and start parts of the local stack itself, so they run only against the
+project's own stack (the kind mode's servers are not ours to restart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+
+import localstack
+from tests.faults.report import FaultRecord
+from tests.support.kube import watch_until
+from tests.support.stack import StackInfo
+from tests.support.worker import AmqpClient
+from tests.worker.conftest import MakeWorker
+from tests.worker.test_service import pod_fate, request, wait_released
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def local_cfg(stack: StackInfo) -> localstack.Config:
+    if stack.kind != "local":
+        pytest.skip("stops and starts servers of the local stack; this stack's are not ours")
+    return localstack.Config.from_env()
+
+
+@pytest.fixture
+def durable_client(stack: StackInfo) -> Iterator[AmqpClient]:
+    amqp = AmqpClient(stack, durable=True)
+    yield amqp
+    amqp.close()
+
+
+def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
+    local_cfg: localstack.Config, make_worker: MakeWorker, durable_client: AmqpClient,
+    bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
+    fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = "RabbitMQ restarted with 2 Jobs in flight and 4 requests still queued"
+    fault.expected = "all 6 replied once each, one Job each; the worker reconnects by itself"
+    worker = make_worker(MSTC_CONCURRENCY="2")
+    cids = [
+        durable_client.send(request(bucket, **pod_fate(run_for="4s")), queue=work_queue)
+        for _ in range(6)
+    ]
+    seen: set[str] = set()
+
+    def two_jobs(_kind: str, job: k8s.V1Job) -> bool:
+        seen.add(job.metadata.name)
+        return len(seen) >= 2
+
+    watch_until(k8s.BatchV1Api(api_client).list_namespaced_job, two_jobs, namespace=namespace)
+    queued = durable_client.channel.queue_declare(work_queue, passive=True).method.message_count
+    localstack.stop(local_cfg, "rabbitmq")
+    localstack.up_rabbitmq(local_cfg)
+    durable_client.reconnect()
+    replies = {cid: durable_client.wait(cid, timeout=180) for cid in cids}
+    for reply in replies.values():
+        wait_released(api_client, namespace, reply["jobName"])
+    durable_client.barrier()
+    counts = [len(durable_client.replies[cid]) for cid in cids]
+    assert {r["status"] for r in replies.values()} == {"succeeded"}
+    assert counts == [1] * 6
+    assert len({r["jobName"] for r in replies.values()}) == 6
+    reconnects = worker.metric("mstc_broker_reconnects_total")
+    assert reconnects >= 1
+    fault.saw(
+        f"{queued} requests were queued at the restart; 6 replies, 1 each, all succeeded; "
+        f"6 distinct Jobs; worker reconnected {reconnects:.0f} time(s)"
+    )
+
+
+def test_minio_down_when_the_log_is_stored(
+    local_cfg: localstack.Config, make_worker: MakeWorker, client: AmqpClient, bucket: str,
+    work_queue: str, api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = "MinIO down when the Job ends and its log is stored"
+    fault.expected = (
+        "bounded retries, then a reply that says the log could not be stored; no hang; "
+        "served normally once MinIO is back"
+    )
+    make_worker()
+    cid = client.send(request(bucket, **pod_fate(run_for="3s")), queue=work_queue)
+    watch_until(
+        k8s.BatchV1Api(api_client).list_namespaced_job, lambda _k, _j: True, namespace=namespace
+    )
+    localstack.stop(local_cfg, "minio")
+    try:
+        down_at = time.monotonic()
+        reply = client.wait(cid, timeout=120)
+        took = time.monotonic() - down_at
+    finally:
+        localstack.up_minio(local_cfg)
+    assert reply["status"] == "succeeded", reply  # the Job's outcome is still the truth
+    assert "log could not be stored" in reply["error"], reply
+    assert reply.get("logObject") is None
+    wait_released(api_client, namespace, reply["jobName"])
+    assert len(client.replies[cid]) == 1
+    after = client.wait(client.send(request(bucket), queue=work_queue))
+    assert after["status"] == "succeeded"
+    assert after["logObject"]
+    fault.saw(
+        f"reply {took:.0f} s after MinIO stopped (the Job ran 3 s): status succeeded, "
+        f"error: {reply['error'][:90]}...; the next request's log stored once MinIO was back"
+    )

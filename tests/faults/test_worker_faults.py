@@ -1,0 +1,106 @@
+"""Faults of the worker itself: killed or terminated at each step of a request's life.
+
+Each test stops a real worker process at one step (MSTC_FAULT_HALT_AT makes its worker
+process stand still there, so the kill lands exactly where the test says), kills it with
+SIGKILL or terminates it with SIGTERM, starts it again without the fault, and checks that
+the request still gets its reply, that one Job was made for it, and that the Job is let go.
+
+One step cannot be made exactly-once: a worker killed after its reply was confirmed but
+before it let the Job go leaves a Job that still says "reply owed", and the next worker
+replies again. That duplicate carries the same correlation_id and the same content, so a
+client keeps the first (mstc_client does); the test checks exactly that.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.faults.report import FaultRecord
+from tests.support.kube import watch_until
+from tests.support.worker import AmqpClient, WorkerProcess
+from tests.worker.conftest import MakeWorker
+from tests.worker.test_service import jobs, pod_fate, request, wait_released
+
+pytestmark = pytest.mark.stack
+
+STEPS = {
+    "before-create": "before its Job exists",
+    "after-create": "after its Job was created, before the request was acked",
+    "while-running": "while its Job runs",
+    "before-reply": "after its Job ended, before the reply",
+    "before-release": "after the reply was confirmed, before the Job was let go",
+}
+SIGNALS = {signal.SIGKILL: "killed (-9)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 60) -> None:
+    """Until the worker's log says `text` (how a halted worker process tells where it is)."""
+    deadline = time.monotonic() + timeout
+    while text not in worker.log_text:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker never logged {text!r}:\n{worker.log_text[-3000:]}")
+        time.sleep(0.1)  # polling a log file with a deadline: there is no event to wait on
+
+
+def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
+    client.barrier()
+    return client.replies.get(cid, [])
+
+
+@pytest.mark.parametrize("signum", list(SIGNALS), ids=["kill", "term"])
+@pytest.mark.parametrize("step", list(STEPS))
+def test_worker_stopped_at_each_step_still_replies_with_one_job(
+    step: str, signum: signal.Signals, make_worker: MakeWorker, client: AmqpClient,
+    bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
+    fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = f"worker {SIGNALS[signum]} {STEPS[step]}, then started again"
+    exactly_once = step != "before-release"
+    fault.expected = (
+        "one Job, one reply, Job let go"
+        if exactly_once
+        else "one Job; the reply may come twice, identical, same correlation_id; Job let go"
+    )
+    halt = {} if step == "while-running" else {"MSTC_FAULT_HALT_AT": step}
+    worker = make_worker(**halt)
+    run_for = "20s" if step == "while-running" else "1s"
+    cid = client.send(request(bucket, **pod_fate(run_for=run_for)), queue=work_queue)
+    if step == "while-running":
+        watch_until(
+            k8s.BatchV1Api(api_client).list_namespaced_job,
+            lambda _k, job: bool(job.status and job.status.active),
+            namespace=namespace,
+        )
+    else:
+        wait_for_log(worker, f"halted at {step}")
+    stopped = time.monotonic()
+    worker.signal(signum)
+    code = worker.wait(timeout=60)
+    if signum == signal.SIGTERM:
+        assert code == 0, worker.log_text[-3000:]
+        assert "handed back" in worker.log_text
+    worker.env.pop("MSTC_FAULT_HALT_AT", None)
+    worker.start()
+    reply = client.wait(cid, timeout=180)
+    took = time.monotonic() - stopped
+    assert reply["status"] == "succeeded", reply
+    wait_released(api_client, namespace, reply["jobName"])
+    replies = replies_for(client, cid)
+    names = [j.metadata.name for j in jobs(api_client, namespace)]
+    assert names in ([], [reply["jobName"]])
+    if exactly_once:
+        assert len(replies) == 1, replies
+    else:
+        assert 1 <= len(replies) <= 2, replies
+        assert {(r["jobName"], r["status"]) for r in replies} == {(reply["jobName"], "succeeded")}
+    fault.saw(
+        f"exit code {code}; {len(replies)} repl{'y' if len(replies) == 1 else 'ies'} "
+        f"({reply['status']}) {took:.0f} s after the stop; Jobs made: 1; Job let go"
+    )
+    # The restarted worker serves new requests.
+    assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
