@@ -67,8 +67,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _records:
         return
     ordered = [_records[n] for n in sorted(_records, key=_order)]
-    write_results(ordered, HERE / "results.json")
+    # Only a full run of the suite speaks for it: a partial one would shrink the table.
     if _collected and set(_collected) <= set(_records) and not session.config.option.collectonly:
+        write_results(ordered, HERE / "results.json")
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         footer = (
             f"Written by the fault suite on {when} ({len(ordered)} faults, "

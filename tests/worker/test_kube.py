@@ -327,6 +327,25 @@ def test_release_lets_a_deleted_job_and_its_pods_go(
     kube.release(job.name)  # releasing a Job that is gone is fine
 
 
+def test_release_from_an_outdated_view_removes_only_the_workers_finalizer(
+    kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api
+) -> None:
+    manifest = job_manifest(settings, run_for="10m")
+    manifest["metadata"]["finalizers"] = ["example.com/other", FINALIZER]
+    job, _ = kube.create_job(manifest)
+    # Someone else edits the list after our view was taken: our finalizer moves to index 0.
+    batch.patch_namespaced_job(
+        job.name,
+        kube.namespace,
+        [{"op": "replace", "path": "/metadata/finalizers", "value": [FINALIZER, "example.com/x"]}],
+    )
+    kube.release(job.name, known=job)  # the view says index 1: the patch's test fails, re-read
+    after = kube.get_job(job.name)
+    assert after is not None
+    assert list(after.finalizers) == ["example.com/x"]
+    batch.patch_namespaced_job(job.name, kube.namespace, {"metadata": {"finalizers": None}})
+
+
 # --- claiming ------------------------------------------------------------------------------------
 
 
