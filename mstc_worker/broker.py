@@ -216,27 +216,43 @@ class Broker:
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
 
+    # Acks and flow control never raise for a lost connection: the broker has put that
+    # channel's deliveries back already, and `connect` honours `paused` on the next one.
+    # Raising would make the caller's whole piece of work run again on the new connection,
+    # and with it anything it did before (a reply published twice).
+
     def ack(self, delivery: Delivery) -> None:
-        if delivery.generation != self._generation:
-            return  # its channel is gone; the broker has requeued the message already
-        self._require_channel().basic_ack(delivery.tag)
+        self._settle(delivery, lambda channel: channel.basic_ack(delivery.tag))
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None:
-        if delivery.generation != self._generation:
-            return
-        self._require_channel().basic_nack(delivery.tag, requeue=requeue)
+        self._settle(delivery, lambda channel: channel.basic_nack(delivery.tag, requeue=requeue))
+
+    def _settle(self, delivery: Delivery, call: Callable[[BlockingChannel], None]) -> None:
+        channel = self._channel
+        if delivery.generation != self._generation or channel is None or channel.is_closed:
+            return  # its channel is gone; the broker has requeued the message already
+        try:
+            call(channel)
+        except pika.exceptions.AMQPError as exc:
+            log.info("delivery %d not settled, its channel broke: %r", delivery.tag, exc)
 
     def pause(self) -> None:
         """Stop taking new deliveries (unacked ones stay ours); idempotent."""
         self._paused = True
         if self._channel is not None and self._consumer_tag is not None:
-            self._channel.basic_cancel(self._consumer_tag)
-            self._consumer_tag = None
+            tag, self._consumer_tag = self._consumer_tag, None
+            try:
+                self._channel.basic_cancel(tag)
+            except pika.exceptions.AMQPError as exc:
+                log.info("consumer not cancelled, its channel broke: %r", exc)
 
     def resume(self) -> None:
         self._paused = False
         if self._channel is not None and self._consumer_tag is None:
-            self._start_consuming()
+            try:
+                self._start_consuming()
+            except (BrokerUnavailable, pika.exceptions.AMQPError) as exc:
+                log.info("consuming not resumed yet, the channel broke: %r", exc)
 
     @property
     def paused(self) -> bool:

@@ -51,3 +51,6 @@ def configure_logging(settings: Settings, *, process_name: str | None = None) ->
     # Library chatter (connection details at INFO) drowns the lifecycle lines.
     for noisy in ("pika", "kubernetes", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed connection attempt at ERROR, with tracebacks, eight lines a
+    # try; the broker adapter says the same once, as a warning naming the cause.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
