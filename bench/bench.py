@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import threading
@@ -192,18 +193,22 @@ class Bench:
     def throughput(self, count: int) -> dict[str, Any]:
         with self.worker(MSTC_CONCURRENCY="1000") as (proc, _ns, queue):
             client = TimedClient(self.stack)
-            before = cpu_seconds(self.stack, proc)
+            before, requests = cpu_seconds(self.stack, proc), api_requests(self.stack)
             _, wall, _ = self.through_worker(client, queue, count, "0s", together=True)
             worker_cpu = diff(cpu_seconds(self.stack, proc), before)
+            worker_requests = per_job(api_requests(self.stack), requests, count)
             client.close()
-        before = cpu_seconds(self.stack, None)
+        before, requests = cpu_seconds(self.stack, None), api_requests(self.stack)
         _, bare_wall = self.bare(count, "0s", together=True)
         bare_cpu = diff(cpu_seconds(self.stack, None), before)
+        bare_requests = per_job(api_requests(self.stack), requests, count)
         worker_rate, bare_rate = count / wall, count / bare_wall
         return {"jobs": count, "worker_jobs_per_s": round(worker_rate, 1),
                 "bare_jobs_per_s": round(bare_rate, 1),
                 "ratio": round(worker_rate / bare_rate, 2),
-                "cpu_s_worker_run": worker_cpu, "cpu_s_bare_run": bare_cpu}  # fmt: skip
+                "cpu_s_worker_run": worker_cpu, "cpu_s_bare_run": bare_cpu,
+                "api_requests_per_job_worker_run": worker_requests,
+                "api_requests_per_job_bare_run": bare_requests}  # fmt: skip
 
     def capacity(self, count: int, seconds: int) -> dict[str, Any]:
         before = watch_connections(self.stack)
@@ -339,6 +344,29 @@ def watch_connections(stack: StackInfo) -> float:
         if line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
         and 'scope="namespace"' in line and ('resource="jobs"' in line or 'resource="pods"' in line)
     )  # fmt: skip
+
+
+def api_requests(stack: StackInfo) -> dict[str, float]:
+    """Requests the API server has answered so far on jobs, pods and pod logs, by verb."""
+    text = stack.run(stack.env["KUBECTL_BIN"], "get", "--raw", "/metrics").stdout
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        resource = labels.get("resource", "") + (f"/{labels['subresource']}"
+                                                 if labels.get("subresource") else "")  # fmt: skip
+        if resource not in ("jobs", "pods", "pods/log", "jobs/status", "pods/status"):
+            continue
+        key = f"{labels.get('verb')} {resource}"
+        counts[key] = counts.get(key, 0.0) + float(line.split()[-1])
+    return counts
+
+
+def per_job(after: dict[str, float], before: dict[str, float], jobs: int) -> dict[str, float]:
+    """API requests per Job during one run, largest first (controllers' own included)."""
+    rates = {k: round((v - before.get(k, 0.0)) / jobs, 2) for k, v in after.items()}
+    return dict(sorted(((k, v) for k, v in rates.items() if v >= 0.01), key=lambda kv: -kv[1]))
 
 
 def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
