@@ -65,13 +65,17 @@ def watch_until(
     predicate: Callable[[str, Any], bool],
     *,
     timeout: int = 60,
+    done_if_empty: bool = False,
     **list_kwargs: Any,
 ) -> Any:
     """Watch a list call until `predicate(event_type, obj)` holds; return that object.
 
     The watch starts from a fresh list, so a state reached before the watch began is seen too.
+    `done_if_empty`: an empty list is the awaited state (the object is gone already): None.
     """
     initial = list_fn(**list_kwargs)
+    if done_if_empty and not initial.items:
+        return None
     for item in initial.items:
         if predicate("EXISTING", item):
             return item

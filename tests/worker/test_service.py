@@ -49,6 +49,7 @@ def wait_released(api_client: k8s.ApiClient, namespace: str, name: str) -> None:
     watch_until(
         k8s.BatchV1Api(api_client).list_namespaced_job,
         lambda kind, job: kind == "DELETED" or not job.metadata.finalizers,
+        done_if_empty=True,  # let go and deleted by its TTL already
         namespace=namespace,
         field_selector=f"metadata.name={name}",
     )
