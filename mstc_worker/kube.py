@@ -301,11 +301,15 @@ class KubeClient:
     def claim(self, job: JobView, holder: str, *, stale_after_s: float) -> JobView | None:
         """Claim a Job for `holder` so that exactly one worker finishes it.
 
-        The patch carries the resourceVersion of `job`, which makes it an update
-        conditioned on it: of several workers claiming the same version, the API server
-        lets exactly one through and answers the others 409 Conflict. A loser re-reads
-        and backs off while another holder's claim is younger than `stale_after_s`; a
-        stale claim (its holder died) or our own is taken with the fresh version, once.
+        The claim is a test-and-set of the claimed-by annotation, which every Job is
+        created with (empty): a JSON patch that tests the holder seen in `job` and then
+        writes ours. The API server applies a patch to the object as it is at that moment,
+        so of several workers claiming at once exactly one passes the test and the others
+        get 422; status writes by the Job controller in between do not matter, which is
+        what a resourceVersion precondition would trip over. A loser re-reads and backs
+        off while another holder's claim is younger than `stale_after_s`; a stale one (its
+        holder died) is taken over the same way. Jobs made by a worker that predates the
+        annotation are claimed with a resourceVersion precondition instead.
         Returns the claimed Job, or None when someone else holds it or it is gone.
         """
         current: JobView | None = job
@@ -315,25 +319,23 @@ class KubeClient:
             now = datetime.now(UTC)
             if claim_held_elsewhere(current, holder, stale_after_s=stale_after_s, now=now):
                 return None
-            patch = {
-                "metadata": {
-                    "resourceVersion": current.resource_version,
-                    "annotations": claim_annotations(holder, now),
-                }
-            }
+            held = current.annotations.get(CLAIMED_BY_ANNOTATION)
+            if held == holder:
+                return self.get_job(job.name)  # ours already: a fresh view, not a stale one
+            body, content_type = _claim_patch(current, held, claim_annotations(holder, now))
             try:
                 raw = self._json(
                     f"claim Job {job.name}",
                     "PATCH",
                     f"{_JOBS}/{job.name}",
-                    body=patch,
-                    content_type=_MERGE_PATCH,
+                    body=body,
+                    content_type=content_type,
                 )
                 return job_view(raw)
             except KubeRejected as exc:
                 if exc.status == 404:
                     return None
-                if exc.status != 409:
+                if exc.status not in (409, 422):
                     raise
             current = self.get_job(job.name)
         return None
@@ -370,3 +372,26 @@ class KubeClient:
                 if exc.status not in (409, 422):
                     raise
         raise KubeUnavailable(f"release Job {name}: its finalizers kept changing; try later")
+
+
+def _annotation_path(key: str) -> str:
+    """The JSON pointer of an annotation (RFC 6901 escapes "~" and "/")."""
+    return "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def _claim_patch(job: JobView, held: str | None, claim: Mapping[str, str]) -> tuple[Any, str]:
+    """The patch that claims `job` if its holder is still `held`, and its content type."""
+    if held is None:
+        merge = {"metadata": {"resourceVersion": job.resource_version, "annotations": claim}}
+        return merge, _MERGE_PATCH
+    ops: list[dict[str, str]] = [
+        {"op": "test", "path": _annotation_path(CLAIMED_BY_ANNOTATION), "value": held}
+    ]
+    held_since = job.annotations.get(CLAIMED_AT_ANNOTATION)
+    if held_since is not None:
+        ops.append(
+            {"op": "test", "path": _annotation_path(CLAIMED_AT_ANNOTATION), "value": held_since}
+        )
+    # "add" sets a member whether or not it exists, which "replace" would not.
+    ops += [{"op": "add", "path": _annotation_path(k), "value": v} for k, v in claim.items()]
+    return ops, _JSON_PATCH

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from mstc_worker.errors import TransientError
+from mstc_worker.manifest import CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION
 
 __all__ = [
     "CLAIMED_AT_ANNOTATION",
@@ -53,8 +54,6 @@ FAIL_FAST_REASONS = frozenset(
 # The reason the Job controller puts on the Failed condition when activeDeadlineSeconds passed.
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 # Which worker is finishing a Job, and since when (see KubeClient.claim).
-CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
-CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
 # Both label keys: `job-name` is the legacy one, kept by the Job controller for compatibility.
 _JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 

@@ -23,6 +23,8 @@ from mstc_worker.protocol import Request
 from mstc_worker.settings import Settings
 
 __all__ = [
+    "CLAIMED_AT_ANNOTATION",
+    "CLAIMED_BY_ANNOTATION",
     "FINALIZER",
     "JOB_NAME_NAMESPACE",
     "LABEL_CREATED_BY",
@@ -62,6 +64,10 @@ REPLY_TO_ANNOTATION = "mstc.io/reply-to"
 CORRELATION_ID_ANNOTATION = "mstc.io/correlation-id"
 OUTPUT_BUCKET_ANNOTATION = "mstc.io/output-bucket"
 PREFIX_ANNOTATION = "mstc.io/prefix"
+# Who is finishing the Job (a worker's holder id) and since when. Every Job starts with an
+# empty holder, so that claiming is a test-and-set on this one annotation (see kube.claim).
+CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
+CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
 REPLY_ANNOTATIONS = (
     REQUEST_ID_ANNOTATION,
     REPLY_TO_ANNOTATION,
@@ -130,6 +136,7 @@ def build_job(
         REQUEST_ID_ANNOTATION: request_id,
         REPLY_TO_ANNOTATION: route.reply_to,
         OUTPUT_BUCKET_ANNOTATION: request.output_bucket,
+        CLAIMED_BY_ANNOTATION: "",
     }
     if route.correlation_id is not None:
         annotations[CORRELATION_ID_ANNOTATION] = route.correlation_id

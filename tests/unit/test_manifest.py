@@ -205,6 +205,7 @@ def test_job_carries_its_reply_route_and_is_held_until_replied(
         "mstc.io/correlation-id": "c-9",
         "mstc.io/output-bucket": request.output_bucket,
         "mstc.io/prefix": "run-1",
+        "mstc.io/claimed-by": "",  # unclaimed: claiming is a test-and-set on it
     }
     assert job["metadata"]["finalizers"] == [FINALIZER]
     # A request without reply_to is answered on the results queue: the route says so.

@@ -349,29 +349,39 @@ def test_release_from_an_outdated_view_removes_only_the_workers_finalizer(
 # --- claiming ------------------------------------------------------------------------------------
 
 
-def test_exactly_one_of_two_workers_claims_a_finished_job(
-    kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api, namespace: str
-) -> None:
-    job, _ = kube.create_job(job_manifest(settings))
-    wait_job(batch, namespace, job.name, "Complete")
-    finished = kube.get_job(job.name)
-    assert finished is not None
-    workers = [KubeClient(settings) for _ in range(2)]  # two processes, two connections
+def race_claims(settings: Settings, seen: JobView, stale_after_s: float) -> dict[str, JobView]:
+    """Two workers (two connections) claim the same view at the same moment: the winners."""
+    workers = [KubeClient(settings) for _ in range(2)]
     start = threading.Barrier(2)
     results: dict[str, JobView | None] = {}
 
     def claim(index: int) -> None:
         start.wait()
         holder = f"worker-{index}"
-        results[holder] = workers[index].claim(finished, holder, stale_after_s=60)
+        results[holder] = workers[index].claim(seen, holder, stale_after_s=stale_after_s)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    winners = {holder: view for holder, view in results.items() if view is not None}
     assert len(results) == 2
+    return {holder: view for holder, view in results.items() if view is not None}
+
+
+@pytest.mark.parametrize("made_by", ["this worker", "an older worker"])
+def test_exactly_one_of_two_workers_claims_a_finished_job(
+    made_by: str, kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api, namespace: str
+) -> None:
+    manifest = job_manifest(settings)
+    if made_by == "an older worker":  # no claim annotation: the resourceVersion decides
+        del manifest["metadata"]["annotations"][CLAIMED_BY_ANNOTATION]
+    job, _ = kube.create_job(manifest)
+    wait_job(batch, namespace, job.name, "Complete")
+    finished = kube.get_job(job.name)
+    assert finished is not None
+    results = race_claims(settings, finished, stale_after_s=60)
+    winners = dict(results)
     assert len(winners) == 1
     ((holder, won),) = winners.items()
     assert won.annotations[CLAIMED_BY_ANNOTATION] == holder
@@ -379,10 +389,27 @@ def test_exactly_one_of_two_workers_claims_a_finished_job(
     assert stored is not None
     assert stored.annotations[CLAIMED_BY_ANNOTATION] == holder
     # The loser, trying again with the fresh Job, still finds a live claim.
-    loser = next(h for h in results if h != holder)
+    loser = next(h for h in ("worker-0", "worker-1") if h != holder)
     assert kube.claim(stored, loser, stale_after_s=60) is None
     # The winner may renew its own claim.
     assert kube.claim(stored, holder, stale_after_s=60) is not None
+
+
+def test_two_workers_taking_over_one_stale_claim_one_wins(
+    kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api, namespace: str
+) -> None:
+    job, _ = kube.create_job(job_manifest(settings))
+    wait_job(batch, namespace, job.name, "Complete")
+    long_ago = (datetime.now(UTC) - timedelta(minutes=2)).isoformat().replace("+00:00", "Z")
+    dead_claim = {CLAIMED_BY_ANNOTATION: "dead-worker", CLAIMED_AT_ANNOTATION: long_ago}
+    batch.patch_namespaced_job(job.name, namespace, {"metadata": {"annotations": dead_claim}})
+    seen = kube.get_job(job.name)
+    assert seen is not None
+    winners = race_claims(settings, seen, stale_after_s=60)
+    assert len(winners) == 1
+    stored = kube.get_job(job.name)
+    assert stored is not None
+    assert stored.annotations[CLAIMED_BY_ANNOTATION] == next(iter(winners))
 
 
 def test_a_stale_claim_is_taken_over(
