@@ -92,7 +92,9 @@ def new_api_client() -> k8s.ApiClient:
         k8s_config.load_kube_config(client_configuration=configuration, **kwargs)
     # Retries are tenacity's job (bounded, logged); urllib3 re-sends at most once, on a
     # pooled connection the server had closed, and reads again only for idempotent calls.
-    configuration.retries = urllib3.Retry(total=1, redirect=0)
+    # Left to itself it would also repeat a GET answered 429/503 with Retry-After, unseen,
+    # doubling every attempt against a server that asked for fewer requests.
+    configuration.retries = urllib3.Retry(total=1, redirect=0, respect_retry_after_header=False)
     # Two watches plus a handful of finishing threads share one process's pool.
     configuration.connection_pool_maxsize = 32
     return k8s.ApiClient(configuration)
