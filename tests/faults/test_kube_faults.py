@@ -268,6 +268,41 @@ def test_watch_reopened_into_server_errors_backs_off_and_recovers(
     )
 
 
+def test_throttled_watch_reopens_no_sooner_than_retry_after(
+    fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
+    client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    fault.fault = "open watches cut, and their re-opening answered 429, Retry-After: 3 (once each)"
+    fault.expected = "each watch waits the 3 s it was told, then comes back; every Job replied once"
+    proxied_worker(MSTC_PROCESSES="1", **NO_SWEEP)  # one watch per kind: a clean sequence each
+    kube_proxy.wait_watches(2, WATCH)
+    cid = send(client, work_queue, bucket, "wthrottle", "3s")
+    wait_until(lambda: jobs_created(kube_proxy) == 1, "the Job created")
+
+    throttle = kube_proxy.add(Rule("GET", WATCH, 429, times=2, retry_after=3))
+    at = time.monotonic()
+    assert kube_proxy.cut_watches(WATCH) == 2
+    kube_proxy.wait_watches(2, WATCH)
+
+    (reply,) = one_reply_each(client, [cid])
+    assert reply["status"] == "succeeded", reply
+    assert throttle.hits == 2
+    waits = {}
+    for kind in ("jobs", "pods"):
+        opens = kube_proxy.exchanges("GET", rf"/{kind}\?.*{WATCH}", since=at)
+        assert [e.status for e in opens[:2]] == [429, 200], opens
+        waits[kind] = opens[1].at - opens[0].at
+    assert min(waits.values()) >= 2.95, f"Retry-After 3 s, re-opened after {waits}"
+    gone_s = nothing_left(api_client, namespace)
+    still_serves(client, work_queue, bucket)
+    fault.saw(
+        "2 watches cut, re-opens answered 429 (Retry-After 3); next re-open after "
+        + ", ".join(f"{k} {w:.2f} s" for k, w in waits.items())
+        + f"; 1 reply (succeeded); 1 create; Job gone {gone_s:.1f} s after; "
+        "next request succeeded"
+    )
+
+
 # --- throttling and server errors on single calls -------------------------------------------
 
 
