@@ -232,7 +232,7 @@ def test_watch_reopened_into_410_gone_relists_and_finishes_every_job(
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"{kube_proxy.cut_watches_count} watches cut, {gone.hits} re-opens answered 410, "
+        f"{kube_proxy.watches_cut} watches cut, {gone.hits} re-opens answered 410, "
         f"{relists} relists; 3/3 replies succeeded, 1 each; 3 creates; "
         f"Jobs gone {gone_s:.1f} s after; next request succeeded"
     )
