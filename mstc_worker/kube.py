@@ -235,18 +235,18 @@ class KubeClient:
 
     def read_log(
         self, pod_name: str, *, container: str | None = None, limit_bytes: int = 1_048_576
-    ) -> str:
+    ) -> str | None:
         """The log of `container` (default: the pod's first container), cut at `limit_bytes`.
 
-        Returns "" when there is no log to read: the pod is gone (404), or its container
-        never started (400, e.g. an image that cannot be pulled). An empty log and a
-        missing one are the same thing to the person reading the uploaded file.
+        Returns "" when the container never started (400, e.g. an image that cannot be
+        pulled): it has no log, and an empty one says so. Returns None when the pod is gone
+        (404): whatever it logged is lost, which the person reading must be told.
         """
         what = f"read log of pod {pod_name}"
         if container is None:  # one more request; callers that know the name save it
             pod = self._json_or_none(what, "GET", f"{_PODS}/{pod_name}")
             if pod is None:
-                return ""
+                return None
             container = pod["spec"]["containers"][0]["name"]
         query = {"container": container, "limitBytes": limit_bytes}
 
@@ -262,8 +262,10 @@ class KubeClient:
         try:
             data = self._retrying(read)
         except KubeRejected as exc:
-            if exc.status in (400, 404):
+            if exc.status == 400:
                 return ""
+            if exc.status == 404:
+                return None
             raise
         # The cut may split a character; a log is for reading, so replace it.
         return data.decode("utf-8", errors="replace")

@@ -463,3 +463,35 @@ def test_log_read_failing_for_good_still_replies_and_says_why(
         f"(succeeded); log object says: {text.strip()[:80]!r}...; Job gone {gone_s:.1f} s "
         "after; next request succeeded"
     )
+
+
+def test_log_read_delayed_past_the_jobs_ttl_says_the_log_is_lost(
+    fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
+    client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient,
+    namespace: str, minio: Minio,
+) -> None:  # fmt: skip
+    fault.fault = (
+        "log read throttled (429, Retry-After: 3, twice) past the Job's 1 s TTL, which "
+        "deletes the pod while the finalizer still holds the Job"
+    )
+    fault.expected = "one reply with the real status; the log file says the log is lost, and why"
+    proxied_worker(ttl_s=1)
+    throttle = kube_proxy.add(Rule("GET", LOG, 429, times=2, retry_after=3))
+    cid = send(client, work_queue, bucket, "ttl-lost", "1s")
+
+    (reply,) = one_reply_each(client, [cid])
+    assert reply["status"] == "succeeded", reply
+    assert reply["exitCode"] == 0, reply
+    reads = kube_proxy.exchanges("GET", LOG)
+    assert [e.status for e in reads] == [429, 429, 404], reads  # the pod was gone by then
+    assert throttle.hits == 2
+    text = read_object(minio, reply["logBucket"], reply["logObject"]).decode()
+    assert "is lost" in text, text  # not an empty file that reads as "printed nothing"
+    assert "deleted" in text, text
+    gone_s = nothing_left(api_client, namespace)
+    still_serves(client, work_queue, bucket)
+    fault.saw(
+        f"log reads answered {[e.status for e in reads]}; 1 reply (succeeded, exit code 0); "
+        f"log object says: {text.strip()[:70]!r}...; Job gone {gone_s:.1f} s after; "
+        "next request succeeded"
+    )
