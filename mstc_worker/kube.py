@@ -92,7 +92,9 @@ def new_api_client() -> k8s.ApiClient:
         k8s_config.load_kube_config(client_configuration=configuration, **kwargs)
     # Retries are tenacity's job (bounded, logged); urllib3 re-sends at most once, on a
     # pooled connection the server had closed, and reads again only for idempotent calls.
-    configuration.retries = urllib3.Retry(total=1, redirect=0)
+    # Left to itself it would also repeat a GET answered 429/503 with Retry-After, unseen,
+    # doubling every attempt against a server that asked for fewer requests.
+    configuration.retries = urllib3.Retry(total=1, redirect=0, respect_retry_after_header=False)
     # Two watches plus a handful of finishing threads share one process's pool.
     configuration.connection_pool_maxsize = 32
     return k8s.ApiClient(configuration)
@@ -233,18 +235,18 @@ class KubeClient:
 
     def read_log(
         self, pod_name: str, *, container: str | None = None, limit_bytes: int = 1_048_576
-    ) -> str:
+    ) -> str | None:
         """The log of `container` (default: the pod's first container), cut at `limit_bytes`.
 
-        Returns "" when there is no log to read: the pod is gone (404), or its container
-        never started (400, e.g. an image that cannot be pulled). An empty log and a
-        missing one are the same thing to the person reading the uploaded file.
+        Returns "" when the container never started (400, e.g. an image that cannot be
+        pulled): it has no log, and an empty one says so. Returns None when the pod is gone
+        (404): whatever it logged is lost, which the person reading must be told.
         """
         what = f"read log of pod {pod_name}"
         if container is None:  # one more request; callers that know the name save it
             pod = self._json_or_none(what, "GET", f"{_PODS}/{pod_name}")
             if pod is None:
-                return ""
+                return None
             container = pod["spec"]["containers"][0]["name"]
         query = {"container": container, "limitBytes": limit_bytes}
 
@@ -260,8 +262,10 @@ class KubeClient:
         try:
             data = self._retrying(read)
         except KubeRejected as exc:
-            if exc.status in (400, 404):
+            if exc.status == 400:
                 return ""
+            if exc.status == 404:
+                return None
             raise
         # The cut may split a character; a log is for reading, so replace it.
         return data.decode("utf-8", errors="replace")

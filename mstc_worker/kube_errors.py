@@ -25,6 +25,7 @@ from mstc_worker.errors import PermanentError, TransientError
 
 __all__ = [
     "CONNECTION_ERRORS",
+    "RETRY_AFTER_MAX",
     "KubeRejected",
     "KubeUnavailable",
     "api_error",
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 # What the HTTP stack raises when the server cannot be reached or the connection breaks.
 CONNECTION_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 ATTEMPTS = 5
-_RETRY_AFTER_MAX = 30.0  # a server's Retry-After hint, capped so a retry loop stays bounded
+RETRY_AFTER_MAX = 30.0  # a server's Retry-After hint, capped so a retry loop stays bounded
 # 0.2 s doubling, capped at 5 s, plus up to 0.2 s of jitter so that workers do not retry
 # in lockstep after a shared outage.
 _BACKOFF = wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2)
@@ -97,7 +98,7 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     hint = exc.retry_after if isinstance(exc, TransientError) else None
     if hint is not None:
-        return min(hint, _RETRY_AFTER_MAX)
+        return min(hint, RETRY_AFTER_MAX)
     return float(_BACKOFF(state))
 
 

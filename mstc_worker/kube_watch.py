@@ -23,7 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from mstc_worker.kube_errors import CONNECTION_ERRORS, KubeUnavailable
+from mstc_worker.errors import TransientError
+from mstc_worker.kube_errors import CONNECTION_ERRORS, RETRY_AFTER_MAX, KubeUnavailable
 from mstc_worker.kube_views import JobView, PodView, WatchEvent, WatchExpired, watch_event
 
 if TYPE_CHECKING:
@@ -36,9 +37,16 @@ Kind = Literal["jobs", "pods"]
 V = TypeVar("V", JobView, PodView)
 
 
-def watch_backoff(failures: int) -> float:
-    """Seconds to wait after `failures` consecutive failed attempts: 0.25 s doubling to 10 s."""
-    return 0.0 if failures <= 0 else min(10.0, 0.25 * 2 ** (failures - 1))
+def watch_backoff(failures: int, retry_after: float | None = None) -> float:
+    """Seconds to wait after `failures` consecutive failed attempts: 0.25 s doubling to 10 s.
+
+    A server's Retry-After hint (a throttled watch) makes the wait at least that long,
+    capped like every other retry so that a bad hint cannot park the watch for good.
+    """
+    backoff = 0.0 if failures <= 0 else min(10.0, 0.25 * 2 ** (failures - 1))
+    if retry_after is None:
+        return backoff
+    return max(backoff, min(retry_after, RETRY_AFTER_MAX))
 
 
 class WatchStream:
@@ -162,7 +170,8 @@ class JobWatcher:
                 resource_version = None
                 if self._stopping.is_set():
                     break
-                delay = watch_backoff(failures)
+                hint = exc.retry_after if isinstance(exc, TransientError) else None
+                delay = watch_backoff(failures, hint)
                 log.warning(
                     "%s watch failed (%d in a row), again in %.2f s: %s", kind, failures, delay, exc
                 )

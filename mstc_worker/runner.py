@@ -361,10 +361,21 @@ class Runner:
     ) -> tuple[bool, str | None]:
         # The worker names the one container after the Job's name label (see manifest).
         container = job_labels.get(manifest.LABEL_NAME) if job_labels else None
+        text: str | None = ""
         try:
-            text = self._kube.read_log(pod.name, container=container) if pod is not None else ""
+            if pod is not None:
+                text = self._kube.read_log(pod.name, container=container)
         except (TransientError, PermanentError) as exc:
             text = f"(the log of Job {name} could not be read: {exc})\n"
+        if text is None:
+            # The Job's TTL deletes its pods even while our finalizer holds the Job itself, so a
+            # reply delayed past the TTL (a restart, a backlog, throttling) finds no pod.
+            log.warning("job %s: its pod was deleted before its log was read", name)
+            text = (
+                f"(the log of Job {name} is lost: its pod was deleted before the worker could "
+                "read it, most likely by the Job's ttlSecondsAfterFinished while the reply "
+                "was delayed)\n"
+            )
         try:
             self._storage.put_text(bucket, log_object, text)
         except (TransientError, PermanentError) as exc:

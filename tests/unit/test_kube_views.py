@@ -226,6 +226,12 @@ def test_the_watch_backoff_grows_and_is_capped() -> None:
     assert delays == sorted(delays)
 
 
+def test_the_watch_backoff_waits_at_least_a_servers_retry_after_within_the_cap() -> None:
+    assert watch_backoff(1, retry_after=3.0) == 3.0  # longer than our 0.25 s: the server's
+    assert watch_backoff(7, retry_after=1.0) == 10.0  # shorter than ours: ours
+    assert watch_backoff(1, retry_after=3600.0) == 30.0  # an absurd hint is capped
+
+
 @pytest.mark.parametrize(
     ("annotations", "held"),
     [

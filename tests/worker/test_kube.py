@@ -283,9 +283,11 @@ def test_read_log_returns_the_pods_log(
     wait_job(batch, namespace, job.name, "Complete")
     (pod,) = kube.job_pods(job.name)
     text = kube.read_log(pod.name)
+    assert text is not None
     assert "SUCCESS" in text.splitlines()
     assert kube.read_log(pod.name, limit_bytes=10) == text.encode()[:10].decode()
-    assert kube.read_log("no-such-pod") == ""  # a pod that is gone has no log to read
+    assert kube.read_log("no-such-pod") is None  # a pod that is gone: its log is lost
+    assert kube.read_log("no-such-pod", container="main") is None
 
 
 # --- deleting and releasing ----------------------------------------------------------------------
