@@ -34,6 +34,26 @@ _records: dict[str, FaultRecord] = {}
 _collected: list[str] = []  # in collection order, which is the table's order
 
 
+_deselected: list[str] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _deselected.extend(i.nodeid for i in items if Path(str(i.fspath)).is_relative_to(HERE))
+
+
+def _full_run(session: pytest.Session) -> bool:
+    """Every fault file collected, nothing deselected, every collected test recorded."""
+    files = {Path(nodeid.split("::")[0]).name for nodeid in _collected}
+    every_file = {path.name for path in HERE.glob("test_*.py")}
+    return (
+        bool(_collected)
+        and files == every_file
+        and not _deselected
+        and set(_collected) <= set(_records)
+        and not session.config.option.collectonly
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(HERE):
@@ -68,7 +88,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     ordered = [_records[n] for n in sorted(_records, key=_order)]
     # Only a full run of the suite speaks for it: a partial one would shrink the table.
-    if _collected and set(_collected) <= set(_records) and not session.config.option.collectonly:
+    if _full_run(session):
         write_results(ordered, HERE / "results.json")
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         footer = (
