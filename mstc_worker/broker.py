@@ -190,23 +190,30 @@ class Broker:
         *,
         correlation_id: str | None,
         headers: Mapping[str, Any] | None = None,
+        message_type: str | None = None,
+        fallback: bool = True,
     ) -> None:
         """Publish to `queue` through the default exchange and wait for the broker's confirm.
 
         A queue that does not exist (a client's exclusive reply queue, gone with the client)
         makes the message unroutable; the reply then goes to the durable results queue, so
-        it is never dropped.
+        it is never dropped. With `fallback` False (progress messages) an unroutable message
+        is simply dropped: nobody waits for it any more.
         """
         props = pika.BasicProperties(
             content_type="application/json",
             correlation_id=correlation_id,
             delivery_mode=pika.DeliveryMode.Persistent,
             headers=dict(headers) if headers else None,
+            type=message_type,
         )
         channel = self._require_channel()
         try:
             channel.basic_publish("", queue, body, props, mandatory=True)
         except pika.exceptions.UnroutableError:
+            if not fallback:
+                log.debug("queue %r is gone; message dropped", queue)
+                return
             if queue == self._settings.results_queue:
                 raise BrokerUnavailable(f"results queue {queue!r} does not exist") from None
             log.warning(

@@ -85,6 +85,7 @@ class JobView:
     message: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    ready: int = 0  # pods running and ready: the Job has started for the user's eyes
 
     @property
     def ended(self) -> bool:
@@ -136,6 +137,7 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
         message=deciding.get("message") if deciding else None,
         started_at=_time(status.get("startTime")),
         finished_at=finished_at,
+        ready=int(status.get("ready") or 0),
     )
 
 

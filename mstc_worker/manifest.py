@@ -33,6 +33,7 @@ __all__ = [
     "LABEL_PART_OF",
     "MINIO_SECRET_PASSWORD_KEY",
     "MINIO_SECRET_USER_KEY",
+    "PROGRESS_ANNOTATION",
     "REPLY_ANNOTATIONS",
     "REQUEST_ID_ANNOTATION",
     "ReplyRoute",
@@ -68,6 +69,8 @@ PREFIX_ANNOTATION = "mstc.io/prefix"
 # empty holder, so that claiming is a test-and-set on this one annotation (see kube.claim).
 CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
 CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
+# Present ("true") only on Jobs whose client asked for progress messages.
+PROGRESS_ANNOTATION = "mstc.io/progress"
 REPLY_ANNOTATIONS = (
     REQUEST_ID_ANNOTATION,
     REPLY_TO_ANNOTATION,
@@ -86,6 +89,7 @@ class ReplyRoute:
 
     reply_to: str = ""
     correlation_id: str | None = None
+    progress: bool = False  # the client asked for progress messages (x-mstc-progress)
 
 
 def sanitise_job_name(job_name: str) -> str:
@@ -142,6 +146,8 @@ def build_job(
         annotations[CORRELATION_ID_ANNOTATION] = route.correlation_id
     if request.prefix:
         annotations[PREFIX_ANNOTATION] = request.prefix
+    if route.progress:
+        annotations[PROGRESS_ANNOTATION] = "true"
     labels = job_labels(request, unique_name)
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}
     if request.annotations:

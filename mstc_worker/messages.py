@@ -16,6 +16,7 @@ __all__ = [
     "JobAccepted",
     "JobEnded",
     "JobFinished",
+    "JobProgress",
     "JobStartFailed",
     "ReleaseJob",
     "StartJob",
@@ -93,6 +94,17 @@ class JobFinished:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """A Job whose client asked for progress reached `state` (e.g. running); best effort."""
+
+    worker: int
+    job_name: str
+    state: str
+    reply_to: str
+    correlation_id: str | None
+
+
+@dataclass(frozen=True)
 class JobEnded:
     """A Job this worker started no longer needs anyone: it counts against capacity no more."""
 
@@ -117,4 +129,6 @@ class WorkerDied:
     exit_code: int | None
 
 
-WorkerToService = WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobEnded | Trouble
+WorkerToService = (
+    WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobProgress | JobEnded | Trouble
+)

@@ -14,6 +14,7 @@ this module holds the models, the body-level checks and the required fields.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -27,6 +28,8 @@ from mstc_worker.settings import Settings
 
 __all__ = [
     "INVALID_REQUEST_PREFIX",
+    "PROGRESS_HEADER",
+    "PROGRESS_TYPE",
     "RESERVED_ENV_NAMES",
     "Outcome",
     "Reply",
@@ -37,9 +40,11 @@ __all__ = [
     "error_result",
     "job_result",
     "parse_request",
+    "progress_body",
     "rejection_reply",
     "reply_body",
     "reply_for",
+    "wants_progress",
 ]
 
 # The Java worker's text for a request without image, jobName or input bucket; it
@@ -305,6 +310,27 @@ def rejection_reply(exc: RequestRejected, body: bytes) -> Reply:
     return Reply(
         status=Status.REJECTED, reason=name, error=str(exc), error_type=name, result=result
     )
+
+
+PROGRESS_TYPE = "mstc.progress"  # the AMQP `type` of progress messages; replies have none
+PROGRESS_HEADER = "x-mstc-progress"  # a request header that asks for them
+
+
+def wants_progress(headers: Mapping[str, object]) -> bool:
+    """Whether a request's headers ask for progress messages (any truthy value)."""
+    value = headers.get(PROGRESS_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
+def progress_body(job_name: str, state: str, namespace: str) -> bytes:
+    """A progress message: the Job's name and where it stands. Never the final reply."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    data = {"jobName": job_name, "state": state, "namespace": namespace, "at": at}
+    return json.dumps(data).encode("utf-8")
 
 
 def reply_body(reply: Reply) -> bytes:

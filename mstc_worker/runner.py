@@ -36,6 +36,7 @@ from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
     JobFinished,
+    JobProgress,
     JobStartFailed,
     ReleaseJob,
     StartJob,
@@ -134,6 +135,7 @@ class Runner:
         self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
         self._replied: set[str] = set()  # reply confirmed, finalizer not yet removed
         self._claimed: dict[str, JobView] = {}  # the claim's answer, until the Job is let go
+        self._told_running: set[str] = set()  # progress "running" sent (best effort, per process)
         self._stuck: dict[str, PodView] = {}
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
@@ -207,8 +209,28 @@ class Runner:
         if manifest.FINALIZER not in job.finalizers:
             self._forget(job.name)
             return
-        if job.state in _ENDED and shard_of(job.name, self._count) == self._index:
+        if shard_of(job.name, self._count) != self._index:
+            return
+        if job.state in _ENDED:
             self._finish_soon(job.name, job)
+        elif job.ready > 0 and job.annotations.get(manifest.PROGRESS_ANNOTATION) == "true":
+            self._tell_running(job)
+
+    def _tell_running(self, job: JobView) -> None:
+        """Say once that the Job runs, to a client that asked (a restart may say it again)."""
+        with self._lock:
+            if job.name in self._told_running:
+                return
+            self._told_running.add(job.name)
+        self._emit(
+            JobProgress(
+                self._index,
+                job.name,
+                "running",
+                reply_to=job.annotations.get(manifest.REPLY_TO_ANNOTATION, ""),
+                correlation_id=job.annotations.get(manifest.CORRELATION_ID_ANNOTATION),
+            )
+        )
 
     def _on_pod(self, pod: PodView) -> None:
         if pod.job_name is None or shard_of(pod.job_name, self._count) != self._index:
@@ -235,6 +257,7 @@ class Runner:
             self._stuck.pop(name, None)
             self._ended_pods.pop(name, None)
             self._claimed.pop(name, None)
+            self._told_running.discard(name)
         if mine:
             self._emit(JobEnded(self._index, name))
 

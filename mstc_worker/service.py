@@ -30,13 +30,14 @@ from types import FrameType
 from typing import Any
 
 from mstc_worker import manifest
-from mstc_worker.broker import Broker, Delivery
+from mstc_worker.broker import Broker, BrokerUnavailable, Delivery
 from mstc_worker.errors import RequestRejected
 from mstc_worker.http import HttpServer
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
     JobFinished,
+    JobProgress,
     JobStartFailed,
     ReleaseJob,
     StartJob,
@@ -48,12 +49,15 @@ from mstc_worker.messages import (
 from mstc_worker.metrics import Metrics
 from mstc_worker.pool import WorkerPool
 from mstc_worker.protocol import (
+    PROGRESS_TYPE,
     Reply,
     Status,
     parse_request,
+    progress_body,
     rejection_reply,
     reply_body,
     reply_for,
+    wants_progress,
 )
 from mstc_worker.runner import shard_of
 from mstc_worker.settings import Settings
@@ -73,6 +77,7 @@ class _Pending:
     delivery: Delivery | None  # None for a REST request
     http_token: str | None
     worker: int  # the process holding it
+    route: manifest.ReplyRoute
 
 
 def crash_reply(reason: str) -> Reply:
@@ -189,7 +194,10 @@ class Service:
             return
         # The Job's name comes from the request id, so a redelivery finds the same Job.
         request_id = delivery.correlation_id or delivery.message_id or str(uuid.uuid4())
-        route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id)
+        # Progress messages only for a client that asked: a Java-era client takes the first
+        # message on its callback queue as the reply.
+        progress = bool(delivery.reply_to) and wants_progress(delivery.headers)
+        route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id, progress)
         self._dispatch(delivery, None, request, request_id, route)
 
     def _dispatch(
@@ -203,7 +211,7 @@ class Service:
         key = next(self._keys)
         name = manifest.job_name_for(request.job_name, request_id)
         worker = shard_of(name, self.pool.size)
-        self._pending[key] = _Pending(delivery, http_token, worker)
+        self._pending[key] = _Pending(delivery, http_token, worker, route)
         self.pool.send(worker, StartJob(key, request, request_id, route))
         self._capacity_changed()
 
@@ -223,6 +231,12 @@ class Service:
             self._active[message.job_name] = message.worker
             if pending.delivery is not None:
                 self.broker.ack(pending.delivery)
+            if pending.route.progress:
+                route = pending.route
+                self._progress(route.reply_to, route.correlation_id, message.job_name, "accepted")
+        elif isinstance(message, JobProgress):
+            self._progress(message.reply_to, message.correlation_id, message.job_name,
+                           message.state)  # fmt: skip
         elif isinstance(message, JobStartFailed):
             self._start_failed(message)
         elif isinstance(message, JobFinished):
@@ -266,6 +280,21 @@ class Service:
         self.metrics.request_done(reply.status.value, duration)
         log.info("job %s replied: %s", message.job_name, reply.status.value)
         self.pool.send(shard_of(message.job_name, self.pool.size), ReleaseJob(message.job_name))
+
+    def _progress(
+        self, reply_to: str, correlation_id: str | None, job_name: str, state: str
+    ) -> None:
+        """Tell a waiting client where its Job stands; never retried, never re-routed."""
+        if not reply_to or reply_to.startswith(HTTP_ROUTE_PREFIX):
+            return
+        body = progress_body(job_name, state, self.settings.namespace)
+        try:
+            self.broker.publish(reply_to, body, correlation_id=correlation_id,
+                                message_type=PROGRESS_TYPE, fallback=False)  # fmt: skip
+        except BrokerUnavailable as exc:
+            # Re-raising would run the whole hand-over again (an ack, a reply) on the next
+            # connection; a progress message is not worth that.
+            log.info("job %s: progress %r not sent: %s", job_name, state, exc)
 
     def _reply(self, reply: Reply, reply_to: str, correlation_id: str | None) -> None:
         queue = reply_to or self.settings.results_queue

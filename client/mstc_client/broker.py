@@ -38,7 +38,7 @@ import pika.exceptions
 from mstc_client.config import ClientConfig
 from mstc_client.errors import BrokerUnreachable, ClientClosed, MstcClientError
 from mstc_client.handle import JobHandle
-from mstc_client.protocol import parse_reply
+from mstc_client.protocol import PROGRESS_HEADER, PROGRESS_TYPE, parse_progress, parse_reply
 
 __all__ = ["BrokerLink", "ConnectionFactory", "backoff_delay", "default_connection_factory"]
 
@@ -287,12 +287,18 @@ class BrokerLink:
             reply_to=self.reply_queue,
             correlation_id=handle.correlation_id,
             delivery_mode=pika.DeliveryMode.Persistent,
+            # Ask for progress messages; a worker that does not know the header ignores it.
+            headers={PROGRESS_HEADER: "1"},
         )
         channel.basic_publish(
             self._config.exchange, self._config.work_queue, handle.body, props, mandatory=True
         )
 
     def _on_reply(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        if props.type == PROGRESS_TYPE:
+            self._on_progress(props.correlation_id or "", body)
+            channel.basic_ack(method.delivery_tag)
+            return
         self._received += 1
         reply = parse_reply(body)
         with self._lock:
@@ -302,3 +308,14 @@ class BrokerLink:
         else:
             handle.resolve(reply)
         channel.basic_ack(method.delivery_tag)
+
+    def _on_progress(self, correlation_id: str, body: bytes) -> None:
+        """A progress message updates the waiting handle; it never resolves it."""
+        progress = parse_progress(body)
+        if progress is None:
+            log.debug("dropping an unreadable progress message for %r", correlation_id)
+            return
+        with self._lock:
+            handle = self._pending.get(correlation_id)
+        if handle is not None:
+            handle.note_progress(*progress)

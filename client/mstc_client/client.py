@@ -39,7 +39,8 @@ class Waiting:
     """Reported about once a second while `run` waits for the reply."""
 
     elapsed: float
-    state: str  # "queued", "sent", or a reconnecting note from the broker link
+    state: str  # "queued", "sent", the Job's ("accepted", "running"), or a reconnecting note
+    job_name: str | None = None  # once the worker has said which Job it made
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ class Client:
                     ) from None
             if on_tick is not None:
                 state = handle.state if self._link.connected.is_set() else self._link.state
-                on_tick(Waiting(time.monotonic() - handle.submitted_at, state))
+                elapsed = time.monotonic() - handle.submitted_at
+                on_tick(Waiting(elapsed, state, handle.job_name))
 
     def upload_inputs(
         self,

@@ -14,7 +14,7 @@ from mstc_client.client import Waiting
 from mstc_client.result import Result
 from mstc_client.storage import Progress
 
-__all__ = ["Display", "human_bytes", "human_seconds", "summary"]
+__all__ = ["Display", "human_bytes", "human_seconds", "summary", "waiting_line"]
 
 _PLAIN_WAIT_EVERY = 30.0
 _BAR = 24
@@ -45,6 +45,7 @@ class Display:
         self._files_reported = 0
         self._stage = ""
         self._next_plain_wait = 0.0
+        self._last_wait_state = ""
 
     def __call__(self, event: Progress | Waiting) -> None:
         if not self._enabled:
@@ -101,12 +102,20 @@ class Display:
 
     def _waiting(self, event: Waiting) -> None:
         self._enter("wait")
-        text = f"waiting for the reply  {human_seconds(event.elapsed)}  ({event.state})"
+        text = waiting_line(event)
         if self._tty:
             self._redraw(text)
-        elif event.elapsed >= self._next_plain_wait:
+        elif event.elapsed >= self._next_plain_wait or event.state != self._last_wait_state:
+            # Not a terminal: a line now and then, and one for every change of state.
             self._next_plain_wait = event.elapsed + _PLAIN_WAIT_EVERY
             self._line(text)
+        self._last_wait_state = event.state
+
+
+def waiting_line(event: Waiting) -> str:
+    """ "waiting for the reply  0:12  (running: sort-3f2a...)": elapsed time and state."""
+    where = f"{event.state}: {event.job_name}" if event.job_name else event.state
+    return f"waiting for the reply  {human_seconds(event.elapsed)}  ({where})"
 
 
 def summary(result: Result) -> str:

@@ -2,8 +2,11 @@
 
 The handle is a small state machine fed by the client's I/O thread: *queued* (in the outbox),
 *sent* (the broker confirmed the publish, so the request is durable in the work queue), then
-*done* (the reply arrived, or the request failed for good). Callers block on `wait`, poll with
-`done`/`result`, or register a callback; nothing here touches the connection.
+*done* (the reply arrived, or the request failed for good). Between *sent* and *done* a worker
+that supports it says where the Job stands (*accepted*, *running*: progress messages, which the
+client asks for with a header); those only inform, the reply alone ends the request. Callers
+block on `wait`, poll with `done`/`result`, or register a callback; nothing here touches the
+connection.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class JobHandle:
         self.submitted_at = time.monotonic()
         self._sent = threading.Event()
         self._reply: Future[Reply] = Future()
+        self.job_state: str | None = None  # from the worker's progress messages, if any
+        self.job_name: str | None = None  # known once the worker has accepted the request
+        self.job_states: list[str] = []  # every state reported, in order
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "sent" if self.is_sent else "queued"
@@ -46,8 +52,12 @@ class JobHandle:
 
     @property
     def state(self) -> str:
-        """ "queued", "sent" or "done": for progress displays."""
-        return "done" if self.done() else "sent" if self.is_sent else "queued"
+        """ "queued", "sent", the Job's state ("accepted", "running") or "done": for displays."""
+        if self.done():
+            return "done"
+        if self.job_state is not None:
+            return self.job_state
+        return "sent" if self.is_sent else "queued"
 
     def wait_sent(self, timeout: float | None = None) -> bool:
         """Block until the broker confirmed the request; False if `timeout` passed first."""
@@ -87,6 +97,12 @@ class JobHandle:
 
     def mark_sent(self) -> None:
         self._sent.set()
+
+    def note_progress(self, state: str, job_name: str | None) -> None:
+        self.job_states.append(state)
+        self.job_state = state
+        if job_name:
+            self.job_name = job_name
 
     def resolve(self, reply: Reply) -> None:
         # The first outcome wins; a late one (a duplicate reply, close() racing it) is dropped.

@@ -22,7 +22,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["JOB_RESULT", "JobRequest", "Reply", "Resources", "Status", "parse_reply"]
+__all__ = [
+    "JOB_RESULT",
+    "PROGRESS_HEADER",
+    "PROGRESS_TYPE",
+    "JobRequest",
+    "Reply",
+    "Resources",
+    "Status",
+    "parse_progress",
+    "parse_reply",
+]
+
+# Progress messages: asked for with this request header, sent by the worker on the reply
+# queue with this AMQP `type` (a reply has none), body {"jobName", "state", ...}.
+PROGRESS_HEADER = "x-mstc-progress"
+PROGRESS_TYPE = "mstc.progress"
 
 # "Job <name> complete.": Java-era clients split on spaces and take word 2 as the Job name.
 JOB_RESULT = re.compile(r"^Job (\S+) complete\.$")
@@ -122,6 +137,18 @@ class Reply(BaseModel):
         if self.exit_code not in (None, 0):
             parts.append(f"exit code {self.exit_code}")
         return "; ".join(part for part in parts if part) or self.result
+
+
+def parse_progress(body: bytes) -> tuple[str, str | None] | None:
+    """(state, jobName) of a progress message, or None when it cannot be read."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        return None
+    name = data.get("jobName")
+    return data["state"], name if isinstance(name, str) else None
 
 
 def parse_reply(body: bytes) -> Reply:

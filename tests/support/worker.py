@@ -122,6 +122,8 @@ class AmqpClient:
         self._url = stack.amqp_url
         self._durable_queue = f"test.replies.{uuid.uuid4().hex[:12]}" if durable else None
         self.replies: dict[str, list[dict[str, Any]]] = {}
+        self.progress: dict[str, list[dict[str, Any]]] = {}  # type mstc.progress, not replies
+        self.arrivals: list[tuple[str, str | None]] = []  # (correlation_id, type), in order
         self._connect()
 
     def _connect(self) -> None:
@@ -157,9 +159,13 @@ class AmqpClient:
         self.channel.basic_publish("", self.reply_queue, b"{}", props)
         self.wait(marker, timeout=timeout)
         del self.replies[marker]
+        self.arrivals = [arrival for arrival in self.arrivals if arrival[0] != marker]
 
     def _on_reply(self, _ch: Any, _method: Any, props: pika.BasicProperties, body: bytes) -> None:
-        self.replies.setdefault(props.correlation_id or "", []).append(json.loads(body))
+        cid = props.correlation_id or ""
+        self.arrivals.append((cid, props.type))
+        into = self.progress if props.type == "mstc.progress" else self.replies
+        into.setdefault(cid, []).append(json.loads(body))
 
     def send(
         self,
@@ -169,6 +175,7 @@ class AmqpClient:
         exchange: str = "",
         correlation_id: str | None = None,
         reply: bool = True,
+        headers: dict[str, Any] | None = None,
     ) -> str:
         correlation_id = correlation_id or str(uuid.uuid4())
         body = request if isinstance(request, bytes) else json.dumps(request).encode()
@@ -176,6 +183,7 @@ class AmqpClient:
             reply_to=self.reply_queue if reply else None,
             correlation_id=correlation_id,
             delivery_mode=2,
+            headers=headers,
         )
         self.channel.basic_publish(exchange, queue, body, props)
         return correlation_id
