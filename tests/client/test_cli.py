@@ -102,6 +102,21 @@ def test_run_without_json_prints_progress_and_a_summary(
     assert "log      out/run-" in out.stdout
 
 
+def test_the_waiting_line_shows_the_jobs_state_and_name(
+    worker: WorkerProcess, client_env: dict[str, str], tmp_path: Path
+) -> None:
+    make_inputs(tmp_path / "data")
+    out = run_mstc("run", "--image", IMAGE, "--job-name", "states", "--input", "data",
+                   "--output-dir", "out", "--annotation", "mstc.test/run-for=5s",
+                   env=client_env, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    waiting = [line for line in out.stderr.splitlines() if line.startswith("waiting for")]
+    # Not a terminal: one plain line for each state the worker reported, in order.
+    states = [line.rsplit("(", 1)[1].split(":")[0] for line in waiting]
+    assert states.index("accepted") < states.index("running"), waiting
+    assert any("(running: states-" in line for line in waiting), waiting
+
+
 def test_failed_job_exits_1_and_names_the_exit_code(
     worker: WorkerProcess, client_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -86,6 +86,17 @@ def test_broker_restart_while_waiting_still_ends_with_the_reply(
     assert [job.metadata.name for job in jobs] in ([], [reply.job_name])
 
 
+def test_the_handle_follows_the_jobs_state_until_the_reply(
+    worker: WorkerProcess, mstc_client: Client, data_bucket: str
+) -> None:
+    handle = mstc_client.submit(request(data_bucket, "states", run_for="5s"))
+    reply = handle.wait(timeout=120)
+    assert reply.status is Status.SUCCEEDED
+    assert handle.job_states == ["accepted", "running"]
+    assert handle.job_name == reply.job_name
+    assert handle.state == "done"
+
+
 def test_a_java_worker_reply_with_only_result_is_understood(
     stack: StackInfo, mstc_client: Client, work_queue: str, minio: Minio, tmp_path: Path
 ) -> None:

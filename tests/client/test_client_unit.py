@@ -28,8 +28,10 @@ from mstc_client import (
     parse_reply,
 )
 from mstc_client.cli import ExitCode, exit_code_for_error, exit_code_for_status, main
-from mstc_client.display import Display
+from mstc_client.client import Waiting
+from mstc_client.display import Display, waiting_line
 from mstc_client.handle import JobHandle
+from mstc_client.protocol import parse_progress
 from mstc_client.storage import Progress
 
 # --- replies ----------------------------------------------------------------------------------
@@ -257,3 +259,17 @@ def test_display_redraws_one_line_on_a_terminal() -> None:
     show.close_line()
     assert out.getvalue().startswith("\rdownloading [############............]  50%")
     assert out.getvalue().endswith("\n")
+
+
+def test_progress_messages_are_read_and_bad_ones_ignored() -> None:
+    body = b'{"jobName": "sort-1", "state": "running", "namespace": "mstc-dev"}'
+    assert parse_progress(body) == ("running", "sort-1")
+    assert parse_progress(b'{"state": "accepted"}') == ("accepted", None)
+    assert parse_progress(b"not json") is None
+    assert parse_progress(b'{"jobName": "x"}') is None
+
+
+def test_the_waiting_line_names_the_jobs_state_once_it_is_known() -> None:
+    assert waiting_line(Waiting(12.0, "sent")) == "waiting for the reply  0:12  (sent)"
+    line = waiting_line(Waiting(75.0, "running", "sort-1"))
+    assert line == "waiting for the reply  1:15  (running: sort-1)"
