@@ -22,23 +22,22 @@ from kubernetes import client as k8s
 from minio import Minio
 
 from tests.deploy.conftest import ROOT, Release, helm
-from tests.support.kube import job_pods, simulated_job, wait_job, watch_until
+from tests.support.kube import (
+    WORKER_ACCESS,
+    WORKER_DENIED,
+    job_pods,
+    sa_allowed,
+    simulated_job,
+    wait_job,
+    watch_until,
+)
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 
 pytestmark = pytest.mark.stack
 
+
 # What the worker does, as (verb, API group, resource, subresource).
-WORKER_ACCESS = [
-    *(
-        (verb, "batch", "jobs", "")
-        for verb in ("create", "get", "list", "watch", "patch", "delete")
-    ),
-    *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
-    ("get", "", "pods", "log"),
-]
-
-
 def _secret(core: k8s.CoreV1Api, name: str, namespace: str) -> dict[str, str]:
     data = core.read_namespaced_secret(name, namespace).data
     return {key: base64.b64decode(value).decode() for key, value in data.items()}
@@ -201,44 +200,13 @@ def test_token_is_refused_outside_its_role(release: Release, as_worker: k8s.ApiC
         assert err.value.status == 403
 
 
-def _allowed(
-    api_client: k8s.ApiClient, release: Release, namespace: str, verb: str, group: str,
-    resource: str, subresource: str = "",
-) -> bool:  # fmt: skip
-    review = k8s.V1SubjectAccessReview(
-        spec=k8s.V1SubjectAccessReviewSpec(
-            user=f"system:serviceaccount:{release.namespace}:{release.service_account}",
-            groups=["system:serviceaccounts", f"system:serviceaccounts:{release.namespace}"],
-            resource_attributes=k8s.V1ResourceAttributes(
-                namespace=namespace,
-                verb=verb,
-                group=group,
-                resource=resource,
-                subresource=subresource,
-            ),
-        )
-    )
-    result = k8s.AuthorizationV1Api(api_client).create_subject_access_review(review)
-    return bool(result.status.allowed)
-
-
 def test_subject_access_review_agrees(release: Release, api_client: k8s.ApiClient) -> None:
-    ns = release.namespace
-    for verb, group, resource, sub in WORKER_ACCESS:
-        assert _allowed(api_client, release, ns, verb, group, resource, sub), (verb, resource, sub)
-        assert not _allowed(api_client, release, "default", verb, group, resource, sub)
-    denied = [
-        ("get", "", "secrets", ""),
-        ("list", "", "secrets", ""),
-        ("delete", "apps", "deployments", ""),
-        ("create", "", "pods", ""),
-        ("delete", "", "pods", ""),
-        ("update", "batch", "jobs", ""),
-        ("create", "", "pods", "exec"),
-        ("create", "rbac.authorization.k8s.io", "roles", ""),
-    ]
-    for verb, group, resource, sub in denied:
-        assert not _allowed(api_client, release, ns, verb, group, resource, sub), (verb, resource)
+    ns, sa = release.namespace, release.service_account
+    for access in WORKER_ACCESS:
+        assert sa_allowed(api_client, ns, sa, ns, access), access
+        assert not sa_allowed(api_client, ns, sa, "default", access), access
+    for access in WORKER_DENIED:
+        assert not sa_allowed(api_client, ns, sa, ns, access), access
 
 
 # --- the real worker, with only the chart's RBAC --------------------------------------------

@@ -127,3 +127,49 @@ def wait_job(batch: k8s.BatchV1Api, namespace: str, name: str, condition: str) -
 
 def job_pods(core: k8s.CoreV1Api, namespace: str, job_name: str) -> list[k8s.V1Pod]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items)
+
+
+# What the worker's ServiceAccount must be allowed in its namespace, and nothing more:
+# (verb, API group, resource, subresource).
+WORKER_ACCESS = [
+    *(
+        (verb, "batch", "jobs", "")
+        for verb in ("create", "get", "list", "watch", "patch", "delete")
+    ),
+    *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
+    ("get", "", "pods", "log"),
+]
+# A sample of what it must not be allowed: secrets, changing pods, exec, RBAC, other kinds.
+WORKER_DENIED = [
+    ("get", "", "secrets", ""),
+    ("list", "", "secrets", ""),
+    ("delete", "apps", "deployments", ""),
+    ("create", "", "pods", ""),
+    ("delete", "", "pods", ""),
+    ("update", "batch", "jobs", ""),
+    ("create", "", "pods", "exec"),
+    ("create", "rbac.authorization.k8s.io", "roles", ""),
+]
+
+
+def sa_allowed(
+    api_client: k8s.ApiClient, sa_namespace: str, sa_name: str, namespace: str,
+    access: tuple[str, str, str, str],
+) -> bool:  # fmt: skip
+    """What the API server's SubjectAccessReview says of a ServiceAccount doing `access`."""
+    verb, group, resource, subresource = access
+    review = k8s.V1SubjectAccessReview(
+        spec=k8s.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{sa_namespace}:{sa_name}",
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}"],
+            resource_attributes=k8s.V1ResourceAttributes(
+                namespace=namespace,
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource,
+            ),
+        )
+    )
+    result = k8s.AuthorizationV1Api(api_client).create_subject_access_review(review)
+    return bool(result.status.allowed)
