@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ class Broker:
         """Open the connection and channel, declare the topology, start consuming."""
         s = self._settings
         params = pika.URLParameters(s.amqp_url)
+        if params.ssl_options is not None:  # amqps: verify against our CA (or the system's)
+            context = ssl.create_default_context(
+                cafile=str(s.tls_ca_file) if s.tls_ca_file else None
+            )
+            params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
         params.heartbeat = s.heartbeat_seconds
         params.blocked_connection_timeout = max(60, 2 * s.heartbeat_seconds)
         params.client_properties = {"connection_name": "mstc-worker"}
@@ -101,7 +107,14 @@ class Broker:
             channel.queue_declare(s.results_queue, durable=True)
             channel.queue_declare(s.dead_letter_queue, durable=True)
             channel.basic_qos(prefetch_count=self._prefetch)
-        except pika.exceptions.AMQPError as exc:
+        except ssl.SSLCertVerificationError as exc:
+            # pika lets the handshake's error through as it is, not as an AMQPError.
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {s.amqp_url_for_logs}: its TLS certificate is "
+                f"not trusted ({exc.verify_message}: certificate verify failed); give the CA "
+                "that signed it in MSTC_TLS_CA_FILE"
+            ) from exc
+        except (pika.exceptions.AMQPError, ssl.SSLError, OSError) as exc:
             raise BrokerUnavailable(
                 f"cannot connect to RabbitMQ at {s.amqp_url_for_logs}: {exc!r}"
             ) from exc

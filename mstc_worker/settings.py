@@ -20,7 +20,14 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mstc_worker.errors import ConfigError
@@ -109,6 +116,14 @@ class Settings(BaseSettings):
         "MSTC_S3_ENDPOINT",
         "http(s)://host[:port] the worker itself uses for MinIO; wins over "
         "MINIO_SERVICE_HOST/PORT. Jobs still get MINIO_SERVICE_HOST/PORT.",
+    )
+
+    tls_ca_file: FilePath | None = _setting(
+        None,
+        "MSTC_TLS_CA_FILE",
+        "PEM file of the CA(s) that sign RabbitMQ's and MinIO's certificates, used when "
+        "MSTC_AMQP_URL is amqps:// or MSTC_S3_ENDPOINT is https://; default: the system's "
+        "store. Certificates and host names are always verified.",
     )
 
     # New settings.

@@ -59,13 +59,14 @@ class StorageRejected(PermanentError):
     """MinIO refused the request (access denied, invalid bucket name, ...)."""
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(ca_file: str | None) -> urllib3.PoolManager:
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3.0, read=20.0),
         retries=False,  # tenacity retries, with backoff and a log line per attempt
         maxsize=10,
-        # The system's CA store; SSL_CERT_FILE points it at a private CA if MinIO uses one.
+        # MSTC_TLS_CA_FILE for a private CA, else the system's store; always verified.
         cert_reqs="CERT_REQUIRED",
+        ca_certs=ca_file,
     )
 
 
@@ -102,7 +103,7 @@ class Storage:
             access_key=settings.minio_root_user,
             secret_key=settings.minio_root_password.get_secret_value(),
             secure=settings.s3_secure,
-            http_client=_http_client(),
+            http_client=_http_client(str(settings.tls_ca_file) if settings.tls_ca_file else None),
         )
         self._retrying = Retrying(
             retry=retry_if_exception_type(StorageUnavailable),

@@ -44,6 +44,7 @@ S3_USER, S3_PASS = "mstc-local", "mstc-local-secret"
 
 DEFAULT_PORTS = {
     "amqp": 5672,
+    "amqps": 5671,
     "rabbit_mgmt": 15672,
     "mqtt": 1883,
     "rabbit_dist": 25672,
@@ -277,12 +278,20 @@ def up_rabbitmq(cfg: Config) -> None:
         raise StackError("rabbitmq-server is not installed; run `make stack-deps` (apt-get)")
     base = cfg.state_dir / "rabbitmq"
     (base / "home").mkdir(parents=True, exist_ok=True)
+    ensure_service_cert(cfg)  # after ensure_pki (see up)
     p = cfg.ports
     (base / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_mqtt].\n")
     (base / "rabbitmq.conf").write_text(
         "\n".join(
             [
                 f"listeners.tcp.1 = 127.0.0.1:{p['amqp']}",
+                # TLS beside plain AMQP, for the tests of the worker's TLS settings.
+                f"listeners.ssl.1 = 127.0.0.1:{p['amqps']}",
+                f"ssl_options.cacertfile = {cfg.pki / 'ca.crt'}",
+                f"ssl_options.certfile = {cfg.pki / 'services.crt'}",
+                f"ssl_options.keyfile = {cfg.pki / 'services.key'}",
+                "ssl_options.verify = verify_none",
+                "ssl_options.fail_if_no_peer_cert = false",
                 "management.tcp.ip = 127.0.0.1",
                 f"management.tcp.port = {p['rabbit_mgmt']}",
                 f"mqtt.listeners.tcp.1 = 127.0.0.1:{p['mqtt']}",
@@ -305,6 +314,7 @@ def up_rabbitmq(cfg: Config) -> None:
         "RabbitMQ",
         lambda: (
             port_open(p["amqp"])
+            and port_open(p["amqps"])
             and port_open(p["mqtt"])
             and http_ok(
                 f"{cfg.url('rabbit_mgmt')}/api/aliveness-test/%2F",
@@ -417,6 +427,26 @@ def ensure_pki(cfg: Config) -> None:
         ]
         subprocess.run(cmd, cwd=pki, input=ext or "", text=True, check=True, capture_output=True)
     (pki / "done").write_text("")
+
+
+def ensure_service_cert(cfg: Config) -> None:
+    """A serving certificate for 127.0.0.1 and localhost signed by the stack's CA.
+
+    RabbitMQ's TLS listener uses it, and tests give it to the TLS servers they start, so the
+    worker's TLS settings are tested against a real private CA. Made apart from ensure_pki so
+    a stack whose PKI predates it gets it too.
+    """
+    pki = cfg.pki
+    if (pki / "services.crt").exists():
+        return
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "services.key", "-out",
+            "services.csr", "-subj", "/CN=mstc-local-services", cwd=pki)  # fmt: skip
+    cmd = ["openssl", "x509", "-req", "-in", "services.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+           "-CAcreateserial", "-days", "3650", "-out", "services.crt.tmp",
+           "-extfile", "/dev/stdin"]  # fmt: skip
+    ext = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    subprocess.run(cmd, cwd=pki, input=ext, text=True, check=True, capture_output=True)
+    (pki / "services.crt.tmp").rename(pki / "services.crt")  # whole or absent, never half
 
 
 def write_kubeconfig(cfg: Config, path: Path, user: str) -> None:
@@ -681,6 +711,9 @@ def connection_env(cfg: Config) -> dict[str, str]:
         "HELM_CONFIG_HOME": str(helm_home / "config"),
         "HELM_DATA_HOME": str(helm_home / "data"),
         "MSTC_STACK_DIR": str(cfg.state_dir),
+        # For TLS tests: RabbitMQ's TLS listener and the CA that signed its certificate.
+        "MSTC_STACK_AMQPS_URL": f"amqps://{AMQP_USER}:{AMQP_PASS}@127.0.0.1:{p['amqps']}/%2F",
+        "MSTC_STACK_CA_FILE": str(cfg.pki / "ca.crt"),
     }
 
 
@@ -696,6 +729,9 @@ def write_env_file(cfg: Config) -> None:
 def up(cfg: Config) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    # Before the parts start side by side: RabbitMQ and Kubernetes both use the stack's CA.
+    ensure_pki(cfg)
+    ensure_service_cert(cfg)
     # Three independent parts; start them side by side.
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = [pool.submit(f, cfg) for f in (up_rabbitmq, up_minio, up_kubernetes)]

@@ -242,3 +242,15 @@ def test_real_credentials_pass_without_the_escape_hatch() -> None:
 
 def test_default_credentials_are_accepted_when_explicitly_allowed() -> None:
     assert load_settings(ALLOW).allow_default_credentials is True
+
+
+def test_a_tls_ca_file_that_does_not_exist_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**ALLOW, "MSTC_TLS_CA_FILE": "/nonexistent/ca.crt"})
+    (line,) = caught.value.problems
+    assert line.startswith("MSTC_TLS_CA_FILE: ")
+    assert "/nonexistent/ca.crt" in line or "exist" in line
+
+
+def test_a_tls_ca_file_is_optional() -> None:
+    assert load_settings(ALLOW).tls_ca_file is None
