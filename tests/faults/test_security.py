@@ -21,7 +21,9 @@ from kubernetes import utils as k8s_utils
 from tests.faults.report import FaultRecord
 from tests.support.kube import WORKER_ACCESS, WORKER_DENIED, sa_allowed
 from tests.support.stack import StackInfo
-from tests.support.worker import WorkerProcess
+from tests.support.worker import AmqpClient, WorkerProcess
+from tests.worker.conftest import MakeWorker
+from tests.worker.test_service import request
 
 pytestmark = pytest.mark.stack
 
@@ -110,3 +112,19 @@ def test_the_workers_rbac_allows_exactly_what_it_uses(
         f"{len(WORKER_DENIED)} others denied (secrets, pods create/delete, exec, jobs update, "
         "deployments, roles)"
     )
+
+
+def test_an_image_outside_the_allow_list_is_refused(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = "a request for an image outside MSTC_IMAGE_ALLOW (registry.example.org/*)"
+    fault.expected = "rejected with the reason, no Job; an allowed image still runs"
+    make_worker(MSTC_IMAGE_ALLOW="registry.example.org/*")
+    reply = client.wait(client.send(request(bucket), queue=work_queue))
+    assert reply["status"] == "rejected"
+    assert reply["reason"] == "ImageNotAllowed"
+    assert k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items == []
+    allowed = request(bucket, image="registry.example.org/tools/sort:2")
+    assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
+    fault.saw(f"rejected: {reply['error'][:100]}; no Job; registry.example.org image succeeded")

@@ -209,15 +209,6 @@ def test_bad_request_is_rejected_and_the_worker_keeps_serving(
     assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
 
 
-def test_image_outside_the_allow_list_is_refused(
-    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str
-) -> None:
-    make_worker(MSTC_IMAGE_ALLOW="registry.example.org/*")
-    reply = client.wait(client.send(request(bucket), queue=work_queue))
-    assert reply["status"] == "rejected"
-    assert reply["reason"] == "ImageNotAllowed"
-
-
 def test_bad_configuration_exits_with_the_variable_named(stack: StackInfo) -> None:
     env = {"PATH": "/usr/bin:/bin", **stack.env, "MSTC_CONCURRENCY": "zero"}
     out = subprocess.run(
