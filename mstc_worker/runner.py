@@ -22,9 +22,8 @@ import os
 import socket
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -45,7 +44,8 @@ from mstc_worker.messages import (
     WorkerReady,
     WorkerToService,
 )
-from mstc_worker.protocol import Outcome, Status, error_outcome
+from mstc_worker.outcome import OutcomeBuilder, pod_order
+from mstc_worker.protocol import Outcome, error_outcome
 from mstc_worker.settings import FaultStep, Settings
 from mstc_worker.storage import Storage
 
@@ -54,11 +54,6 @@ __all__ = ["Runner", "shard_of", "worker_main"]
 log = logging.getLogger(__name__)
 
 _ENDED = {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT}
-_STATUS = {
-    JobState.SUCCEEDED: Status.SUCCEEDED,
-    JobState.FAILED: Status.FAILED,
-    JobState.TIMED_OUT: Status.TIMEOUT,
-}
 
 
 def shard_of(job_name: str, count: int) -> int:
@@ -139,11 +134,15 @@ class Runner:
         self._stuck: dict[str, PodView] = {}
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
+        self._outcomes = OutcomeBuilder(kube, storage, self._storage_trouble)
         self._watcher = JobWatcher(kube, self._on_job, self._on_pod, self._on_job_gone)
         self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
 
     def _emit(self, message: WorkerToService) -> None:
         self._send(message)
+
+    def _storage_trouble(self, kind: str) -> None:
+        self._emit(Trouble(self._index, "storage", kind))
 
     def _fault_point(self, step: FaultStep, job_name: str) -> None:
         """Stop this thread for good at `step` when a test asked for it (MSTC_FAULT_HALT_AT)."""
@@ -239,7 +238,7 @@ class Runner:
             # Kept so finishing needs no pod list; the latest-started pod is the one to report.
             with self._lock:
                 known = self._ended_pods.get(pod.job_name)
-                if known is None or _pod_order(pod) >= _pod_order(known):
+                if known is None or pod_order(pod) >= pod_order(known):
                     self._ended_pods[pod.job_name] = pod
         if pod.waiting_reason not in FAIL_FAST_REASONS:
             return
@@ -352,61 +351,8 @@ class Runner:
             pod = self._ended_pods.get(job.name)
         if pod is None or stuck is not None:
             pods = self._kube.job_pods(job.name)
-            pod = max(pods, key=_pod_order) if pods else None
-        status = Status.FAILED if stuck is not None else _STATUS[job.state]
-        reason, message = _why(job, pod, stuck)
-        bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
-        prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
-        log_object = manifest.log_object_name(job.name, prefix)
-        stored, error = self._store_log(job.name, pod, bucket, log_object, job.labels)
-        return Outcome(
-            status=status,
-            job_name=job.name,
-            namespace=job.namespace,
-            exit_code=pod.exit_code if pod else None,
-            reason=reason,
-            message=message,
-            started_at=job.started_at,
-            finished_at=job.finished_at or datetime.now(UTC),
-            log_bucket=bucket if stored else None,
-            log_object=log_object if stored else None,
-            output_bucket=bucket or None,
-            error=error,
-        )
-
-    def _store_log(
-        self,
-        name: str,
-        pod: PodView | None,
-        bucket: str,
-        log_object: str,
-        job_labels: Mapping[str, str] | None = None,
-    ) -> tuple[bool, str | None]:
-        # The worker names the one container after the Job's name label (see manifest).
-        container = job_labels.get(manifest.LABEL_NAME) if job_labels else None
-        text: str | None = ""
-        try:
-            if pod is not None:
-                text = self._kube.read_log(pod.name, container=container)
-        except (TransientError, PermanentError) as exc:
-            text = f"(the log of Job {name} could not be read: {exc})\n"
-        if text is None:
-            # The Job's TTL deletes its pods even while our finalizer holds the Job itself, so a
-            # reply delayed past the TTL (a restart, a backlog, throttling) finds no pod.
-            log.warning("job %s: its pod was deleted before its log was read", name)
-            text = (
-                f"(the log of Job {name} is lost: its pod was deleted before the worker could "
-                "read it, most likely by the Job's ttlSecondsAfterFinished while the reply "
-                "was delayed)\n"
-            )
-        try:
-            self._storage.put_text(bucket, log_object, text)
-        except (TransientError, PermanentError) as exc:
-            log.warning("job %s: log not stored in %s/%s: %s", name, bucket, log_object, exc)
-            kind = "transient" if isinstance(exc, TransientError) else "rejected"
-            self._emit(Trouble(self._index, "storage", kind))
-            return False, f"the Job's log could not be stored in {bucket}/{log_object}: {exc}"
-        return True, None
+            pod = max(pods, key=pod_order) if pods else None
+        return self._outcomes.build(job, pod, stuck)
 
     def _release(self, name: str) -> None:
         with self._lock:
@@ -425,19 +371,3 @@ class Runner:
         finally:
             with self._lock:
                 self._busy.discard(name)
-
-
-def _why(job: JobView, pod: PodView | None, stuck: PodView | None) -> tuple[str | None, str | None]:
-    """The reason and message a user can act on, most specific first."""
-    if stuck is not None:
-        return stuck.waiting_reason, stuck.waiting_message
-    if job.state is JobState.SUCCEEDED:
-        return None, None
-    if job.state is JobState.FAILED and pod is not None and pod.terminated_reason:
-        # "Error" or "OOMKilled" from the container says more than "BackoffLimitExceeded".
-        return pod.terminated_reason, job.message
-    return job.reason, job.message
-
-
-def _pod_order(pod: PodView) -> datetime:
-    return pod.started_at or datetime.min.replace(tzinfo=UTC)
