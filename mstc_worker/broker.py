@@ -298,10 +298,22 @@ class Broker:
             tag=method.delivery_tag,
             generation=self._generation,
             body=body,
-            reply_to=props.reply_to or None,
-            correlation_id=props.correlation_id or None,
-            message_id=props.message_id or None,
+            reply_to=_text(props.reply_to),
+            correlation_id=_text(props.correlation_id),
+            message_id=_text(props.message_id),
             redelivered=bool(method.redelivered),
             headers=dict(props.headers or {}),
         )
         self._on_delivery(delivery)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    """A short-string property as text; None when absent or empty.
+
+    pika hands over the raw bytes of a property that is not UTF-8. Decoded with
+    replacement, it still names a Job and routes a reply (to the results queue when
+    the reply queue cannot be named), instead of failing everything downstream.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return value or None

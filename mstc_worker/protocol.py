@@ -144,6 +144,11 @@ def _json_object(body: bytes, limit: int) -> dict[str, Any]:
         raise MalformedRequest(f"The request body is not valid JSON: {exc}.") from exc
     except RecursionError as exc:
         raise MalformedRequest("The request body is JSON nested too deeply to read.") from exc
+    except ValueError as exc:
+        # Python refuses integers of over 4,300 digits (a guard against slow conversions).
+        raise MalformedRequest(
+            "The request body holds a number too long to read; send numbers of at most 4300 digits."
+        ) from exc
     if not isinstance(data, dict):
         raise MalformedRequest(
             "The request body must be a JSON object such as "
@@ -337,4 +342,6 @@ def reply_body(reply: Reply) -> bytes:
     """The reply as JSON bytes: camelCase names, absent values left out, `result` first."""
     data = reply.model_dump(mode="json", by_alias=True, exclude_none=True)
     ordered = {"result": data.pop("result"), **data}
-    return json.dumps(ordered, ensure_ascii=False).encode("utf-8")
+    # A lone surrogate (JSON allows "\ud800") echoed from a request has no UTF-8 form; it
+    # becomes "?" rather than making the reply impossible to send.
+    return json.dumps(ordered, ensure_ascii=False).encode("utf-8", errors="replace")

@@ -192,6 +192,11 @@ class Service:
                         delivery.correlation_id)  # fmt: skip
             self.broker.ack(delivery)
             return
+        except Exception as exc:
+            # This runs on the connection's thread: a bug here must cost one message, not
+            # the replica (and then every replica the message is redelivered to).
+            self._unhandled(delivery, exc)
+            return
         # The Job's name comes from the request id, so a redelivery finds the same Job.
         request_id = delivery.correlation_id or delivery.message_id or str(uuid.uuid4())
         # Progress messages only for a client that asked: a Java-era client takes the first
@@ -199,6 +204,21 @@ class Service:
         progress = bool(delivery.reply_to) and wants_progress(delivery.headers)
         route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id, progress)
         self._dispatch(delivery, None, request, request_id, route)
+
+    def _unhandled(self, delivery: Delivery, exc: Exception) -> None:
+        log.exception("request %s could not be handled", delivery.correlation_id)
+        reason = f"the worker failed reading this request ({type(exc).__name__}: {exc})"
+        reply = Reply(
+            status=Status.ERROR,
+            reason="InternalError",
+            error=reason,
+            error_type="InternalError",
+            result=f"InternalError: {reason}",
+        )
+        self._dead_letter(delivery, reason)
+        self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
+        self.broker.ack(delivery)
+        self.metrics.request_done(reply.status.value, None)
 
     def _dispatch(
         self,
