@@ -272,16 +272,28 @@ class KubeClient:
 
     # --- watches (for JobWatcher) ------------------------------------------------------------
 
-    def watch_jobs(self, resource_version: str, *, timeout_s: int) -> WatchStream:
-        return self._watch("jobs", _JOBS, resource_version, timeout_s)
+    def watch_jobs(
+        self, resource_version: str, *, timeout_s: int, keep: Callable[[str], bool] | None = None
+    ) -> WatchStream:
+        return self._watch("jobs", _JOBS, resource_version, timeout_s, keep)
 
-    def watch_pods(self, resource_version: str, *, timeout_s: int) -> WatchStream:
-        return self._watch("pods", _PODS, resource_version, timeout_s)
+    def watch_pods(
+        self, resource_version: str, *, timeout_s: int, keep: Callable[[str], bool] | None = None
+    ) -> WatchStream:
+        return self._watch("pods", _PODS, resource_version, timeout_s, keep)
 
     def _watch(
-        self, kind: Literal["jobs", "pods"], path: str, resource_version: str, timeout_s: int
+        self,
+        kind: Literal["jobs", "pods"],
+        path: str,
+        resource_version: str,
+        timeout_s: int,
+        keep: Callable[[str], bool] | None,
     ) -> WatchStream:
-        """Open one watch, not retried: the watcher's loop decides (relist, backoff)."""
+        """Open one watch, not retried: the watcher's loop decides (relist, backoff).
+
+        `keep(job_name)`, if given, picks the Jobs whose events are decoded (see WatchStream).
+        """
         query: dict[str, str | int] = {
             "labelSelector": SELECTOR,
             "watch": "true",
@@ -298,7 +310,7 @@ class KubeClient:
             if exc.status == 410:
                 raise WatchExpired(str(exc), status=410) from exc
             raise
-        return WatchStream(response, kind)
+        return WatchStream(response, kind, keep=keep)
 
     # --- claiming and releasing ---------------------------------------------------------------
 

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from mstc_worker.errors import TransientError
 from mstc_worker.kube_errors import CONNECTION_ERRORS, RETRY_AFTER_MAX, KubeUnavailable
-from mstc_worker.kube_views import JobView, PodView, WatchEvent, WatchExpired, watch_event
+from mstc_worker.kube_views import (
+    JobView,
+    PodView,
+    WatchEvent,
+    WatchExpired,
+    peek_watch_line,
+    watch_event,
+)
 
 if TYPE_CHECKING:
     from mstc_worker.kube import KubeClient
@@ -50,11 +57,22 @@ def watch_backoff(failures: int, retry_after: float | None = None) -> float:
 
 
 class WatchStream:
-    """One open watch request, iterated as `WatchEvent`s; `abort()` ends it from any thread."""
+    """One open watch request, iterated as `WatchEvent`s; `abort()` ends it from any thread.
 
-    def __init__(self, response: Any, kind: Literal["jobs", "pods"]) -> None:
+    With `keep`, the events of Jobs (and of pods of Jobs) whose name it refuses are not
+    decoded: they come out as SKIPPED events that only carry their resourceVersion.
+    """
+
+    def __init__(
+        self,
+        response: Any,
+        kind: Literal["jobs", "pods"],
+        *,
+        keep: Callable[[str], bool] | None = None,
+    ) -> None:
         self._response = response
         self._kind: Literal["jobs", "pods"] = kind
+        self._keep = keep
         self._aborted = False
 
     def __iter__(self) -> Iterator[WatchEvent]:
@@ -65,7 +83,7 @@ class WatchStream:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield watch_event(json.loads(line), self._kind)
+                        yield self._event(line)
         except Exception as exc:
             if self._aborted:
                 return  # whatever the torn-down connection raised, we asked for it
@@ -74,6 +92,13 @@ class WatchStream:
             raise
         finally:
             self.close()
+
+    def _event(self, line: bytes) -> WatchEvent:
+        if self._keep is not None:
+            peeked = peek_watch_line(line, self._kind)
+            if peeked is not None and not self._keep(peeked[0]):
+                return WatchEvent("SKIPPED", peeked[1], None)
+        return watch_event(json.loads(line), self._kind)
 
     def abort(self) -> None:
         """Unblock a reader stuck waiting for the next event; iteration then simply ends."""
@@ -97,6 +122,10 @@ class JobWatcher:
     in one is logged and the watch goes on. `synced` is set once both first lists were
     delivered. `reconnects` counts watches re-opened after an expiry or a failure.
     Deleted pods are delivered to `on_pod` too: their last state may be news.
+
+    `keep(job_name)` limits all of it to some Jobs and their pods (a worker process's
+    shard); the others' events are not even decoded. `known_jobs()` is the latest view
+    of every kept Job, as the watch has it: what a periodic sweep needs, with no list.
     """
 
     def __init__(
@@ -106,21 +135,24 @@ class JobWatcher:
         on_pod: Callable[[PodView], None],
         on_job_gone: Callable[[JobView], None],
         *,
+        keep: Callable[[str], bool] | None = None,
         watch_timeout_s: int = 300,
     ) -> None:
         self._kube = kube
+        self._keep = keep
         self._on_job, self._on_pod, self._on_job_gone = on_job, on_pod, on_job_gone
         self._timeout_s = watch_timeout_s
         self.synced = threading.Event()
         self.reconnects = 0
         self.relists = 0
         self.opened: dict[Kind, int] = {"jobs": 0, "pods": 0}  # watch requests, for diagnostics
+        self.skipped: dict[Kind, int] = {"jobs": 0, "pods": 0}  # events not kept, not decoded
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listed: set[Kind] = set()
         self._streams: dict[Kind, WatchStream] = {}
         self._expire_next: set[Kind] = set()
-        self._known: dict[str, JobView] = {}  # by name; only the jobs thread touches it
+        self._known: dict[str, JobView] = {}  # by name; written by the jobs thread, under _lock
         self._threads = [
             threading.Thread(target=self._run, args=(kind,), name=f"watch-{kind}", daemon=True)
             for kind in ("jobs", "pods")
@@ -140,6 +172,14 @@ class JobWatcher:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout_s)
+
+    def known_jobs(self) -> list[JobView]:
+        """The latest view of every (kept) Job the watch knows, deleted ones left out."""
+        with self._lock:
+            return list(self._known.values())
+
+    def _wanted(self, job_name: str | None) -> bool:
+        return self._keep is None or (job_name is not None and self._keep(job_name))
 
     def _expire(self) -> None:
         """End both live watches as if the server had answered 410 Gone (for tests)."""
@@ -181,7 +221,7 @@ class JobWatcher:
     def _follow(self, kind: Kind, resource_version: str) -> str:
         """Watch from `resource_version` until the stream ends; the last version seen."""
         stream = (self._kube.watch_jobs if kind == "jobs" else self._kube.watch_pods)(
-            resource_version, timeout_s=self._timeout_s
+            resource_version, timeout_s=self._timeout_s, keep=self._keep
         )
         with self._lock:
             self._streams[kind] = stream
@@ -191,14 +231,20 @@ class JobWatcher:
                 return resource_version
             for event in stream:
                 resource_version = event.resource_version or resource_version
-                if isinstance(event.view, JobView):
+                if event.type == "SKIPPED":
+                    self.skipped[kind] += 1
+                elif isinstance(event.view, JobView):
+                    if not self._wanted(event.view.name):
+                        continue
                     if event.type == "DELETED":
-                        self._known.pop(event.view.name, None)
+                        with self._lock:
+                            self._known.pop(event.view.name, None)
                         self._deliver(self._on_job_gone, event.view)
                     else:
-                        self._known[event.view.name] = event.view
+                        with self._lock:
+                            self._known[event.view.name] = event.view
                         self._deliver(self._on_job, event.view)
-                elif isinstance(event.view, PodView):
+                elif isinstance(event.view, PodView) and self._wanted(event.view.job_name):
                     self._deliver(self._on_pod, event.view)
         finally:
             stream.close()
@@ -213,21 +259,28 @@ class JobWatcher:
     def _relist(self, kind: Kind) -> str:
         """Deliver the current state of every object of `kind`; the list's resourceVersion."""
         if kind == "jobs":
-            jobs, resource_version = self._kube.list_jobs()
+            listed, resource_version = self._kube.list_jobs()
+            jobs = [job for job in listed if self._wanted(job.name)]
             current = {job.name: job for job in jobs}
-            for name, old in list(self._known.items()):
-                new = current.get(name)
-                if new is None or new.uid != old.uid:
-                    # Deleted (or deleted and recreated) while no watch was looking.
-                    del self._known[name]
-                    self._deliver(self._on_job_gone, old)
-            self._known.update(current)
+            with self._lock:
+                gone = [
+                    old
+                    for name, old in self._known.items()
+                    if name not in current or current[name].uid != old.uid
+                ]
+                # Deleted (or deleted and recreated) while no watch was looking.
+                for old in gone:
+                    del self._known[old.name]
+                self._known.update(current)
+            for old in gone:
+                self._deliver(self._on_job_gone, old)
             for job in jobs:
                 self._deliver(self._on_job, job)
         else:
             pods, resource_version = self._kube.list_pods()
             for pod in pods:
-                self._deliver(self._on_pod, pod)
+                if self._wanted(pod.job_name):
+                    self._deliver(self._on_pod, pod)
         with self._lock:
             self.relists += 1
             self._listed.add(kind)

@@ -10,7 +10,9 @@ shard (a hash of the Job's name) covers it claims the Job on the API server with
 optimistic update, and only the winner reads the log, stores it and reports the outcome.
 The Job keeps its finalizer until the service confirms the reply was published, so a crash
 at any moment leaves a Job that the next worker finishes. A periodic sweep retries what an
-event-driven attempt could not finish (a claim left by a dead worker goes stale).
+event-driven attempt could not finish (a claim left by a dead worker goes stale); it reads
+the watch's view of the shard, not the API server. A process decodes only the watch events
+of its own shard's Jobs and pods.
 """
 
 from __future__ import annotations
@@ -135,8 +137,13 @@ class Runner:
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
         self._outcomes = OutcomeBuilder(kube, storage, self._storage_trouble)
-        self._watcher = JobWatcher(kube, self._on_job, self._on_pod, self._on_job_gone)
+        self._watcher = JobWatcher(
+            kube, self._on_job, self._on_pod, self._on_job_gone, keep=self._in_shard
+        )
         self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
+
+    def _in_shard(self, job_name: str) -> bool:
+        return shard_of(job_name, self._count) == self._index
 
     def _emit(self, message: WorkerToService) -> None:
         self._send(message)
@@ -268,17 +275,14 @@ class Runner:
                 self._emit(WorkerReady(self._index))
                 announced = True
                 continue
-            try:
-                jobs, _ = self._kube.list_jobs()
-            except TransientError as exc:
-                log.warning("sweep: cannot list jobs: %s", exc)
-                continue
+            # The watch's own view of this shard's Jobs: as current as a list would be
+            # (a broken watch lists again by itself), at no cost to the API server.
             with self._lock:
                 stuck = set(self._stuck)
-            for job in jobs:
+            for job in self._watcher.known_jobs():
                 owed = manifest.FINALIZER in job.finalizers
                 ended = job.state in _ENDED or job.name in stuck
-                if owed and ended and shard_of(job.name, self._count) == self._index:
+                if owed and ended:
                     self._finish_soon(job.name)
 
     # --- finishing ------------------------------------------------------------------------

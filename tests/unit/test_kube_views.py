@@ -6,6 +6,7 @@ tests/worker/test_kube.py check the same rules against the real server.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
@@ -26,6 +27,7 @@ from mstc_worker.kube_views import (
     claim_annotations,
     claim_held_elsewhere,
     job_view,
+    peek_watch_line,
     pod_view,
     watch_event,
 )
@@ -155,6 +157,52 @@ def test_bookmarks_carry_only_a_resource_version() -> None:
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "42"}}}, "jobs"
     )
     assert (event.type, event.resource_version, event.view) == ("BOOKMARK", "42", None)
+
+
+def server_line(event_type: str, obj: dict[str, Any]) -> bytes:
+    """A watch line as the API server writes it: compact JSON, metadata first in the object."""
+    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode()
+
+
+HOSTILE = '"metadata":{"name":"evil","resourceVersion":"1"},"batch.kubernetes.io/job-name":"evil"'
+
+
+def test_peeking_at_a_job_line_finds_its_name_and_version_not_those_in_values() -> None:
+    obj = {
+        "kind": "Job",
+        "apiVersion": "batch/v1",
+        "metadata": {
+            "name": "sort-1",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": "4711",
+            "annotations": {"mstc.io/note": HOSTILE},
+        },
+        "spec": {"template": {"metadata": {"labels": {"batch.kubernetes.io/job-name": "x"}}}},
+    }
+    assert peek_watch_line(server_line("MODIFIED", obj), "jobs") == ("sort-1", "4711")
+
+
+def test_peeking_at_a_pod_line_finds_its_jobs_name_from_either_label() -> None:
+    def pod(labels: dict[str, str]) -> dict[str, Any]:
+        meta = {"name": "sort-1-abcde", "generateName": "sort-1-", "resourceVersion": "9"}
+        return {"kind": "Pod", "metadata": meta | {"labels": labels, "annotations": {"a": HOSTILE}}}
+
+    both = pod({"batch.kubernetes.io/job-name": "sort-1", "job-name": "sort-1"})
+    assert peek_watch_line(server_line("ADDED", both), "pods") == ("sort-1", "9")
+    legacy = pod({"job-name": "sort-1"})
+    assert peek_watch_line(server_line("DELETED", legacy), "pods") == ("sort-1", "9")
+
+
+def test_lines_that_do_not_show_their_job_at_a_glance_are_left_to_the_decoder() -> None:
+    bookmark = server_line("BOOKMARK", {"kind": "Job", "metadata": {"resourceVersion": "5"}})
+    error = server_line("ERROR", {"kind": "Status", "code": 410, "message": "too old"})
+    unlabelled = server_line(
+        "ADDED", {"kind": "Pod", "metadata": {"name": "p", "resourceVersion": "6"}}
+    )
+    assert peek_watch_line(bookmark, "jobs") is None
+    assert peek_watch_line(error, "jobs") is None
+    assert peek_watch_line(unlabelled, "pods") is None
 
 
 def test_a_deleted_job_event_carries_the_jobs_last_view() -> None:

@@ -511,6 +511,38 @@ def test_watcher_follows_many_jobs_with_one_watch_per_kind(
     assert {p.job_name for p in recorder.pods} >= set(names)
 
 
+def test_a_watcher_kept_to_some_jobs_skips_the_others_events_undecoded(
+    kube: KubeClient,
+    settings: Settings,
+    batch: k8s.BatchV1Api,
+    namespace: str,
+    make_watcher: Callable[..., JobWatcher],
+) -> None:
+    ours = [job_manifest(settings) for _ in range(2)]
+    kept = {manifest["metadata"]["name"] for manifest in ours}
+    recorder = Recorder()
+    watcher = make_watcher(recorder, keep=kept.__contains__)
+    assert watcher.synced.wait(30)
+    # The others first: events come in order, so theirs are all read once ours have come.
+    others = [kube.create_job(job_manifest(settings))[0].name for _ in range(3)]
+    for name in others:
+        wait_job(batch, namespace, name, "Complete")
+    for manifest in ours:
+        kube.create_job(manifest)
+    recorder.wait_for(lambda: all(recorder.job_in(name, JobState.SUCCEEDED) for name in kept))
+    recorder.wait_for(lambda: {p.job_name for p in recorder.pods if p.exit_code == 0} == kept)
+
+    assert {j.name for j in recorder.jobs} == kept
+    assert {p.job_name for p in recorder.pods} == kept
+    # The others' Jobs and pods were recognised in the server's own JSON, not decoded.
+    assert watcher.skipped["jobs"] >= len(others)
+    assert watcher.skipped["pods"] >= len(others)
+    # What a sweep reads instead of a list: this watcher's Jobs, as they are now.
+    known = {job.name: job for job in watcher.known_jobs()}
+    assert set(known) == kept
+    assert all(job.state is JobState.SUCCEEDED for job in known.values())
+
+
 def test_watcher_relists_after_an_expired_watch_and_keeps_delivering(
     kube: KubeClient, settings: Settings, make_watcher: Callable[..., JobWatcher]
 ) -> None:
