@@ -131,6 +131,9 @@ class Runner:
         self._mine: set[str] = set()  # Jobs this process started: they count as in flight
         self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
         self._replied: set[str] = set()  # reply confirmed, finalizer not yet removed
+        # Let go of (name -> uid), while the watch may still show the finalizer: its older
+        # views of such a Job must not start another finish, which only costs API calls.
+        self._released: dict[str, str] = {}
         self._claimed: dict[str, JobView] = {}  # the claim's answer, until the Job is let go
         self._told_running: set[str] = set()  # progress "running" sent (best effort, per process)
         self._stuck: dict[str, PodView] = {}
@@ -264,6 +267,7 @@ class Runner:
             self._ended_pods.pop(name, None)
             self._claimed.pop(name, None)
             self._told_running.discard(name)
+            self._released.pop(name, None)
         if mine:
             self._emit(JobEnded(self._index, name))
 
@@ -277,12 +281,18 @@ class Runner:
                 continue
             # The watch's own view of this shard's Jobs: as current as a list would be
             # (a broken watch lists again by itself), at no cost to the API server.
+            known = self._watcher.known_jobs()
             with self._lock:
                 stuck = set(self._stuck)
-            for job in self._watcher.known_jobs():
+                # Forget what the watch has caught up with (also when it did so first).
+                owing = {job.name: job.uid for job in known if manifest.FINALIZER in job.finalizers}
+                self._released = {
+                    name: uid for name, uid in self._released.items() if owing.get(name) == uid
+                }
+            for job in known:
                 owed = manifest.FINALIZER in job.finalizers
                 ended = job.state in _ENDED or job.name in stuck
-                if owed and ended:
+                if owed and ended and not self._let_go(job.name, job):
                     self._finish_soon(job.name)
 
     # --- finishing ------------------------------------------------------------------------
@@ -290,7 +300,7 @@ class Runner:
     def _finish_soon(self, name: str, seen: JobView | None = None) -> None:
         """Finish `name` in the pool; `seen` is the watch's fresh view of it, if any."""
         with self._lock:
-            if name in self._busy:
+            if name in self._busy or self._let_go(name, seen):
                 return
             self._busy.add(name)
             replied = name in self._replied
@@ -299,6 +309,11 @@ class Runner:
             self._pool.submit(self._release, name)
         else:
             self._pool.submit(self._finish, name, seen)
+
+    def _let_go(self, name: str, seen: JobView | None) -> bool:
+        """Whether this Job (this very one, when `seen` says which) was let go already."""
+        uid = self._released.get(name)
+        return uid is not None and (seen is None or seen.uid == uid)
 
     def _finish(self, name: str, seen: JobView | None = None) -> None:
         reported = False
@@ -372,6 +387,8 @@ class Runner:
                 self._replied.discard(name)
                 self._stuck.pop(name, None)
                 self._claimed.pop(name, None)
+                if known is not None:
+                    self._released[name] = known.uid
         finally:
             with self._lock:
                 self._busy.discard(name)
