@@ -6,9 +6,11 @@ Each test gets a fresh namespace. Pods' fates are chosen with the stack's annota
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -31,8 +33,11 @@ from mstc_worker.kube import (
     PodView,
 )
 from mstc_worker.manifest import REQUEST_ID_ANNOTATION, build_job
+from mstc_worker.messages import JobFinished
 from mstc_worker.protocol import Request
+from mstc_worker.runner import Runner
 from mstc_worker.settings import Settings, load_settings
+from mstc_worker.storage import Storage
 from tests.support.kube import EXIT_CODE, RUN_FOR, WAITING_REASON, wait_gone, wait_job, watch_until
 from tests.support.stack import StackInfo
 from tests.worker.tcp_proxy import TcpProxy
@@ -447,6 +452,50 @@ def test_claiming_with_an_outdated_view_rereads_and_still_wins_when_unclaimed(
 
 
 # --- errors --------------------------------------------------------------------------------------
+
+
+class CountingKube(KubeClient):
+    """The real client, counting the calls that finishing a Job makes."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.calls: Counter[str] = Counter()
+
+    def get_job(self, name: str) -> JobView | None:
+        self.calls["get_job"] += 1
+        return super().get_job(name)
+
+    def claim(self, job: JobView, holder: str, *, stale_after_s: float) -> JobView | None:
+        self.calls["claim"] += 1
+        return super().claim(job, holder, stale_after_s=stale_after_s)
+
+    def job_pods(self, job_name: str) -> list[PodView]:
+        self.calls["job_pods"] += 1
+        return super().job_pods(job_name)
+
+
+def test_a_job_let_go_is_not_finished_again_from_an_older_view_of_it(
+    settings: Settings, batch: k8s.BatchV1Api, namespace: str
+) -> None:
+    kube = CountingKube(settings)
+    said: queue.Queue[object] = queue.Queue()
+    runner = Runner(settings, index=0, count=1, send=said.put, kube=kube, storage=Storage(settings))
+    job, _ = kube.create_job(job_manifest(settings))
+    wait_job(batch, namespace, job.name, "Complete")
+    ended = kube.get_job(job.name)
+    assert ended is not None
+    runner._on_job(ended)  # as the watch delivers it
+    finished = said.get(timeout=60)
+    assert isinstance(finished, JobFinished)
+    assert finished.job_name == job.name
+    runner._release(job.name)  # the service confirmed the reply
+    calls = dict(kube.calls)
+
+    # A watch that lags still shows the Job ended with its finalizer: nothing is owed.
+    runner._on_job(ended)
+    runner._pool.shutdown(wait=True)
+    assert dict(kube.calls) == calls
+    assert said.empty()
 
 
 def test_an_unreachable_api_server_is_unavailable_not_rejected(
