@@ -218,8 +218,6 @@ class Runner:
         if manifest.FINALIZER not in job.finalizers:
             self._forget(job.name)
             return
-        if shard_of(job.name, self._count) != self._index:
-            return
         if job.state in _ENDED:
             self._finish_soon(job.name, job)
         elif job.ready > 0 and job.annotations.get(manifest.PROGRESS_ANNOTATION) == "true":
@@ -242,7 +240,7 @@ class Runner:
         )
 
     def _on_pod(self, pod: PodView) -> None:
-        if pod.job_name is None or shard_of(pod.job_name, self._count) != self._index:
+        if pod.job_name is None:  # the watcher delivers only this shard's Jobs and pods
             return
         if pod.exit_code is not None:
             # Kept so finishing needs no pod list; the latest-started pod is the one to report.
@@ -292,7 +290,7 @@ class Runner:
             for job in known:
                 owed = manifest.FINALIZER in job.finalizers
                 ended = job.state in _ENDED or job.name in stuck
-                if owed and ended and not self._let_go(job.name, job):
+                if owed and ended:
                     self._finish_soon(job.name)
 
     # --- finishing ------------------------------------------------------------------------
