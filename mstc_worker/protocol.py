@@ -86,7 +86,7 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
     job_name = _required_text(data, "jobName", '"jobName": "my-analysis"')
     buckets = fields.buckets(data)
     _check_image(image, settings)
-    timeout = fields.whole_number(
+    timeout = fields.java_int(
         data,
         "timeOut",
         high=settings.max_timeout_minutes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ __all__ = [
     "describe",
     "extra_env",
     "extra_labels",
+    "java_int",
     "pod_annotations",
     "prefix",
     "resources",
@@ -68,6 +70,10 @@ _RESERVED_PLAIN_KEYS = frozenset({"job-name", "controller-uid"})
 _ANNOTATIONS_MAX_BYTES = 256 * 1024  # Kubernetes' limit on all annotations together
 _PREFIX_MAX_CHARS = 512  # leaves room in S3's 1024-byte key for "-<job name>.log"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Java's String.trim() drops every character up to U+0020, control characters included.
+_JAVA_TRIMMED = "".join(map(chr, range(0x21)))
+# Integer.parseInt: an optional sign, then decimal digits of any script (Character.digit).
+_JAVA_DIGITS = re.compile(r"[+-]?\d+")
 
 
 class Resources(BaseModel):
@@ -128,6 +134,36 @@ def whole_number(data: dict[str, Any], field: str, *, high: int, meaning: str) -
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
+    if number is None or not 0 <= number <= high:
+        raise _reject(field, f"must be {meaning}", value)
+    return number
+
+
+def java_int(data: dict[str, Any], field: str, *, high: int, meaning: str) -> int | None:
+    """A field the Java worker declared as `int`, read as its JSON binding (Jackson) read it.
+
+    Java-era clients sent such fields in every form Jackson accepts, so this one accepts the
+    same: a fraction is cut toward zero (2.9 is 2), a string of decimal digits is that number
+    (surrounding blanks ignored), and "", blanks or "null" mean absent (None). What Jackson
+    refused (booleans, arrays, objects, "5.5", "1e3", hex) is refused here too. The range
+    check comes after: a negative number of minutes has no meaning, whatever Java made of it.
+    """
+    value = data.get(field)
+    number: int | None = None
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip(_JAVA_TRIMMED)
+        if text in {"", "null"}:
+            return None
+        # The length bound keeps int() away from hostile digit strings; Java refuses
+        # anything past int's range anyway.
+        if len(text) <= 12 and _JAVA_DIGITS.fullmatch(text):
+            number = int(text)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value):
+        number = math.trunc(value)
     if number is None or not 0 <= number <= high:
         raise _reject(field, f"must be {meaning}", value)
     return number

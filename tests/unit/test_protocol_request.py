@@ -99,6 +99,46 @@ def test_timeout_in_minutes_with_zero_or_missing_meaning_the_default(
     assert parse_request(body, settings=settings).timeout_minutes == minutes
 
 
+# What Jackson 2.13.5 (the Java worker's JSON binding, Spring Boot's defaults) made of each
+# form of an `int timeOut`, read off a probe of that jar: these forms bound, so Java-era
+# clients may send them, and they must keep working here.
+@pytest.mark.parametrize(
+    ("raw", "minutes"),
+    [
+        ("2.5", 2),
+        ("2.9", 2),
+        ("-0.5", 15),  # cut toward zero: 0, which means the default
+        ("1e3", 1000),
+        ('"15"', 15),
+        ('" 15 "', 15),
+        ('"+5"', 5),
+        ('"\\t7\\n"', 7),
+        ('""', 15),
+        ('" "', 15),
+        ('"null"', 15),
+        ('"\u0665"', 5),  # ARABIC-INDIC DIGIT FIVE: Integer.parseInt reads any script's digits
+    ],
+)
+def test_timeout_in_the_forms_javas_json_binding_accepted(
+    settings: Settings, raw: str, minutes: int
+) -> None:
+    body = f'{{"image": "i", "jobName": "j", "inputBucket": "bkt", "timeOut": {raw}}}'
+    assert parse_request(body.encode(), settings=settings).timeout_minutes == minutes
+
+
+# ...and the forms Jackson refused, which are refused here too, naming the field.
+@pytest.mark.parametrize(
+    "raw",
+    ["true", "[5]", "{}", '"5.5"', '"1e3"', '"0x10"', '"1_000"', '"2147483648"', '"9" * 5000'],
+)
+def test_timeout_in_forms_javas_json_binding_refused(settings: Settings, raw: str) -> None:
+    value = "9" * 5000 if raw == '"9" * 5000' else json.loads(raw)
+    body = json.dumps({"image": "i", "jobName": "j", "inputBucket": "bkt", "timeOut": value})
+    with pytest.raises(RequestRejected) as caught:
+        parse_request(body.encode(), settings=settings)
+    assert caught.value.field == "timeOut"
+
+
 def test_default_timeout_comes_from_settings(
     make_settings: MakeSettings, make_body: MakeBody
 ) -> None:
@@ -400,12 +440,12 @@ REJECTIONS: list[tuple[str, bytes, type[RequestRejected], str | None, str]] = [
         "(0 or absent means the default of 15); got the number 10081.",
     ),
     (
-        "timeout-fraction",
-        _req(timeOut=2.5),
+        "timeout-fraction-string",
+        _req(timeOut="2.5"),
         RequestRejected,
         "timeOut",
         "Field 'timeOut' must be a whole number of minutes from 0 to 10080 "
-        "(0 or absent means the default of 15); got the number 2.5.",
+        """(0 or absent means the default of 15); got the string "2.5".""",
     ),
     (
         "timeout-bool",
@@ -416,12 +456,12 @@ REJECTIONS: list[tuple[str, bytes, type[RequestRejected], str | None, str]] = [
         "(0 or absent means the default of 15); got the boolean true.",
     ),
     (
-        "timeout-string",
-        _req(timeOut="15"),
+        "timeout-word",
+        _req(timeOut="fifteen"),
         RequestRejected,
         "timeOut",
         "Field 'timeOut' must be a whole number of minutes from 0 to 10080 "
-        """(0 or absent means the default of 15); got the string "15".""",
+        """(0 or absent means the default of 15); got the string "fifteen".""",
     ),
     (
         "timeout-huge",
