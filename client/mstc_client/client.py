@@ -171,8 +171,9 @@ class Client:
         """
         run = as_run_request(request, job_name, inputs, output_dir, options)
         started = time.monotonic()
-        staged = self.upload_inputs(run.inputs, bucket=run.bucket, prefix=run.prefix,
-                                    progress=progress)  # fmt: skip
+        staged = self.upload_inputs(
+            run.inputs, bucket=run.bucket, prefix=run.prefix, progress=progress
+        )
         output_bucket = run.output_bucket or staged.bucket
         if output_bucket != staged.bucket:
             self.storage.ensure_bucket(output_bucket)
@@ -180,20 +181,21 @@ class Client:
         handle = self.submit(run.job_request(staged.bucket, output_bucket, staged.prefix))
         reply = self.wait(handle, run.wait_seconds, progress)
         replied_at = time.monotonic()
-        fetched = fetch_outputs(self.storage, staged, reply, output_bucket=output_bucket,
-                                output_dir=run.output_dir, progress=progress)  # fmt: skip
+        fetched = fetch_outputs(
+            self.storage, staged, reply,
+            output_bucket=output_bucket, output_dir=run.output_dir, progress=progress,
+        )  # fmt: skip
         seconds = (uploaded_at - started, replied_at - uploaded_at, time.monotonic() - replied_at)
-        return _result(handle, reply, staged, output_bucket=output_bucket, fetched=fetched,
-                       seconds=seconds)  # fmt: skip
+        return _result(handle, reply, staged, fetched, output_bucket=output_bucket, seconds=seconds)
 
 
 def _result(
     handle: JobHandle,
     reply: Reply,
     staged: Staged,
+    fetched: Fetched,
     *,
     output_bucket: str,
-    fetched: Fetched,
     seconds: tuple[float, float, float],
 ) -> Result:
     """The Result of a run, from its parts and how long upload, wait and download took."""
