@@ -4,6 +4,9 @@ A wire-compatible Python rewrite of the Java MSTC cloud worker. The public surfa
 deliberately small; see the README for how requests, Jobs and replies relate.
 """
 
+from importlib import metadata as _metadata
+
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+# The version is written once, in pyproject.toml; the installed metadata carries it.
+__version__ = _metadata.version("mstc-worker")

@@ -7,10 +7,16 @@
         result.raise_for_status()
 
 `Client.submit` is the non-blocking, thread-safe building block (one `JobHandle` per request);
-`Client.run` is the whole round trip. The `mstc` command (mstc_client.cli) wraps both.
+`Client.run` is the whole round trip of a `RunRequest` (or of the same fields given as
+arguments, as above). The `mstc` command (mstc_client.cli) wraps both.
+
+The names below (`__all__`) are the library's public API, guarded by tests/unit/test_public_api.py;
+the submodules and anything not listed here are internal and may change.
 """
 
-from mstc_client.client import DEFAULT_TIMEOUT_MINUTES, Client, Staged, Waiting, wait_budget
+from importlib import metadata as _metadata
+
+from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.errors import (
     BrokerUnreachable,
@@ -26,12 +32,13 @@ from mstc_client.errors import (
     WaitTimeout,
 )
 from mstc_client.handle import JobHandle
-from mstc_client.protocol import JobRequest, Reply, Resources, Status, parse_reply
-from mstc_client.result import Result, error_for
-from mstc_client.storage import Progress, input_files, local_path_for, new_prefix
+from mstc_client.protocol import JobRequest, Reply, Resources, Status
+from mstc_client.result import Result
+from mstc_client.run_request import RunRequest
+from mstc_client.storage import Progress
+from mstc_client.waiting import Waiting
 
 __all__ = [
-    "DEFAULT_TIMEOUT_MINUTES",
     "BrokerUnreachable",
     "Client",
     "ClientClosed",
@@ -48,19 +55,14 @@ __all__ = [
     "RequestRejected",
     "Resources",
     "Result",
-    "Staged",
+    "RunRequest",
     "Status",
     "StorageError",
     "StorageUnreachable",
     "WaitTimeout",
     "Waiting",
     "__version__",
-    "error_for",
-    "input_files",
-    "local_path_for",
-    "new_prefix",
-    "parse_reply",
-    "wait_budget",
 ]
 
-__version__ = "0.1.0"
+# The version is written once, in client/pyproject.toml; the installed metadata carries it.
+__version__ = _metadata.version("mstc-client")

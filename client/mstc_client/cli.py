@@ -17,7 +17,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from mstc_client.client import Client, wait_budget
+from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
 from mstc_client.errors import (
@@ -31,8 +31,9 @@ from mstc_client.errors import (
     WaitTimeout,
 )
 from mstc_client.handle import JobHandle
-from mstc_client.protocol import JobRequest, Resources, Status
+from mstc_client.protocol import Resources, Status
 from mstc_client.result import error_for
+from mstc_client.run_request import RunRequest, wait_budget
 
 __all__ = ["ExitCode", "exit_code_for_error", "exit_code_for_status", "main"]
 
@@ -238,28 +239,28 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     _say(json.dumps(data) if args.json else text)
 
 
-def _run(client: Client, args: argparse.Namespace, display: Display) -> ExitCode:
-    extras: dict[str, Any] = {
-        "env": dict(args.env),
-        "annotations": dict(args.annotation),
-        "labels": dict(args.label),
-        "resources": _resources(args.resource),
-    }
-    if args.no_wait:
-        staged = client.upload_inputs(args.input, bucket=args.bucket, prefix=args.prefix,
-                                      progress=display)  # fmt: skip
-        request = JobRequest(image=args.image, job_name=args.job_name, input_bucket=staged.bucket,
-                             output_bucket=args.output_bucket, prefix=staged.prefix,
-                             timeout_minutes=args.timeout, **extras)  # fmt: skip
-        where = {"bucket": args.output_bucket or staged.bucket, "prefix": staged.prefix}
-        return _sent(client, client.submit(request), args, display, where)
-    if args.output_dir is None:
-        raise ConfigError("mstc run needs --output-dir DIR (or --no-wait).")
-    result = client.run(
-        args.image, args.job_name, args.input, args.output_dir, timeout=args.timeout,
-        bucket=args.bucket, output_bucket=args.output_bucket, prefix=args.prefix,
-        wait_timeout=args.wait_timeout, progress=display, **extras,
+def _run_request(args: argparse.Namespace) -> RunRequest:
+    return RunRequest(
+        image=args.image, job_name=args.job_name, inputs=args.input, output_dir=args.output_dir,
+        timeout=args.timeout, bucket=args.bucket, output_bucket=args.output_bucket,
+        prefix=args.prefix, env=dict(args.env), annotations=dict(args.annotation),
+        labels=dict(args.label), resources=_resources(args.resource),
+        wait_timeout=args.wait_timeout,
     )  # fmt: skip
+
+
+def _run(client: Client, args: argparse.Namespace, display: Display) -> ExitCode:
+    run = _run_request(args)
+    if args.no_wait:
+        staged = client.upload_inputs(run.inputs, bucket=run.bucket, prefix=run.prefix,
+                                      progress=display)  # fmt: skip
+        # The output bucket goes only if given: the worker's default is the input bucket.
+        request = run.job_request(staged.bucket, run.output_bucket, staged.prefix)
+        where = {"bucket": run.output_bucket or staged.bucket, "prefix": staged.prefix}
+        return _sent(client, client.submit(request), args, display, where)
+    if run.output_dir is None:
+        raise ConfigError("mstc run needs --output-dir DIR (or --no-wait).")
+    result = client.run(run, progress=display)
     display.close_line()
     _emit(args, result.to_dict(), summary(result))
     _explain(args, error_for(result.reply), result.status)

@@ -3,8 +3,10 @@
 It owns a `BrokerLink` (one AMQP connection, one I/O thread, replies routed by correlation_id;
 see mstc_client.broker) and, created on first use, a `Storage` (see mstc_client.storage).
 `submit` is the low-level, non-blocking call and may be used from any number of threads at once;
-`run` is the whole round trip: upload the inputs under a fresh prefix, send the request, wait,
-download the outputs and the log, return a `Result`.
+`run` is the whole round trip of a `RunRequest`: stage the inputs under a fresh prefix, send the
+request, wait, fetch the outputs and the log, return a `Result`. The parts live in their own
+modules, each testable alone: mstc_client.transfer (staging and fetching), mstc_client.waiting
+(the wait with its deadline) and mstc_client.run_request (the run and the request it becomes).
 """
 
 from __future__ import annotations
@@ -13,48 +15,21 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack, overload
 
 from mstc_client.broker import BrokerLink, ConnectionFactory
 from mstc_client.config import ClientConfig
-from mstc_client.errors import WaitTimeout
 from mstc_client.handle import JobHandle
-from mstc_client.protocol import JobRequest, Reply, Resources
+from mstc_client.protocol import JobRequest, Reply
 from mstc_client.result import Result
-from mstc_client.storage import Progress, Storage, Uploaded, input_files, new_prefix
+from mstc_client.run_request import RunOptions, RunRequest, as_run_request
+from mstc_client.storage import Progress, Storage
+from mstc_client.transfer import Fetched, Staged, fetch_outputs, stage_inputs
+from mstc_client.waiting import Waiting, wait_for_reply
 
-__all__ = ["DEFAULT_TIMEOUT_MINUTES", "Client", "Staged", "Waiting", "wait_budget"]
-
-# The worker's default for a request without timeOut; only used to size the client's wait.
-DEFAULT_TIMEOUT_MINUTES = 15
-# Beyond the Job's own timeout: queueing, pod start, log upload and the reply itself.
-_WAIT_MARGIN_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """Reported about once a second while `run` waits for the reply."""
-
-    elapsed: float
-    state: str  # "queued", "sent", the Job's ("accepted", "running"), or a reconnecting note
-    job_name: str | None = None  # once the worker has said which Job it made
-
-
-@dataclass(frozen=True)
-class Staged:
-    """Inputs uploaded for one run: where they are, under which prefix."""
-
-    bucket: str
-    prefix: str
-    uploaded: tuple[Uploaded, ...]
-
-
-def wait_budget(timeout_minutes: int | None) -> float:
-    """Seconds to wait for a reply to a request with this timeOut."""
-    return (timeout_minutes or DEFAULT_TIMEOUT_MINUTES) * 60 + _WAIT_MARGIN_SECONDS
+__all__ = ["Client"]
 
 
 class Client:
@@ -144,24 +119,7 @@ class Client:
 
         On WaitTimeout the handle is forgotten: it will not be re-sent after a reconnect.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return handle.wait(max(0.0, min(remaining, 1.0) if on_tick else remaining))
-            except WaitTimeout:
-                if time.monotonic() >= deadline:
-                    self._link.forget(handle)
-                    raise WaitTimeout(
-                        f"No reply within {timeout:g} s (request {handle.correlation_id}, "
-                        f"{handle.state}; broker {self._link.state}). The Job may still be "
-                        "queued or running; raise the wait time, or check that a worker "
-                        "consumes the work queue."
-                    ) from None
-            if on_tick is not None:
-                state = handle.state if self._link.connected.is_set() else self._link.state
-                elapsed = time.monotonic() - handle.submitted_at
-                on_tick(Waiting(elapsed, state, handle.job_name))
+        return wait_for_reply(handle, timeout, self._link, on_tick)
 
     def upload_inputs(
         self,
@@ -172,92 +130,87 @@ class Client:
         progress: Callable[[Progress], None] | None = None,
     ) -> Staged:
         """Upload files and directories under a fresh prefix (see mstc_client.storage)."""
-        bucket = bucket or self.config.bucket
-        prefix = prefix or new_prefix()
-        files = input_files([Path(path) for path in inputs], prefix)  # checked before uploading
-        self.storage.ensure_bucket(bucket)
-        return Staged(bucket, prefix, tuple(self.storage.upload(files, bucket, progress)))
+        return stage_inputs(self.storage, inputs, bucket or self.config.bucket, prefix, progress)
 
     # --- the round trip -----------------------------------------------------------------------
 
+    @overload
+    def run(
+        self, request: RunRequest, /, *, progress: Callable[[Progress | Waiting], None] | None = ...
+    ) -> Result: ...
+
+    @overload
     def run(
         self,
         image: str,
+        /,
         job_name: str,
         inputs: Sequence[str | Path] = (),
         output_dir: str | Path | None = None,
         *,
-        timeout: int | None = None,
-        bucket: str | None = None,
-        output_bucket: str | None = None,
-        prefix: str | None = None,
-        env: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-        labels: Mapping[str, str] | None = None,
-        resources: Resources | None = None,
-        command: Sequence[str] | None = None,
-        args: Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        wait_timeout: float | None = None,
         progress: Callable[[Progress | Waiting], None] | None = None,
-    ) -> Result:
-        """Run `image` on `inputs` and bring its outputs and log into `output_dir`.
+        **options: Unpack[RunOptions],
+    ) -> Result: ...
 
-        `timeout` is the Job's timeOut in minutes (the worker's default when None);
-        `wait_timeout` how long to wait for the reply, in seconds (default: the timeout plus
-        five minutes). Every outcome of the Job is returned as a Result (see its
-        `raise_for_status`); errors of the client, the broker or storage are raised.
+    def run(
+        self,
+        request: RunRequest | str,
+        /,
+        job_name: str | None = None,
+        inputs: Sequence[str | Path] = (),
+        output_dir: str | Path | None = None,
+        *,
+        progress: Callable[[Progress | Waiting], None] | None = None,
+        **options: Unpack[RunOptions],
+    ) -> Result:
+        """Run a `RunRequest` (or one made of these arguments, see its fields) to the end.
+
+        Every outcome of the Job is returned as a Result (see its `raise_for_status`); errors of
+        the client, the broker or storage are raised. `progress` hears about transfers
+        (`Progress`) and, about once a second, the wait (`Waiting`).
         """
+        run = as_run_request(request, job_name, inputs, output_dir, options)
         started = time.monotonic()
-        staged = self.upload_inputs(inputs, bucket=bucket, prefix=prefix, progress=progress)
-        out_bucket = output_bucket or staged.bucket
-        if out_bucket != staged.bucket:
-            self.storage.ensure_bucket(out_bucket)
-        request = JobRequest(
-            image=image,
-            job_name=job_name,
-            input_bucket=staged.bucket,
-            output_bucket=out_bucket,
-            prefix=staged.prefix,
-            timeout_minutes=timeout,
-            env=dict(env or {}),
-            resources=resources,
-            command=None if command is None else list(command),
-            args=None if args is None else list(args),
-            annotations=dict(annotations or {}),
-            labels=dict(labels or {}),
-            extra=dict(extra or {}),
+        staged = self.upload_inputs(
+            run.inputs, bucket=run.bucket, prefix=run.prefix, progress=progress
         )
+        output_bucket = run.output_bucket or staged.bucket
+        if output_bucket != staged.bucket:
+            self.storage.ensure_bucket(output_bucket)
         uploaded_at = time.monotonic()
-        handle = self.submit(request)
-        reply = self.wait(handle, wait_timeout or wait_budget(timeout), progress)
+        handle = self.submit(run.job_request(staged.bucket, output_bucket, staged.prefix))
+        reply = self.wait(handle, run.wait_seconds, progress)
         replied_at = time.monotonic()
-        outputs: list[Path] = []
-        log_path = None
-        if reply.job_name is not None:  # a Job ran: it may have left outputs and a log
-            target = Path(output_dir) if output_dir is not None else Path(staged.prefix)
-            same = out_bucket == staged.bucket
-            unchanged = {u.key: u.etag for u in staged.uploaded} if same else {}
-            outputs = self.storage.download(
-                reply.output_bucket or out_bucket,
-                staged.prefix,
-                target,
-                unchanged=unchanged,
-                progress=progress,
-            )
-            log_name = reply.log_object or f"{staged.prefix}-{reply.job_name}.log"
-            log_path = next((p for p in outputs if p.name == log_name), None)
-        return Result(
-            status=reply.status,
-            reply=reply,
-            correlation_id=handle.correlation_id,
-            bucket=staged.bucket,
-            output_bucket=out_bucket,
-            prefix=staged.prefix,
-            inputs=tuple(u.key for u in staged.uploaded),
-            outputs=tuple(p for p in outputs if p != log_path),
-            log_path=log_path,
-            upload_seconds=uploaded_at - started,
-            wait_seconds=replied_at - uploaded_at,
-            download_seconds=time.monotonic() - replied_at,
-        )
+        fetched = fetch_outputs(
+            self.storage, staged, reply,
+            output_bucket=output_bucket, output_dir=run.output_dir, progress=progress,
+        )  # fmt: skip
+        seconds = (uploaded_at - started, replied_at - uploaded_at, time.monotonic() - replied_at)
+        return _result(handle, reply, staged, fetched, output_bucket=output_bucket, seconds=seconds)
+
+
+def _result(
+    handle: JobHandle,
+    reply: Reply,
+    staged: Staged,
+    fetched: Fetched,
+    *,
+    output_bucket: str,
+    seconds: tuple[float, float, float],
+) -> Result:
+    """The Result of a run, from its parts and how long upload, wait and download took."""
+    upload_seconds, wait_seconds, download_seconds = seconds
+    return Result(
+        status=reply.status,
+        reply=reply,
+        correlation_id=handle.correlation_id,
+        bucket=staged.bucket,
+        output_bucket=output_bucket,
+        prefix=staged.prefix,
+        inputs=tuple(u.key for u in staged.uploaded),
+        outputs=fetched.outputs,
+        log_path=fetched.log_path,
+        upload_seconds=upload_seconds,
+        wait_seconds=wait_seconds,
+        download_seconds=download_seconds,
+    )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from mstc_client.client import Waiting
 from mstc_client.result import Result
 from mstc_client.storage import Progress
+from mstc_client.waiting import Waiting
 
 __all__ = ["Display", "human_bytes", "human_seconds", "summary", "waiting_line"]
 

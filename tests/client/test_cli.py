@@ -87,6 +87,30 @@ def test_run_a_directory_end_to_end(
     assert result["durations"]["jobMs"] >= 3000
 
 
+def test_run_without_waiting_stages_the_inputs_and_hands_the_request_to_the_worker(
+    worker: WorkerProcess, client_env: dict[str, str], data_bucket: str, minio: Minio,
+    api_client: k8s.ApiClient, namespace: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    inputs = make_inputs(tmp_path / "data")
+    out = run_mstc("run", "--image", IMAGE, "--job-name", "later", "--input", "data",
+                   "--prefix", "run-later", "--env", "K=V", "--no-wait", "--json",
+                   env=client_env, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    sent = json.loads(out.stdout)
+    assert (sent["status"], sent["bucket"], sent["prefix"]) == ("sent", data_bucket, "run-later")
+    for name, data in inputs.items():
+        assert read_object(minio, data_bucket, f"run-later/{name}") == data
+    # The worker made the Job from the request as the command built it.
+    job = watch_until(
+        k8s.BatchV1Api(api_client).list_namespaced_job,
+        lambda _kind, job: job.metadata.name.startswith("later-"),
+        namespace=namespace,
+    )
+    env = {var.name: var.value for var in job.spec.template.spec.containers[0].env}
+    assert (env["FILE_PREFIX"], env["INPUT_BUCKET"], env["K"]) == ("run-later", data_bucket, "V")
+    assert env["OUTPUT_BUCKET"] == data_bucket  # none given: the worker's default, the input's
+
+
 def test_run_without_json_prints_progress_and_a_summary(
     worker: WorkerProcess, client_env: dict[str, str], tmp_path: Path
 ) -> None:

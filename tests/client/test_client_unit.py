@@ -20,19 +20,15 @@ from mstc_client import (
     Resources,
     Status,
     StorageUnreachable,
+    Waiting,
     WaitTimeout,
-    error_for,
-    input_files,
-    local_path_for,
-    new_prefix,
-    parse_reply,
 )
 from mstc_client.cli import ExitCode, exit_code_for_error, exit_code_for_status, main
-from mstc_client.client import Waiting
 from mstc_client.display import Display, waiting_line
 from mstc_client.handle import JobHandle
-from mstc_client.protocol import parse_progress
-from mstc_client.storage import Progress
+from mstc_client.protocol import parse_progress, parse_reply
+from mstc_client.result import error_for
+from mstc_client.storage import Progress, input_files, local_path_for, new_prefix
 
 # --- replies ----------------------------------------------------------------------------------
 
