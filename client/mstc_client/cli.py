@@ -33,7 +33,7 @@ from mstc_client.errors import (
 from mstc_client.handle import JobHandle
 from mstc_client.protocol import Resources, Status
 from mstc_client.result import error_for
-from mstc_client.run_request import RunRequest, wait_budget
+from mstc_client.run_request import RunRequest, timeout_minutes_of, wait_budget
 
 __all__ = ["ExitCode", "exit_code_for_error", "exit_code_for_status", "main"]
 
@@ -278,7 +278,7 @@ def _send(client: Client, args: argparse.Namespace, display: Display) -> ExitCod
     handle = client.submit(body)
     if args.no_wait:
         return _sent(client, handle, args, display, {})
-    timeout = args.wait_timeout or wait_budget(body.get("timeOut") or None)
+    timeout = args.wait_timeout or wait_budget(timeout_minutes_of(body.get("timeOut")))
     reply = client.wait(handle, timeout, display)
     display.close_line()
     data = reply.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -10,6 +10,7 @@ form into a RunRequest.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any, TypedDict
 
 from mstc_client.protocol import JobRequest, Resources
 
-__all__ = ["DEFAULT_TIMEOUT_MINUTES", "RunOptions", "RunRequest", "as_run_request", "wait_budget"]
+__all__ = [
+    "DEFAULT_TIMEOUT_MINUTES",
+    "RunOptions",
+    "RunRequest",
+    "as_run_request",
+    "timeout_minutes_of",
+    "wait_budget",
+]
 
 # The worker's default for a request without timeOut; only used to size the client's wait.
 DEFAULT_TIMEOUT_MINUTES = 15
@@ -28,6 +36,24 @@ _WAIT_MARGIN_SECONDS = 300
 def wait_budget(timeout_minutes: int | None) -> float:
     """Seconds to wait for a reply to a request with this timeOut."""
     return (timeout_minutes or DEFAULT_TIMEOUT_MINUTES) * 60 + _WAIT_MARGIN_SECONDS
+
+
+def timeout_minutes_of(value: object) -> int | None:
+    """The minutes a request body's `timeOut` asks for, in any form the worker reads.
+
+    The worker reads timeOut as the Java worker's JSON binding did ("15", 2.9 and 15 all
+    count), so a request file may hold any of them; None (the default) for anything else,
+    since the worker, not the client, decides what is valid.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, str) and value.strip().lstrip("+").isdecimal() and len(value) < 12:
+        return int(value.strip())
+    return None
 
 
 @dataclass(frozen=True)

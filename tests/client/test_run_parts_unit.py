@@ -19,7 +19,7 @@ import pytest
 
 from mstc_client import InputError, Reply, Resources, RunRequest, Status, Waiting, WaitTimeout
 from mstc_client.handle import JobHandle
-from mstc_client.run_request import RunOptions, as_run_request, wait_budget
+from mstc_client.run_request import RunOptions, as_run_request, timeout_minutes_of, wait_budget
 from mstc_client.storage import Progress, Uploaded
 from mstc_client.transfer import Staged, fetch_outputs, stage_inputs
 from mstc_client.waiting import wait_for_reply
@@ -215,3 +215,27 @@ def test_the_reply_names_the_log_and_the_bucket_when_it_knows_them(tmp_path: Pat
     assert storage.calls[0][1][0] == "elsewhere"
     assert fetched.log_path == tmp_path / "custom.log"
     assert fetched.outputs == (tmp_path / "run-1-j-1.log",)
+
+
+@pytest.mark.parametrize(
+    ("value", "minutes"),
+    [
+        (5, 5),
+        (2.9, 2),
+        ("15", 15),
+        (" 7 ", 7),
+        ("+3", 3),
+        ("", None),
+        ("x", None),
+        (True, None),
+        (None, None),
+        ([5], None),
+        (float("inf"), None),
+        ("9" * 5000, None),
+    ],
+)
+def test_a_request_files_timeout_sizes_the_wait_in_every_form_the_worker_reads(
+    value: object, minutes: int | None
+) -> None:
+    # `mstc send` sizes its wait from the file's timeOut; a Java-era "15" must not crash it.
+    assert timeout_minutes_of(value) == minutes
