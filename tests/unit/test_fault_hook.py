@@ -15,13 +15,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import mstc_worker
+from mstc_worker.errors import PermanentError
 from mstc_worker.kube import KubeClient
+from mstc_worker.messages import JobAccepted, JobEnded, JobFinished
+from mstc_worker.protocol import error_outcome
 from mstc_worker.runner import Runner
-from tests.support.faultinject import STEPS, FaultPlan, Step, fault_env
+from tests.support.faultinject import STEPS, FaultPlan, Step, fault_env, hook
 from tests.support.faultinject.hook import _before, install
 from tests.support.faultinject.plan import CRASH_ON_IMAGE, HALT_AT, FaultPlanError
 
@@ -33,6 +37,7 @@ SEAMS = {
     "Runner._emit": (Runner, "_emit"),
     "KubeClient.release": (KubeClient, "release"),
 }
+OUTCOME = error_outcome(PermanentError("no"), namespace="mstc-dev")
 # Run in a process started as the fault suite starts the worker: which seams are wrapped.
 _PROBE = f"""
 from mstc_worker.kube import KubeClient
@@ -119,6 +124,76 @@ def test_each_fault_wraps_exactly_its_seam(
         monkeypatch.setattr(owner, method, getattr(owner, method))
     install(plan)  # the runner is imported already: placed at once
     assert wrapped_seams() == [seam]
+
+
+class Stopped(Exception):
+    """Raised where the hook would halt the thread or end the process."""
+
+
+@pytest.fixture
+def stops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """Seams restored after the test; a halt or a crash is recorded and raises `Stopped`."""
+    for owner, method in SEAMS.values():
+        monkeypatch.setattr(owner, method, getattr(owner, method))
+    seen: list[tuple[str, object]] = []
+
+    def record(what: str, detail: object) -> None:
+        seen.append((what, detail))
+        raise Stopped
+
+    monkeypatch.setattr(hook, "_halt", record)
+    monkeypatch.setattr(os, "_exit", lambda code: record("exit", code))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("step", "stopping", "passing"),
+    [
+        ("after-create", JobAccepted(0, 1, "job-a", adopted=False), JobEnded(0, "job-a")),
+        ("before-reply", JobFinished(0, "job-a", OUTCOME, "replies", "c1"), JobEnded(0, "job-a")),
+    ],
+)
+def test_a_halt_at_a_message_stops_before_the_service_is_told_and_only_for_it(
+    step: Step, stopping: object, passing: object, stops: list[tuple[str, object]]
+) -> None:
+    install(FaultPlan(halt_at=step))
+    sent: list[object] = []
+    runner = SimpleNamespace(_send=sent.append)
+    Runner._emit(runner, passing)  # type: ignore[arg-type]
+    with pytest.raises(Stopped):
+        Runner._emit(runner, stopping)  # type: ignore[arg-type]
+    assert (stops, sent) == ([(step, "job-a")], [passing])
+
+
+def test_a_halt_at_a_kube_call_stops_before_the_call(stops: list[tuple[str, object]]) -> None:
+    install(FaultPlan(halt_at="before-create"))
+    api = SimpleNamespace()  # the real call would fail at once on this stand-in
+    with pytest.raises(Stopped):
+        KubeClient.create_job(api, {"metadata": {"name": "job-c"}})  # type: ignore[arg-type]
+    assert stops == [("before-create", "job-c")]
+
+
+def test_a_halt_before_release_stops_before_the_finalizer_call(
+    stops: list[tuple[str, object]],
+) -> None:
+    install(FaultPlan(halt_at="before-release"))
+    with pytest.raises(Stopped):
+        KubeClient.release(SimpleNamespace(), "job-d", known=None)  # type: ignore[arg-type]
+    assert stops == [("before-release", "job-d")]
+
+
+def test_a_crash_on_image_exits_70_for_that_image_only(stops: list[tuple[str, object]]) -> None:
+    install(FaultPlan(crash_on_image="example.invalid/poison:1"))
+    runner = SimpleNamespace()  # the real start would fail at once on this stand-in
+
+    def start(image: str) -> None:
+        Runner._start_job(runner, SimpleNamespace(request=SimpleNamespace(image=image)))  # type: ignore[arg-type]
+
+    with pytest.raises(AttributeError, match="request_id"):  # it got to the real start
+        start("example.invalid/other:1")
+    with pytest.raises(Stopped):
+        start("example.invalid/poison:1")
+    assert stops == [("exit", 70)]
 
 
 def test_a_seam_that_moved_is_named_instead_of_injecting_nothing() -> None:
