@@ -48,7 +48,7 @@ from mstc_worker.messages import (
 )
 from mstc_worker.outcome import OutcomeBuilder, pod_order
 from mstc_worker.protocol import Outcome, error_outcome
-from mstc_worker.settings import FaultStep, Settings
+from mstc_worker.settings import Settings
 from mstc_worker.storage import Storage
 
 __all__ = ["Runner", "shard_of", "worker_main"]
@@ -154,13 +154,6 @@ class Runner:
     def _storage_trouble(self, kind: str) -> None:
         self._emit(Trouble(self._index, "storage", kind))
 
-    def _fault_point(self, step: FaultStep, job_name: str) -> None:
-        """Stop this thread for good at `step` when a test asked for it (MSTC_FAULT_HALT_AT)."""
-        if self._settings.fault_halt_at != step:
-            return
-        log.error("fault injection: halted at %s (job %s)", step, job_name)
-        threading.Event().wait()  # nothing sets it: only killing the process moves on
-
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -181,14 +174,10 @@ class Runner:
     # --- creating ---------------------------------------------------------------------------
 
     def _start_job(self, start: StartJob) -> None:
-        if self._settings.fault_crash_on_image == start.request.image:
-            log.error("fault injection: crashing on image %s", start.request.image)
-            os._exit(70)
         job = manifest.build_job(
             start.request, request_id=start.request_id, settings=self._settings, route=start.route
         )
         name = job["metadata"]["name"]
-        self._fault_point("before-create", name)
         try:
             view, created = self._kube.create_job(job)
         except (PermanentError, TransientError) as exc:
@@ -208,7 +197,6 @@ class Runner:
             return
         with self._lock:
             self._mine.add(name)
-        self._fault_point("after-create", name)
         log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
         self._emit(JobAccepted(self._index, start.key, name, adopted=not created))
 
@@ -350,7 +338,6 @@ class Runner:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
         outcome = self._outcome(claimed, stuck)
-        self._fault_point("before-reply", name)
         log.info("job %s ended: %s %s", name, outcome.status.value, outcome.reason or "")
         self._emit(
             JobFinished(
@@ -375,7 +362,6 @@ class Runner:
         with self._lock:
             self._replied.add(name)
             known = self._claimed.get(name)
-        self._fault_point("before-release", name)
         try:
             self._kube.release(name, known=known)
         except (TransientError, PermanentError) as exc:

@@ -33,10 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from mstc_worker.errors import ConfigError
 from mstc_worker.kube_syntax import dns1123_label_problem, dns1123_subdomain_problem
 
-__all__ = ["FaultStep", "Settings", "load_settings"]
-
-# Where MSTC_FAULT_HALT_AT can stop a request, in the order of its life (tests only).
-FaultStep = Literal["before-create", "after-create", "before-reply", "before-release"]
+__all__ = ["Settings", "load_settings"]
 
 # The well-known defaults of RabbitMQ and MinIO: anyone can guess them.
 _DEFAULT_CREDENTIALS = {("guest", "guest"), ("minioadmin", "minioadmin")}
@@ -234,18 +231,6 @@ class Settings(BaseSettings):
         "Durable queue for requests that crashed a worker process twice (reason in headers).",
         min_length=1,
         max_length=255,
-    )
-    fault_crash_on_image: str | None = _setting(
-        None,
-        "MSTC_FAULT_CRASH_ON_IMAGE",
-        "Fault injection for tests only: a worker process exits when asked to run this image.",
-    )
-    fault_halt_at: FaultStep | None = _setting(
-        None,
-        "MSTC_FAULT_HALT_AT",
-        "Fault injection for tests only: a worker process stops for good at this step of every "
-        "request (before-create, after-create, before-reply, before-release), so a test can "
-        "kill or terminate the worker there.",
     )
     shutdown_grace_seconds: int = _setting(
         30,

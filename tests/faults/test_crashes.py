@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 
 import localstack
 from tests.faults.report import FaultRecord
+from tests.support.faultinject import fault_env
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
@@ -93,7 +94,7 @@ def test_poison_message_ends_in_the_dead_letter_queue_with_its_reason(
     )
     dead = f"{work_queue}.dead"
     worker = make_worker(
-        MSTC_FAULT_CRASH_ON_IMAGE="example.invalid/poison:1", MSTC_DEAD_LETTER_QUEUE=dead
+        **fault_env(crash_on_image="example.invalid/poison:1"), MSTC_DEAD_LETTER_QUEUE=dead
     )
     poison = request(bucket, image="example.invalid/poison:1")
     reply = client.wait(client.send(poison, queue=work_queue), timeout=120)

@@ -1,9 +1,10 @@
 """Faults of the worker itself: killed or terminated at each step of a request's life.
 
-Each test stops a real worker process at one step (MSTC_FAULT_HALT_AT makes its worker
-process stand still there, so the kill lands exactly where the test says), kills it with
-SIGKILL or terminates it with SIGTERM, starts it again without the fault, and checks that
-the request still gets its reply, that one Job was made for it, and that the Job is let go.
+Each test stops a real worker process at one step (the test-only fault hook,
+tests/support/faultinject, makes its worker process stand still there, so the kill lands
+exactly where the test says), kills it with SIGKILL or terminates it with SIGTERM, starts it
+again with the hook but no fault, and checks that the request still gets its reply, that one
+Job was made for it, and that the Job is let go.
 
 One step cannot be made exactly-once: a worker killed after its reply was confirmed but
 before it let the Job go leaves a Job that still says "reply owed", and the next worker
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kubernetes import client as k8s
 
 from tests.faults.report import FaultRecord
+from tests.support.faultinject import Step, clear_faults, fault_env
 from tests.support.kube import watch_until
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
@@ -28,7 +30,8 @@ from tests.worker.test_service import jobs, pod_fate, request, wait_released
 
 pytestmark = pytest.mark.stack
 
-STEPS = {
+Moment = Step | Literal["while-running"]  # the halt steps, and a kill while the Job runs
+STEPS: dict[Moment, str] = {
     "before-create": "before its Job exists",
     "after-create": "after its Job was created, before the request was acked",
     "while-running": "while its Job runs",
@@ -55,7 +58,7 @@ def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("signum", list(SIGNALS), ids=["kill", "term"])
 @pytest.mark.parametrize("step", list(STEPS))
 def test_worker_stopped_at_each_step_still_replies_with_one_job(
-    step: str, signum: signal.Signals, make_worker: MakeWorker, client: AmqpClient,
+    step: Moment, signum: signal.Signals, make_worker: MakeWorker, client: AmqpClient,
     bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
     fault: FaultRecord,
 ) -> None:  # fmt: skip
@@ -66,8 +69,7 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
         if exactly_once
         else "one Job; the reply may come twice, identical, same correlation_id; Job let go"
     )
-    halt = {} if step == "while-running" else {"MSTC_FAULT_HALT_AT": step}
-    worker = make_worker(**halt)
+    worker = make_worker(**(fault_env() if step == "while-running" else fault_env(halt_at=step)))
     run_for = "20s" if step == "while-running" else "1s"
     cid = client.send(request(bucket, **pod_fate(run_for=run_for)), queue=work_queue)
     if step == "while-running":
@@ -84,7 +86,7 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
     if signum == signal.SIGTERM:
         assert code == 0, worker.log_text[-3000:]
         assert "handed back" in worker.log_text
-    worker.env.pop("MSTC_FAULT_HALT_AT", None)
+    clear_faults(worker.env)
     worker.start()
     reply = client.wait(cid, timeout=180)
     took = time.monotonic() - stopped

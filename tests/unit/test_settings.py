@@ -254,3 +254,13 @@ def test_a_tls_ca_file_that_does_not_exist_is_named() -> None:
 
 def test_a_tls_ca_file_is_optional() -> None:
     assert load_settings(ALLOW).tls_ca_file is None
+
+
+def test_fault_switches_are_not_settings() -> None:
+    """Test-only faults live in tests/support/faultinject, not in what production reads."""
+    assert not [name for name in Settings.model_fields if name.startswith("fault")]
+    aliases = [str(field.validation_alias) for field in Settings.model_fields.values()]
+    assert not [alias for alias in aliases if alias.startswith("MSTC_FAULT")]
+    # The former variables are ignored like any unrelated one: no value of theirs is refused.
+    old = {"MSTC_FAULT_HALT_AT": "nonsense", "MSTC_FAULT_CRASH_ON_IMAGE": "example.invalid/x:1"}
+    assert load_settings({**ALLOW, **old}) == load_settings(ALLOW)
