@@ -159,25 +159,25 @@ class FakeBroker:
         return message
 
     def dispatch(self) -> int:
-        """Let RabbitMQ push what the prefetch window allows; the number handed to the consumer.
+        """RabbitMQ pushes what the prefetch window allows; the number handed to the consumer.
 
         The window goes over in one go and pika dispatches it one by one; whatever is not yet
-        dispatched when the consumer is cancelled goes back to the queue, redelivered.
+        dispatched when the consumer is cancelled goes back to the queue, redelivered. One
+        window per call, so that a message requeued from the consumer waits for the next.
         """
         assert self._consumer is not None, "attach() first"
-        handed = 0
-        while not self._paused and self.queue and len(self.unacked) < self.prefetch:
-            window = [self._deliver_next() for _ in range(self._window())]
-            for index, delivery in enumerate(window):
-                if self._paused:
-                    for undispatched in reversed(window[index:]):
-                        message = self.unacked.pop(undispatched.tag)[1]
-                        self.queue.appendleft(_redelivered(message))
-                    self.journal.append(("returned", len(window) - index))
-                    break
-                self._consumer(delivery)
-                handed += 1
-        return handed
+        if self._paused:
+            return 0
+        window = [self._deliver_next() for _ in range(self._window())]
+        for index, delivery in enumerate(window):
+            if self._paused:
+                for undispatched in reversed(window[index:]):
+                    message = self.unacked.pop(undispatched.tag)[1]
+                    self.queue.appendleft(_redelivered(message))
+                self.journal.append(("returned", len(window) - index))
+                return index
+            self._consumer(delivery)
+        return len(window)
 
     def run_pending(self) -> int:
         """Run submitted work on the calling thread (the connection's thread); how many ran."""
@@ -205,7 +205,7 @@ class FakeBroker:
     # --- inside ---------------------------------------------------------------------------
 
     def _window(self) -> int:
-        return min(self.prefetch - len(self.unacked), len(self.queue))
+        return max(0, min(self.prefetch - len(self.unacked), len(self.queue)))
 
     def _deliver_next(self) -> Delivery:
         message = self.queue.popleft()

@@ -37,15 +37,22 @@ class ServiceRig:
         self.http = FakeHttp(endpoints)
         return self.http
 
-    def settle(self) -> None:
-        """Run submitted work, carry what the processes said, dispatch deliveries; repeat."""
-        while True:
+    def settle(self, *, max_rounds: int = 100) -> None:
+        """Run submitted work, carry what the processes said, dispatch deliveries; repeat.
+
+        A service that never settles (a message requeued and redelivered forever) fails the
+        test after `max_rounds` instead of hanging it.
+        """
+        for _ in range(max_rounds):
             done = self.broker.run_pending()
             self.service._pump()  # ends when the fake pool has nothing more to say
             done += self.broker.run_pending()
             done += self.broker.dispatch()
             if not done:
                 return
+        raise AssertionError(
+            f"the service did not settle in {max_rounds} rounds: {self.journal[-6:]}"
+        )
 
     def request(self, body: bytes, **properties: Any) -> None:
         """A client publishes a request; the service takes what it will."""
