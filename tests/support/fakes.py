@@ -12,7 +12,8 @@ deliveries unacked; a consumer window handed over in one go and dispatched one b
 was not yet dispatched when the consumer is cancelled going back to the queue marked
 redelivered (pika's `basic_cancel` rejects it); a closed connection returning every unacked
 delivery the same way; settling a delivery twice is an error; a settle of a delivery from an
-older connection is ignored (as `broker.Broker` does).
+older connection is ignored (as `broker.Broker` does). Work submitted to the fake broker that
+raises fails the test at once, where the real broker logs it and carries on: a test should see it.
 """
 
 from __future__ import annotations
