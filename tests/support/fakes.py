@@ -82,6 +82,7 @@ class FakeBroker:
         self._stop: threading.Event | None = None
         self._work: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
+        self._work_came = threading.Condition(self._lock)
         self._tags = itertools.count(1)
 
     # --- the port -------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class FakeBroker:
     def submit(self, work: Callable[[], None]) -> None:
         with self._lock:
             self._work.append(work)
+            self._work_came.notify_all()
 
     def publish(
         self,
@@ -179,6 +181,11 @@ class FakeBroker:
                 return index
             self._consumer(delivery)
         return len(window)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        """Wait until another thread (a REST caller, the drain) has submitted work."""
+        with self._lock:
+            return self._work_came.wait_for(lambda: bool(self._work), timeout)
 
     def run_pending(self) -> int:
         """Run submitted work on the calling thread (the connection's thread); how many ran."""
