@@ -6,7 +6,9 @@ pika's BlockingConnection is not thread-safe, so one thread (the service's main 
 `Broker.submit`, which queues a callable and wakes the connection with
 `add_callback_threadsafe`. Queued work survives a reconnect: a reply owed is published on
 the new connection. Acks of deliveries from a lost channel are dropped, because the broker
-has already put those messages back in the queue.
+has already put those messages back in the queue. The connection is opened through a factory
+(pika's BlockingConnection unless the caller gives another), and the consumer is named by
+`run`: the service that consumes is also the one that runs the connection.
 
 Topology: the direct exchange and durable work queue exactly as the Java worker had them,
 declared without arguments, so a Java-era client's own `queue_declare(durable=True)` still
@@ -21,37 +23,46 @@ import random
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from mstc_worker.errors import TransientError
+from mstc_worker.ports import BrokerUnavailable, Delivery, DeliveryHandler
 from mstc_worker.settings import Settings
 
-__all__ = ["Broker", "BrokerUnavailable", "Delivery", "backoff_delay"]
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "ConnectionFactory",
+    "Delivery",
+    "backoff_delay",
+    "connection_parameters",
+]
 
 log = logging.getLogger(__name__)
 
+ConnectionFactory = Callable[[pika.ConnectionParameters], pika.BlockingConnection]
+"""Opens a connection with the given parameters; `pika.BlockingConnection` unless a test says."""
 
-class BrokerUnavailable(TransientError):
-    """RabbitMQ could not be reached, or dropped the connection or channel."""
+
+def connection_parameters(settings: Settings) -> pika.URLParameters:
+    """The connection's parameters: the URL, TLS verified against our CA, heartbeats, a name."""
+    params = pika.URLParameters(settings.amqp_url)
+    if params.ssl_options is not None:  # amqps: verify against our CA (or the system's)
+        context = ssl.create_default_context(
+            cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+        )
+        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
+    params.heartbeat = settings.heartbeat_seconds
+    params.blocked_connection_timeout = max(60, 2 * settings.heartbeat_seconds)
+    params.client_properties = {"connection_name": "mstc-worker"}
+    return params
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One consumed message, detached from pika's types."""
-
-    tag: int
-    generation: int  # which connection it came on; its tag means nothing on another
-    body: bytes
-    reply_to: str | None
-    correlation_id: str | None
-    message_id: str | None
-    redelivered: bool
-    headers: Mapping[str, Any] = field(default_factory=dict)
+def _no_consumer(delivery: Delivery) -> None:
+    raise RuntimeError(f"delivery {delivery.tag} arrived before Broker.run named a consumer")
 
 
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -65,13 +76,14 @@ class Broker:
     def __init__(
         self,
         settings: Settings,
-        on_delivery: Callable[[Delivery], None],
         *,
         prefetch: int,
         on_reconnect: Callable[[], None] | None = None,
+        connection_factory: ConnectionFactory = pika.BlockingConnection,
     ) -> None:
         self._settings = settings
-        self._on_delivery = on_delivery
+        self._open_connection = connection_factory
+        self._on_delivery: DeliveryHandler = _no_consumer  # `run` says who consumes
         self._prefetch = prefetch
         self._on_reconnect = on_reconnect
         self._conn: pika.BlockingConnection | None = None
@@ -88,17 +100,9 @@ class Broker:
     def connect(self) -> None:
         """Open the connection and channel, declare the topology, start consuming."""
         s = self._settings
-        params = pika.URLParameters(s.amqp_url)
-        if params.ssl_options is not None:  # amqps: verify against our CA (or the system's)
-            context = ssl.create_default_context(
-                cafile=str(s.tls_ca_file) if s.tls_ca_file else None
-            )
-            params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
-        params.heartbeat = s.heartbeat_seconds
-        params.blocked_connection_timeout = max(60, 2 * s.heartbeat_seconds)
-        params.client_properties = {"connection_name": "mstc-worker"}
+        params = connection_parameters(s)
         try:
-            conn = pika.BlockingConnection(params)
+            conn = self._open_connection(params)
             channel = conn.channel()
             channel.confirm_delivery()
             channel.exchange_declare(s.exchange, exchange_type="direct", durable=True)
@@ -126,8 +130,9 @@ class Broker:
         self.connected.set()
         log.info("broker connected to %s (prefetch %d)", s.amqp_url_for_logs, self._prefetch)
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve the connection until `stop` is set, reconnecting with backoff when it drops."""
+    def run(self, stop: threading.Event, on_delivery: DeliveryHandler) -> None:
+        """Consume into `on_delivery` until `stop` is set, reconnecting with backoff."""
+        self._on_delivery = on_delivery
         attempt = 0
         while not stop.is_set():
             try:

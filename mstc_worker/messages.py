@@ -8,6 +8,7 @@ multiprocessing queue, so these are plain frozen dataclasses of plain values and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import Outcome, Request
@@ -18,10 +19,14 @@ __all__ = [
     "JobFinished",
     "JobProgress",
     "JobStartFailed",
+    "PoolMessage",
     "ReleaseJob",
+    "ServiceToWorker",
     "StartJob",
     "StopWorker",
     "Trouble",
+    "TroubleBoundary",
+    "TroubleKind",
     "WorkerDied",
     "WorkerReady",
     "WorkerToService",
@@ -50,6 +55,9 @@ class ReleaseJob:
 @dataclass(frozen=True)
 class StopWorker:
     """Finish what is under way and exit."""
+
+
+ServiceToWorker = StartJob | ReleaseJob | StopWorker
 
 
 # --- worker -> service ------------------------------------------------------------------------
@@ -112,13 +120,17 @@ class JobEnded:
     job_name: str
 
 
+TroubleBoundary = Literal["kube", "storage"]
+TroubleKind = Literal["transient", "rejected"]  # retried, or refused and not retried
+
+
 @dataclass(frozen=True)
 class Trouble:
-    """A call across a boundary failed (for metrics): `boundary` kube or storage."""
+    """A call across a boundary failed (for metrics)."""
 
     worker: int
-    boundary: str
-    kind: str  # transient or rejected
+    boundary: TroubleBoundary
+    kind: TroubleKind
 
 
 @dataclass(frozen=True)
@@ -132,3 +144,6 @@ class WorkerDied:
 WorkerToService = (
     WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobProgress | JobEnded | Trouble
 )
+
+PoolMessage = WorkerToService | WorkerDied
+"""Everything the service hears from its pool: the processes' messages and the pool's own."""

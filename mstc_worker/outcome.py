@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from mstc_worker import manifest
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import JobState, JobView, KubeClient, PodView
+from mstc_worker.messages import TroubleKind
 from mstc_worker.protocol import Outcome, Status
 from mstc_worker.storage import Storage
 
@@ -55,7 +56,7 @@ class OutcomeBuilder:
     """
 
     def __init__(
-        self, kube: KubeClient, storage: Storage, on_storage_trouble: Callable[[str], None]
+        self, kube: KubeClient, storage: Storage, on_storage_trouble: Callable[[TroubleKind], None]
     ) -> None:
         self._kube, self._storage = kube, storage
         self._on_storage_trouble = on_storage_trouble

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.queues
 import queue
 from collections.abc import Iterator
-from typing import Any
+from multiprocessing.process import BaseProcess
 
-from mstc_worker.messages import StopWorker, WorkerDied, WorkerToService
+from mstc_worker.messages import PoolMessage, ServiceToWorker, StopWorker, WorkerDied
 from mstc_worker.runner import worker_main
 from mstc_worker.settings import Settings
 
@@ -32,9 +33,10 @@ class WorkerPool:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._ctx = multiprocessing.get_context("spawn")
-        self._outbox: Any = self._ctx.Queue()
-        self._inboxes: list[Any] = []
-        self._processes: list[Any] = []
+        # The outbox also carries None (the end, from `stop`); nothing else but messages.
+        self._outbox: multiprocessing.queues.Queue[PoolMessage | None] = self._ctx.Queue()
+        self._inboxes: list[multiprocessing.queues.Queue[ServiceToWorker]] = []
+        self._processes: list[BaseProcess] = []
         self._stopping = False
 
     @property
@@ -43,12 +45,17 @@ class WorkerPool:
 
     def start(self) -> None:
         for index in range(self.size):
-            self._inboxes.append(None)
-            self._processes.append(None)
-            self._spawn(index)
+            inbox, proc = self._spawn(index)
+            self._inboxes.append(inbox)
+            self._processes.append(proc)
 
-    def _spawn(self, index: int) -> None:
-        inbox = self._ctx.Queue()
+    def _respawn(self, index: int) -> None:
+        self._inboxes[index], self._processes[index] = self._spawn(index)
+
+    def _spawn(
+        self, index: int
+    ) -> tuple[multiprocessing.queues.Queue[ServiceToWorker], BaseProcess]:
+        inbox: multiprocessing.queues.Queue[ServiceToWorker] = self._ctx.Queue()
         proc = self._ctx.Process(
             target=worker_main,
             args=(self._settings, index, self.size, inbox, self._outbox),
@@ -56,34 +63,33 @@ class WorkerPool:
             daemon=True,
         )
         proc.start()
-        self._inboxes[index] = inbox
-        self._processes[index] = proc
+        return inbox, proc
 
-    def send(self, index: int, message: Any) -> None:
+    def send(self, index: int, message: ServiceToWorker) -> None:
         self._inboxes[index].put(message)
 
     def all_alive(self) -> bool:
-        return all(proc is not None and proc.is_alive() for proc in self._processes)
+        return all(proc.is_alive() for proc in self._processes)
 
-    def messages(self) -> Iterator[WorkerToService | WorkerDied]:
+    def messages(self) -> Iterator[PoolMessage]:
         """What the processes say, plus a `WorkerDied` for each one restarted; ends on stop."""
         while True:
             try:
                 message = self._outbox.get(timeout=_CHECK_EVERY_S)
             except queue.Empty:
-                message = ""
-            if message is None:
-                return
-            if message != "":
+                pass
+            else:
+                if message is None:
+                    return
                 yield message
             if not self._stopping:
                 yield from self._restart_dead()
 
     def _restart_dead(self) -> Iterator[WorkerDied]:
         for index, proc in enumerate(self._processes):
-            if proc is not None and not proc.is_alive():
+            if not proc.is_alive():
                 log.error("worker-%d died (exit code %s); starting it again", index, proc.exitcode)
-                self._spawn(index)
+                self._respawn(index)
                 yield WorkerDied(index, proc.exitcode)
 
     def stop(self, timeout_s: float = 10) -> None:

@@ -43,6 +43,7 @@ from mstc_worker.messages import (
     StartJob,
     StopWorker,
     Trouble,
+    TroubleKind,
     WorkerReady,
     WorkerToService,
 )
@@ -151,7 +152,7 @@ class Runner:
     def _emit(self, message: WorkerToService) -> None:
         self._send(message)
 
-    def _storage_trouble(self, kind: str) -> None:
+    def _storage_trouble(self, kind: TroubleKind) -> None:
         self._emit(Trouble(self._index, "storage", kind))
 
     # --- life cycle -----------------------------------------------------------------------

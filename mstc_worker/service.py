@@ -27,30 +27,36 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import assert_never
 
 from mstc_worker import manifest
-from mstc_worker.broker import Broker, BrokerUnavailable, Delivery
 from mstc_worker.errors import RequestRejected
-from mstc_worker.http import HttpServer
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
     JobFinished,
     JobProgress,
     JobStartFailed,
+    PoolMessage,
     ReleaseJob,
     StartJob,
     Trouble,
     WorkerDied,
     WorkerReady,
-    WorkerToService,
 )
 from mstc_worker.metrics import Metrics
-from mstc_worker.pool import WorkerPool
+from mstc_worker.ports import (
+    BrokerPort,
+    BrokerUnavailable,
+    Delivery,
+    HttpEndpoints,
+    HttpFactory,
+    PoolPort,
+)
 from mstc_worker.protocol import (
     PROGRESS_TYPE,
     Reply,
+    Request,
     Status,
     parse_request,
     progress_body,
@@ -92,18 +98,25 @@ def crash_reply(reason: str) -> Reply:
 
 
 class Service:
-    """One replica of the worker: call `run()` from the main thread."""
+    """One replica of the worker: call `run()` from the main thread.
 
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    It is given its collaborators (see `ports`); `__main__` makes the real ones. The HTTP
+    port is given as a factory because it answers with the service's own endpoints.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker: BrokerPort,
+        pool: PoolPort,
+        http: HttpFactory,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.broker = Broker(
-            settings,
-            self._on_delivery,
-            prefetch=settings.concurrency,
-            on_reconnect=self.metrics.broker_reconnected,
-        )
-        self.pool = WorkerPool(settings)
+        self.metrics = metrics
+        self.broker = broker
+        self.pool = pool
         self._ready_workers: set[int] = set()
         self._keys = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -112,15 +125,8 @@ class Service:
         self._waiters_lock = threading.Lock()
         self._stop = threading.Event()
         self._draining = threading.Event()
-        self.http = HttpServer(
-            settings.http_port,
-            self.metrics,
-            is_live=self._is_live,
-            is_ready=self._is_ready,
-            execute=self._execute,
-            host=settings.http_host,
-            max_body_bytes=settings.max_body_bytes,
-        )
+        self._drained = threading.Event()  # while draining: nothing is in flight
+        self.http = http(HttpEndpoints(self._is_live, self._is_ready, self._execute))
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -133,7 +139,7 @@ class Service:
         threading.Thread(target=self._pump, name="pump", daemon=True).start()
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
-            self.broker.run(self._stop)
+            self.broker.run(self._stop, self._on_delivery)
         finally:
             self.pool.stop()
             self.http.stop()
@@ -157,8 +163,8 @@ class Service:
 
     def _drain_then_stop(self) -> None:
         deadline = time.monotonic() + self.settings.shutdown_grace_seconds
-        while time.monotonic() < deadline and self.in_flight:
-            time.sleep(0.2)
+        while self.in_flight and (left := deadline - time.monotonic()) > 0:
+            self._drained.wait(left)
         if self.in_flight:
             log.info("grace period over: %d requests handed back for adoption", self.in_flight)
         self._stop.set()  # closing the channel returns unacked deliveries to the queue
@@ -224,7 +230,7 @@ class Service:
         self,
         delivery: Delivery | None,
         http_token: str | None,
-        request: Any,
+        request: Request,
         request_id: str,
         route: manifest.ReplyRoute,
     ) -> None:
@@ -237,6 +243,11 @@ class Service:
 
     def _capacity_changed(self) -> None:
         self.metrics.set_in_flight(self.in_flight)
+        if self._draining.is_set():  # wakes the drain as soon as the last one is done
+            if self.in_flight:
+                self._drained.clear()
+            else:
+                self._drained.set()
         full = self.in_flight >= self.settings.concurrency
         if full and not self.broker.paused:
             self.broker.pause()
@@ -245,34 +256,47 @@ class Service:
 
     # --- worker messages (connection thread) -----------------------------------------------
 
-    def _on_worker_message(self, message: WorkerToService | WorkerDied) -> None:
-        if isinstance(message, JobAccepted):
-            pending = self._pending.pop(message.key)
-            self._active[message.job_name] = message.worker
-            if pending.delivery is not None:
-                self.broker.ack(pending.delivery)
-            if pending.route.progress:
-                route = pending.route
-                self._progress(route.reply_to, route.correlation_id, message.job_name, "accepted")
-        elif isinstance(message, JobProgress):
-            self._progress(message.reply_to, message.correlation_id, message.job_name,
-                           message.state)  # fmt: skip
-        elif isinstance(message, JobStartFailed):
-            self._start_failed(message)
-        elif isinstance(message, JobFinished):
-            self._finished(message)
-        elif isinstance(message, JobEnded):
-            self._active.pop(message.job_name, None)
-        elif isinstance(message, WorkerDied):
-            self._worker_died(message)
-        elif isinstance(message, WorkerReady):
-            self._ready_workers.add(message.worker)
-        elif isinstance(message, Trouble):
-            if message.boundary == "kube":
-                self.metrics.kube_error(message.kind)
-            else:
-                self.metrics.storage_error()
+    def _on_worker_message(self, message: PoolMessage) -> None:
+        match message:
+            case JobAccepted():
+                self._accepted(message)
+            case JobProgress():
+                self._progress(message.reply_to, message.correlation_id, message.job_name,
+                               message.state)  # fmt: skip
+            case JobStartFailed():
+                self._start_failed(message)
+            case JobFinished():
+                self._finished(message)
+            case JobEnded():
+                self._active.pop(message.job_name, None)
+            case WorkerDied():
+                self._worker_died(message)
+            case WorkerReady():
+                self._ready_workers.add(message.worker)
+            case Trouble():
+                self._trouble(message)
+            case _:
+                assert_never(message)
         self._capacity_changed()
+
+    def _accepted(self, message: JobAccepted) -> None:
+        pending = self._pending.pop(message.key)
+        self._active[message.job_name] = message.worker
+        if pending.delivery is not None:
+            self.broker.ack(pending.delivery)
+        if pending.route.progress:
+            route = pending.route
+            self._progress(route.reply_to, route.correlation_id, message.job_name, "accepted")
+
+    def _trouble(self, message: Trouble) -> None:
+        boundary = message.boundary
+        match boundary:
+            case "kube":
+                self.metrics.kube_error(message.kind)
+            case "storage":
+                self.metrics.storage_error()
+            case _:
+                assert_never(boundary)
 
     def _start_failed(self, message: JobStartFailed) -> None:
         pending = self._pending.pop(message.key)

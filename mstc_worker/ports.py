@@ -1,0 +1,128 @@
+"""The service's collaborators as it sees them: the broker, the worker pool and the HTTP port.
+
+Owns the shapes the service depends on, so that it can be given the real adapters
+(`broker.Broker`, `pool.WorkerPool`, `http.HttpServer`, wired up in `__main__`) or in-memory
+ones that a unit test drives step by step. Nothing here imports a third-party library: a
+`Delivery` is a consumed message already detached from pika's types.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mstc_worker.errors import TransientError
+from mstc_worker.messages import PoolMessage, ServiceToWorker
+
+__all__ = [
+    "BrokerPort",
+    "BrokerUnavailable",
+    "Delivery",
+    "DeliveryHandler",
+    "HttpEndpoints",
+    "HttpFactory",
+    "HttpPort",
+    "PoolPort",
+]
+
+
+class BrokerUnavailable(TransientError):
+    """RabbitMQ could not be reached, or dropped the connection or channel."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed message, detached from pika's types."""
+
+    tag: int
+    generation: int  # which connection it came on; its tag means nothing on another
+    body: bytes
+    reply_to: str | None
+    correlation_id: str | None
+    message_id: str | None
+    redelivered: bool
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+DeliveryHandler = Callable[[Delivery], None]
+
+
+class BrokerPort(Protocol):
+    """A consuming and publishing connection whose owner thread is the one in `run`.
+
+    Everything but `submit` (and reading `connected`) is called on that thread only.
+    """
+
+    @property
+    def connected(self) -> threading.Event: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def run(self, stop: threading.Event, on_delivery: DeliveryHandler) -> None:
+        """Consume into `on_delivery` and run submitted work until `stop` is set."""
+
+    def submit(self, work: Callable[[], None]) -> None:
+        """Run `work` on the owner thread, soon; safe from any thread."""
+
+    def publish(
+        self,
+        queue: str,
+        body: bytes,
+        *,
+        correlation_id: str | None,
+        headers: Mapping[str, Any] | None = None,
+        message_type: str | None = None,
+        fallback: bool = True,
+    ) -> None:
+        """Publish with a confirm; BrokerUnavailable if it could not be."""
+
+    def ack(self, delivery: Delivery) -> None: ...
+
+    def nack(self, delivery: Delivery, *, requeue: bool) -> None: ...
+
+    def pause(self) -> None:
+        """Stop taking new deliveries; idempotent."""
+
+    def resume(self) -> None: ...
+
+
+class PoolPort(Protocol):
+    """The worker processes of one replica, addressed by index (0..size-1)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def send(self, index: int, message: ServiceToWorker) -> None: ...
+
+    def all_alive(self) -> bool: ...
+
+    def messages(self) -> Iterator[PoolMessage]:
+        """What the processes say, plus a `WorkerDied` for each restarted one."""
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class HttpEndpoints:
+    """What the HTTP port asks the service: liveness, readiness, and the REST execute call."""
+
+    is_live: Callable[[], bool]
+    is_ready: Callable[[], bool]
+    execute: Callable[[bytes], tuple[int, str]]
+
+
+class HttpPort(Protocol):
+    """The HTTP port: started before the broker, stopped after it."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+HttpFactory = Callable[[HttpEndpoints], HttpPort]
+"""Makes the HTTP port around the service's endpoints (the service exists first)."""

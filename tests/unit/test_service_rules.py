@@ -1,0 +1,304 @@
+"""The service's rules for a request's life, exactly, on an in-memory broker and pool.
+
+Each test is one sequence of events the test decides (a delivery, a Job accepted, a process
+dying) and checks what the service did with the broker and the processes, in order. The same
+rules are checked end to end, less exactly, against the real stack in tests/worker and
+tests/faults.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from mstc_worker.messages import ReleaseJob, WorkerReady
+from mstc_worker.protocol import Outcome, Status
+from tests.support.fakes import job_name
+from tests.support.service_rig import ServiceRig
+from tests.unit.conftest import MakeBody, MakeSettings
+
+CLIENT = "amq.gen-client"
+
+MakeRig = Callable[..., ServiceRig]
+
+
+@pytest.fixture
+def make_rig(make_settings: MakeSettings) -> MakeRig:
+    def make(**env: str) -> ServiceRig:
+        return ServiceRig(make_settings(**{"MSTC_PROCESSES": "2", **env}))
+
+    return make
+
+
+@pytest.fixture
+def rig(make_rig: MakeRig) -> ServiceRig:
+    return make_rig(MSTC_CONCURRENCY="2")
+
+
+def succeeded(name: str) -> Outcome:
+    return Outcome(status=Status.SUCCEEDED, job_name=name, namespace="mstc-dev", exit_code=0)
+
+
+def test_a_request_is_acked_only_once_its_job_exists(rig: ServiceRig, make_body: MakeBody) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+    assert rig.events("ack", "nack") == []  # handed to a process, but no Job yet
+    assert len(rig.broker.unacked) == 1
+
+    rig.pool.accept(start)
+    rig.settle()
+
+    assert rig.events("send", "ack")[-1] == ("ack", 1)
+    assert rig.broker.unacked == {}
+    assert rig.replies_to(CLIENT) == []  # acked is not answered: the Job still runs
+
+
+def test_a_rejected_request_is_replied_and_acked_at_once(rig: ServiceRig) -> None:
+    rig.request(b'{"jobName": "no-image"}', reply_to=CLIENT, correlation_id="7")
+
+    assert rig.pool.starts() == []
+    [reply] = rig.replies_to(CLIENT)
+    assert reply["status"] == "rejected"
+    assert rig.events("publish", "ack", "nack") == [("publish", CLIENT, "7"), ("ack", 1)]
+    assert rig.broker.unacked == {}
+
+
+def test_the_reply_is_published_before_the_job_is_released(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+    name = rig.pool.accept(start)
+    rig.settle()
+
+    rig.pool.finish(start, succeeded(name))
+    rig.settle()
+
+    [reply] = rig.replies_to(CLIENT)
+    assert (reply["status"], reply["jobName"]) == ("succeeded", name)
+    after_start = rig.events("publish", "send")[1:]
+    assert after_start == [
+        ("publish", CLIENT, "1"),
+        ("send", rig.pool.worker_of(start), ReleaseJob(name)),
+    ]
+
+
+def test_consuming_pauses_at_the_cap_and_resumes_when_a_slot_frees(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    for n in range(3):
+        rig.broker.enqueue(make_body(jobName=f"job-{n}"), reply_to=CLIENT, correlation_id=str(n))
+    rig.settle()
+    first, second = rig.pool.starts()
+    assert rig.broker.paused
+    assert [m.correlation_id for m in rig.broker.queue] == ["2"]
+
+    # Accepted Jobs still count: acking opens the prefetch window, but consuming stays paused.
+    for start in (first, second):
+        rig.pool.accept(start)
+    rig.settle()
+    assert rig.broker.paused
+    assert len(rig.pool.starts()) == 2
+
+    # Finished and replied is not enough either: the slot frees when the Job ends.
+    rig.pool.finish(first, succeeded(job_name(first)))
+    rig.settle()
+    assert len(rig.pool.starts()) == 2
+    rig.pool.end(first)
+    rig.settle()
+
+    assert [s.route.correlation_id for s in rig.pool.starts()] == ["0", "1", "2"]
+    assert rig.events("pause", "resume") == [("pause",), ("resume",), ("pause",)]
+
+
+def test_a_dead_process_s_unaccepted_request_gets_one_more_try(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+
+    rig.pool.die(rig.pool.worker_of(start))
+    rig.settle()
+
+    assert rig.events("nack")[0] == ("nack", 1, True)
+    assert rig.replies_to(CLIENT) == []
+    assert rig.dead_letters() == []
+    # The requeued request comes back, marked redelivered, and goes to a process again.
+    _, retry = rig.pool.starts()
+    assert (retry.route.correlation_id, rig.broker.unacked[2][0].redelivered) == ("1", True)
+
+
+def test_a_request_that_crashes_a_process_twice_is_dead_lettered_and_answered(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1", headers={"x-client": "a"})
+    for attempt in (0, 1):
+        start = rig.pool.starts()[attempt]
+        rig.pool.die(rig.pool.worker_of(start), exit_code=-9)
+        rig.settle()
+
+    [dead] = rig.dead_letters()
+    assert dead.body == make_body()
+    assert dead.correlation_id == "1"
+    assert dead.headers["x-client"] == "a"
+    assert "died (exit code -9)" in dead.headers["x-mstc-reason"]
+    assert (dead.headers["x-mstc-reply-to"], dead.headers["x-mstc-correlation-id"]) == (CLIENT, "1")
+    [reply] = rig.replies_to(CLIENT)
+    assert (reply["status"], reply["reason"]) == ("error", "WorkerCrashed")
+    assert reply["result"].startswith("WorkerCrashed: a worker process died")
+    dead_queue = rig.settings.dead_letter_queue
+    assert rig.events("publish", "ack", "nack") == [
+        ("nack", 1, True),
+        ("publish", dead_queue, "1"),
+        ("publish", CLIENT, "1"),
+        ("ack", 2),
+    ]
+    assert list(rig.broker.queue) == []
+    assert rig.requests_done("error") == 1
+
+
+def test_a_dead_process_s_accepted_jobs_stop_counting(rig: ServiceRig, make_body: MakeBody) -> None:
+    rig.broker.enqueue(make_body(jobName="a"), reply_to=CLIENT, correlation_id="a")
+    rig.broker.enqueue(make_body(jobName="b"), reply_to=CLIENT, correlation_id="b")
+    rig.broker.enqueue(make_body(jobName="c"), reply_to=CLIENT, correlation_id="c")
+    rig.settle()
+    for start in rig.pool.starts():
+        rig.pool.accept(start)
+    rig.settle()
+    assert rig.broker.paused
+
+    dying = {rig.pool.worker_of(s) for s in rig.pool.starts()}
+    for worker in dying:
+        rig.pool.die(worker)
+    rig.settle()
+
+    # The restarted processes finish those Jobs; the replica may take new work meanwhile.
+    assert rig.events("nack") == []
+    assert [s.route.correlation_id for s in rig.pool.starts()] == ["a", "b", "c"]
+
+
+def test_a_transient_start_failure_is_retried_once_then_answered(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    unreachable = Outcome(status=Status.ERROR, reason="KubeUnavailable", error="no API server",
+                          error_type="KubeUnavailable")  # fmt: skip
+    for attempt in (0, 1):
+        rig.pool.fail_start(rig.pool.starts()[attempt], unreachable, transient=True)
+        rig.settle()
+
+    [reply] = rig.replies_to(CLIENT)
+    assert (reply["status"], reply["result"]) == ("error", "KubeUnavailable: no API server")
+    assert rig.events("ack", "nack") == [("nack", 1, True), ("ack", 2)]
+    assert rig.dead_letters() == []
+
+
+def test_a_rest_request_is_answered_to_its_caller_and_its_job_then_released(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    answers: list[tuple[int, str]] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(rig.http.endpoints.execute(make_body())), daemon=True
+    )
+    caller.start()
+    assert rig.broker.wait_for_work(5)  # the caller handed its request to the connection
+    rig.settle()
+    [start] = rig.pool.starts()
+    name = rig.pool.accept(start)
+    rig.settle()
+
+    rig.pool.finish(start, succeeded(name))
+    rig.settle()
+    caller.join(5)
+
+    assert answers == [(200, f"Job {name} complete.")]
+    assert rig.broker.published == []  # no queue gets it
+    assert rig.pool.sent[-1] == (rig.pool.worker_of(start), ReleaseJob(name))
+
+
+def test_readiness_needs_every_process_ready_and_ends_with_the_drain(rig: ServiceRig) -> None:
+    ready = rig.http.endpoints.is_ready
+    rig.pool.say(WorkerReady(0))
+    rig.settle()
+    assert not ready()
+    rig.pool.say(WorkerReady(1))
+    rig.settle()
+    assert ready()
+
+    rig.service.stop()
+    assert not ready()
+
+
+def test_sigterm_stops_consuming_and_waits_for_requests_in_flight(
+    make_rig: MakeRig, make_body: MakeBody
+) -> None:
+    rig: ServiceRig = make_rig(MSTC_CONCURRENCY="5", MSTC_SHUTDOWN_GRACE_SECONDS="60")
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+    rig.pool.accept(start)
+    rig.settle()
+
+    rig.service.stop()  # what SIGTERM does
+    rig.request(make_body(jobName="late"), reply_to=CLIENT, correlation_id="late")
+    assert rig.broker.paused
+    assert [m.correlation_id for m in rig.broker.queue] == ["late"]
+    # A bounded wait for something that must not happen: the Job is still in flight.
+    assert not rig.broker.stop_requested.wait(0.3)
+
+    rig.pool.finish(start, succeeded(job_name(start)))
+    rig.pool.end(start)
+    rig.settle()
+
+    assert rig.broker.stop_requested.wait(5)  # at once, not after the 60 s grace
+    assert rig.replies_to(CLIENT)[0]["status"] == "succeeded"
+    assert len(rig.pool.starts()) == 1
+
+
+def test_after_the_grace_what_is_left_is_handed_back(
+    make_rig: MakeRig, make_body: MakeBody
+) -> None:
+    rig: ServiceRig = make_rig(MSTC_CONCURRENCY="5", MSTC_SHUTDOWN_GRACE_SECONDS="0")
+    rig.broker.enqueue(make_body(jobName="running"), reply_to=CLIENT, correlation_id="running")
+    rig.broker.enqueue(make_body(jobName="waiting"), reply_to=CLIENT, correlation_id="waiting")
+    rig.settle()
+    running, _waiting = rig.pool.starts()
+    rig.pool.accept(running)
+    rig.settle()
+
+    rig.service.stop()
+    assert rig.broker.stop_requested.wait(5)
+    rig.broker.close()  # what Broker.run does once stop is set
+
+    # The unaccepted request goes back to the queue; the running Job is left for adoption.
+    assert [(m.correlation_id, m.redelivered) for m in rig.broker.queue] == [("waiting", True)]
+    assert rig.events("ack", "nack") == [("ack", 1)]
+    assert rig.replies_to(CLIENT) == []
+    assert not [m for _, m in rig.pool.sent if isinstance(m, ReleaseJob)]
+    assert json.loads(rig.broker.queue[0].body)["jobName"] == "waiting"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14, point 5: pausing at the cap cancels the consumer, and pika returns the "
+    "rest of the prefetch window to the queue marked redelivered",
+)
+def test_at_the_cap_no_delivery_is_handed_over_only_to_be_returned(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    for n in range(6):
+        rig.broker.enqueue(make_body(jobName=f"job-{n}"), reply_to=CLIENT, correlation_id=str(n))
+    rig.settle()
+    for start in rig.pool.starts():
+        rig.pool.accept(start)
+    rig.settle()
+
+    first = rig.pool.starts()[0]
+    rig.pool.finish(first, succeeded(job_name(first)))
+    rig.pool.end(first)
+    rig.settle()
+
+    assert rig.events("returned") == []
+    assert not [m.correlation_id for m in rig.broker.queue if m.redelivered]
