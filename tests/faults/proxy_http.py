@@ -174,47 +174,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Pass the watch through a line at a time until it ends, or a test expires or cuts it."""
         proxy = self.server.proxy
         watch = Watch(self.path)
-        self.send_response_only(200)
-        for key, value in response.getheaders():
-            if key.lower() not in _HOP_BY_HOP:
-                self.send_header(key, value)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-
-        def pump() -> None:
-            # The only thread that touches the upstream response, so it alone closes it.
-            try:
-                while data := response.read1(65536):
-                    watch.inbox.put(("data", data))
-            except (OSError, ValueError, http.client.HTTPException):
-                pass  # the API server went away, or the handler shut the socket
-            finally:
-                response.close()
-                conn.close()
-                watch.inbox.put(("end", b""))
-
-        threading.Thread(target=pump, daemon=True).start()
+        self._open_stream(response)
+        threading.Thread(target=_pump, args=(watch, conn, response), daemon=True).start()
         proxy.track(watch, add=True)
-        pending = b""
         try:
-            while True:
-                what, data = watch.inbox.get()
-                if what == "data":
-                    *lines, pending = (pending + data).split(b"\n")
-                    if lines:
-                        self._chunk(b"".join(line + b"\n" for line in lines))
-                    continue
-                if what == "cut":
-                    proxy.count("cut")
-                    self.close_connection = True
-                    hang_up(self.connection)
-                    return
-                if what == "expire":
-                    self._chunk(status_event(410))
-                    proxy.count("expired")
-                self._chunk(b"")  # the end of the response; the connection stays usable
-                return
+            self._relay(watch)
         except OSError:
             self.close_connection = True
         finally:
@@ -224,9 +188,55 @@ class _Handler(BaseHTTPRequestHandler):
                 with contextlib.suppress(OSError):
                     upstream.shutdown(socket.SHUT_RDWR)  # wakes the pump, which closes it
 
+    def _open_stream(self, response: http.client.HTTPResponse) -> None:
+        self.send_response_only(200)
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP_BY_HOP:
+                self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+
+    def _relay(self, watch: Watch) -> None:
+        """Whole lines to the client as they come; then the end, a 410 event, or a cut."""
+        pending = b""
+        while True:
+            what, data = watch.inbox.get()
+            if what != "data":
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            if lines:
+                self._chunk(b"".join(line + b"\n" for line in lines))
+        proxy = self.server.proxy
+        if what == "cut":
+            proxy.count("cut")
+            self.close_connection = True
+            hang_up(self.connection)
+            return
+        if what == "expire":
+            self._chunk(status_event(410))
+            proxy.count("expired")
+        self._chunk(b"")  # the end of the response; the connection stays usable
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
+
+
+def _pump(
+    watch: Watch, conn: http.client.HTTPSConnection, response: http.client.HTTPResponse
+) -> None:
+    """Upstream bytes into the watch's inbox; the only thread that touches the response, so
+    it alone closes it."""
+    try:
+        while data := response.read1(65536):
+            watch.inbox.put(("data", data))
+    except (OSError, ValueError, http.client.HTTPException):
+        pass  # the API server went away, or the handler shut the socket
+    finally:
+        response.close()
+        conn.close()
+        watch.inbox.put(("end", b""))
 
 
 def is_watch(target: str) -> bool:
