@@ -8,6 +8,9 @@ UV_VERSION ?= 0.9.5
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := $(UV) run --frozen
 STACK := python3 stack/localstack.py
+# The tests that need no servers: every test whose fixtures reach the stack is marked `stack`
+# at collection (tests/conftest.py), and the kind end-to-end test needs a kind cluster.
+SERVERLESS := -m "not stack and not kind"
 export MSTC_STACK_DIR ?= /tmp/mstc-stack
 
 IMAGE_TAG ?= dev
@@ -16,7 +19,7 @@ JOB_IMAGE ?= mstc-example-job:$(IMAGE_TAG)
 KIND_CLUSTER ?= mstc
 CHART := charts/mstc-cloud-worker
 
-.PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint format test \
+.PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint check format test \
 	test-unit test-deploy chart-lint images kind-up kind-down test-kind demo bench clean
 
 help: ## list the targets
@@ -54,20 +57,26 @@ run: install stack-up ## set up everything, then run the worker on the local sta
 	    --from-literal=rootPassword="$$MINIO_ROOT_PASSWORD" --dry-run=client -o yaml | kubectl apply -f - && \
 	  MSTC_NAMESPACE=mstc-dev MSTC_HTTP_HOST=127.0.0.1 $(UV) run --frozen mstc-worker
 
-lint: install ## ruff (lint and format check) and mypy
+lint: install ## ruff (lint and format check), mypy and the import contracts (pyproject.toml)
 	$(PY) ruff check .
 	$(PY) ruff format --check .
 	$(PY) mypy
+	$(PY) lint-imports --no-logo --no-cache
+
+check: lint test-unit ## the fast inner loop, no servers: lint, then every server-less test
 
 format: install ## apply ruff's fixes and formatting
 	$(PY) ruff check --fix .
 	$(PY) ruff format .
 
-test-unit: install ## only the tests that need no servers
-	$(PY) pytest tests/unit
+test-unit: install ## every test that needs no servers (worker and client)
+	$(PY) pytest $(SERVERLESS)
 
-test: install stack-deps stack-build lint ## THE test command: lint, then the whole suite on a real local stack
-	$(PY) pytest
+test: install stack-deps stack-build lint ## THE test command: lint, then the whole suite on a real local stack, with coverage
+	$(PY) coverage erase
+	$(PY) coverage run -m pytest
+	$(PY) coverage combine --quiet
+	$(PY) coverage report
 
 test-deploy: install stack-deps stack-build ## chart, RBAC and example-job tests on the local stack
 	$(PY) pytest tests/deploy
@@ -96,7 +105,7 @@ test-kind: install ## end to end on kind: images, cluster, chart, the example jo
 	MSTC_TEST_CLUSTER=kind $(PY) pytest tests/e2e
 
 clean: stack-down ## remove the virtualenv and caches of this checkout (not the built binaries)
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
 
 bench: install stack-deps stack-build ## the benchmark (not part of `make test`): bench/results/
 	$(UV) sync --frozen --group bench

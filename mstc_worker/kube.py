@@ -47,7 +47,7 @@ from mstc_worker.kube_views import (
     pod_view,
 )
 from mstc_worker.kube_watch import JobWatcher, WatchStream
-from mstc_worker.manifest import FINALIZER, LABEL_CREATED_BY
+from mstc_worker.names import CREATED_BY, FINALIZER, LABEL_CREATED_BY
 from mstc_worker.settings import Settings
 
 __all__ = [
@@ -72,7 +72,7 @@ __all__ = [
 T = TypeVar("T")
 
 # Only the worker's own Jobs and their pods (the manifest labels the pod template too).
-SELECTOR = f"{LABEL_CREATED_BY}=mstc-cloud-worker"
+SELECTOR = f"{LABEL_CREATED_BY}={CREATED_BY}"
 # (connect, read) seconds for one ordinary call; watches get their own read timeout.
 _TIMEOUT = (5.0, 30.0)
 _JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from mstc_worker.errors import TransientError
-from mstc_worker.manifest import CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION
+from mstc_worker.names import CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION
 
 __all__ = [
     "CLAIMED_AT_ANNOTATION",

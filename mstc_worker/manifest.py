@@ -10,6 +10,9 @@ Naming: the Java worker used ``<jobName>-<uuid4>``, which Kubernetes refused for
 jobNames with capitals, underscores or too many characters, and which changed on
 every delivery. Here the shape stays, but the jobName is sanitised to DNS-1123
 and the uuid is derived from the request id.
+
+The label, annotation and finalizer names come from `names`, which the Kubernetes adapter
+reads too; they are re-exported here for the callers that use them with the request data.
 """
 
 from __future__ import annotations
@@ -19,12 +22,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from mstc_worker.kube_syntax import DNS1123_LABEL_MAX, sanitise_dns1123_label
+from mstc_worker.names import (
+    CLAIMED_AT_ANNOTATION,
+    CLAIMED_BY_ANNOTATION,
+    CORRELATION_ID_ANNOTATION,
+    CREATED_BY,
+    FINALIZER,
+    LABEL_CREATED_BY,
+    LABEL_INSTANCE,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    MINIO_SECRET_PASSWORD_KEY,
+    MINIO_SECRET_USER_KEY,
+    OUTPUT_BUCKET_ANNOTATION,
+    PART_OF,
+    PREFIX_ANNOTATION,
+    PROGRESS_ANNOTATION,
+    REPLY_ANNOTATIONS,
+    REPLY_TO_ANNOTATION,
+    REQUEST_ID_ANNOTATION,
+)
 from mstc_worker.protocol import Request
 from mstc_worker.settings import Settings
 
+# The names of `mstc_worker.names` are re-exported: callers that build or read a Job's
+# request data use them as ``manifest.<NAME>``.
 __all__ = [
     "CLAIMED_AT_ANNOTATION",
     "CLAIMED_BY_ANNOTATION",
+    "CORRELATION_ID_ANNOTATION",
     "FINALIZER",
     "JOB_NAME_NAMESPACE",
     "LABEL_CREATED_BY",
@@ -33,8 +59,11 @@ __all__ = [
     "LABEL_PART_OF",
     "MINIO_SECRET_PASSWORD_KEY",
     "MINIO_SECRET_USER_KEY",
+    "OUTPUT_BUCKET_ANNOTATION",
+    "PREFIX_ANNOTATION",
     "PROGRESS_ANNOTATION",
     "REPLY_ANNOTATIONS",
+    "REPLY_TO_ANNOTATION",
     "REQUEST_ID_ANNOTATION",
     "ReplyRoute",
     "build_job",
@@ -50,37 +79,6 @@ JOB_NAME_NAMESPACE = uuid.UUID("8b6ca883-d308-4700-ba70-8557070c61ba")
 _UUID_CHARS = 36
 # The base keeps the full uuid within a 63-character name: 63 - 1 - 36 = 26.
 _BASE_MAX = DNS1123_LABEL_MAX - 1 - _UUID_CHARS
-
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_CREATED_BY = "app.kubernetes.io/created-by"
-# Where a restarted worker finds the request a Job belongs to.
-REQUEST_ID_ANNOTATION = "mstc.io/request-id"
-# The Job is the durable record of a request once it exists: where its reply goes and where
-# its log is stored live on it, so any worker (a restarted one, another replica) can finish
-# the request. The finalizer keeps a finished Job, past its TTL, until its reply is sent.
-FINALIZER = "mstc.io/reply-pending"
-REPLY_TO_ANNOTATION = "mstc.io/reply-to"
-CORRELATION_ID_ANNOTATION = "mstc.io/correlation-id"
-OUTPUT_BUCKET_ANNOTATION = "mstc.io/output-bucket"
-PREFIX_ANNOTATION = "mstc.io/prefix"
-# Who is finishing the Job (a worker's holder id) and since when. Every Job starts with an
-# empty holder, so that claiming is a test-and-set on this one annotation (see kube.claim).
-CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
-CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
-# Present ("true") only on Jobs whose client asked for progress messages.
-PROGRESS_ANNOTATION = "mstc.io/progress"
-REPLY_ANNOTATIONS = (
-    REQUEST_ID_ANNOTATION,
-    REPLY_TO_ANNOTATION,
-    CORRELATION_ID_ANNOTATION,
-    OUTPUT_BUCKET_ANNOTATION,
-    PREFIX_ANNOTATION,
-)
-# Key names inside the Secret, not credentials.
-MINIO_SECRET_USER_KEY = "rootUser"  # noqa: S105
-MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -121,8 +119,8 @@ def job_labels(request: Request, unique_name: str) -> dict[str, str]:
         **request.labels,
         LABEL_NAME: sanitise_job_name(request.job_name),
         LABEL_INSTANCE: unique_name,
-        LABEL_PART_OF: "MSTC",
-        LABEL_CREATED_BY: "mstc-cloud-worker",
+        LABEL_PART_OF: PART_OF,
+        LABEL_CREATED_BY: CREATED_BY,
     }
 
 

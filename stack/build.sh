@@ -36,9 +36,13 @@ build_kubernetes() {
   cd "$work"
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
   # paths; outside its tree, the published v0.<minor>.<patch> of each is the same code.
-  local mods args=()
-  mods=$(curl -fsSL "https://proxy.golang.org/k8s.io/kubernetes/@v/$v.mod" \
-    | awk '/=> \.\/staging\/src\// {print $1}')
+  # The Go toolchain fetches that go.mod, so the build follows GOPROXY/GONOSUMDB like every
+  # other step; `-json` names the downloaded file (GoMod).
+  local gomod mods args=()
+  gomod=$(go mod download -json "k8s.io/kubernetes@$v" \
+    | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+  [[ -f "$gomod" ]] || { log "kubernetes $v: go mod download named no go.mod"; return 1; }
+  mods=$(awk '/=> \.\/staging\/src\// {print $1}' "$gomod")
   for m in $mods; do args+=(-replace "$m=$m@$staging"); done
   go mod edit "${args[@]}"
   go get "k8s.io/kubernetes@$v" >/dev/null

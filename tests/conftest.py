@@ -7,6 +7,10 @@
   one and stops it at the end, so ``make test`` leaves nothing behind.
 - ``kind``: a kind cluster plus RabbitMQ and MinIO from testcontainers (stack/kindstack.py),
   for laptops with Docker. Skipped, with the missing tool named, where it cannot run.
+
+Every test that reaches the `stack` fixture, however indirectly, is marked ``stack`` at
+collection, so ``pytest -m "not stack"`` (``make test-unit``, ``make check``) is exactly the set
+of tests that need no servers, whichever directory they live in.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.support.stack import StackInfo, kind_stack, local_stack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose fixture closure includes `stack`: they need the servers."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,67 @@
+"""The names the worker writes on Kubernetes objects and reads back: labels, annotations, finalizer.
+
+These strings are the contract between the Job the manifest builds and the adapter that finds,
+claims and releases it later (possibly in another worker process or replica), and between the
+chart's Secret and the Job's env. They live here, in a module that imports nothing, so that
+both `manifest` and the Kubernetes adapter (`kube`, `kube_views`) use one spelling without
+the adapter depending on the request model or the settings. Changing any value breaks Jobs
+already running when a new worker takes them over.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLAIMED_AT_ANNOTATION",
+    "CLAIMED_BY_ANNOTATION",
+    "CORRELATION_ID_ANNOTATION",
+    "CREATED_BY",
+    "FINALIZER",
+    "LABEL_CREATED_BY",
+    "LABEL_INSTANCE",
+    "LABEL_NAME",
+    "LABEL_PART_OF",
+    "MINIO_SECRET_PASSWORD_KEY",
+    "MINIO_SECRET_USER_KEY",
+    "OUTPUT_BUCKET_ANNOTATION",
+    "PART_OF",
+    "PREFIX_ANNOTATION",
+    "PROGRESS_ANNOTATION",
+    "REPLY_ANNOTATIONS",
+    "REPLY_TO_ANNOTATION",
+    "REQUEST_ID_ANNOTATION",
+]
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_CREATED_BY = "app.kubernetes.io/created-by"
+# The values of the last two labels; the adapter selects the worker's own Jobs and pods by
+# LABEL_CREATED_BY=CREATED_BY.
+PART_OF = "MSTC"
+CREATED_BY = "mstc-cloud-worker"
+# Where a restarted worker finds the request a Job belongs to.
+REQUEST_ID_ANNOTATION = "mstc.io/request-id"
+# The Job is the durable record of a request once it exists: where its reply goes and where
+# its log is stored live on it, so any worker (a restarted one, another replica) can finish
+# the request. The finalizer keeps a finished Job, past its TTL, until its reply is sent.
+FINALIZER = "mstc.io/reply-pending"
+REPLY_TO_ANNOTATION = "mstc.io/reply-to"
+CORRELATION_ID_ANNOTATION = "mstc.io/correlation-id"
+OUTPUT_BUCKET_ANNOTATION = "mstc.io/output-bucket"
+PREFIX_ANNOTATION = "mstc.io/prefix"
+# Who is finishing the Job (a worker's holder id) and since when. Every Job starts with an
+# empty holder, so that claiming is a test-and-set on this one annotation (see kube.claim).
+CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
+CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
+# Present ("true") only on Jobs whose client asked for progress messages.
+PROGRESS_ANNOTATION = "mstc.io/progress"
+REPLY_ANNOTATIONS = (
+    REQUEST_ID_ANNOTATION,
+    REPLY_TO_ANNOTATION,
+    CORRELATION_ID_ANNOTATION,
+    OUTPUT_BUCKET_ANNOTATION,
+    PREFIX_ANNOTATION,
+)
+# Key names inside the Secret the chart creates, not credentials.
+MINIO_SECRET_USER_KEY = "rootUser"  # noqa: S105
+MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
