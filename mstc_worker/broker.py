@@ -29,7 +29,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from mstc_worker.ports import BrokerUnavailable, Delivery, DeliveryHandler
+from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler
 from mstc_worker.settings import Settings
 
 __all__ = [

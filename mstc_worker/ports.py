@@ -2,18 +2,19 @@
 
 Owns the shapes the service depends on, so that it can be given the real adapters
 (`broker.Broker`, `pool.WorkerPool`, `http.HttpServer`, wired up in `__main__`) or in-memory
-ones that a unit test drives step by step. Nothing here imports a third-party library: a
-`Delivery` is a consumed message already detached from pika's types.
+ones that a unit test drives step by step. Nothing here imports a third-party library; what a
+consumed message is lives lower down, in `delivery`, so the broker adapter needs nothing of
+the service's messages.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mstc_worker.errors import TransientError
+from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler
 from mstc_worker.messages import PoolMessage, ServiceToWorker
 
 __all__ = [
@@ -26,27 +27,6 @@ __all__ = [
     "HttpPort",
     "PoolPort",
 ]
-
-
-class BrokerUnavailable(TransientError):
-    """RabbitMQ could not be reached, or dropped the connection or channel."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One consumed message, detached from pika's types."""
-
-    tag: int
-    generation: int  # which connection it came on; its tag means nothing on another
-    body: bytes
-    reply_to: str | None
-    correlation_id: str | None
-    message_id: str | None
-    redelivered: bool
-    headers: Mapping[str, Any] = field(default_factory=dict)
-
-
-DeliveryHandler = Callable[[Delivery], None]
 
 
 class BrokerPort(Protocol):

@@ -46,13 +46,18 @@ def mstc_client(client_env: dict[str, str]) -> Iterator[Client]:
         yield client
 
 
+def _coverage_env() -> dict[str, str]:
+    """What `make test`'s coverage needs to follow into the command; nothing a user sets."""
+    return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}
+
+
 def run_mstc(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `mstc` console script, as a user would."""
     return subprocess.run(
         [str(MSTC), *args],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_coverage_env(), **env},
         cwd=cwd,
         capture_output=True,
         text=True,
