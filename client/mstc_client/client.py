@@ -154,13 +154,14 @@ class Client:
 
     def run(
         self,
-        request: RunRequest | str,
+        request: RunRequest | str | None = None,
         /,
         job_name: str | None = None,
         inputs: Sequence[str | Path] = (),
         output_dir: str | Path | None = None,
         *,
         progress: Callable[[Progress | Waiting], None] | None = None,
+        image: str | None = None,
         **options: Unpack[RunOptions],
     ) -> Result:
         """Run a `RunRequest` (or one made of these arguments, see its fields) to the end.
@@ -169,6 +170,12 @@ class Client:
         the client, the broker or storage are raised. `progress` hears about transfers
         (`Progress`) and, about once a second, the wait (`Waiting`).
         """
+        if image is not None:  # `run(image=..., job_name=...)`: the keyword form still runs
+            if request is not None:
+                raise TypeError("Client.run got the image twice.")
+            request = image
+        if request is None:
+            raise TypeError("Client.run needs a RunRequest or an image.")
         run = as_run_request(request, job_name, inputs, output_dir, options)
         started = time.monotonic()
         staged = self.upload_inputs(

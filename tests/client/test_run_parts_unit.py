@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mstc_client import InputError, Reply, Resources, RunRequest, Status, Waiting, WaitTimeout
+from mstc_client.client import Client
 from mstc_client.handle import JobHandle
 from mstc_client.run_request import RunOptions, as_run_request, timeout_minutes_of, wait_budget
 from mstc_client.storage import Progress, Uploaded
@@ -239,3 +240,25 @@ def test_a_request_files_timeout_sizes_the_wait_in_every_form_the_worker_reads(
 ) -> None:
     # `mstc send` sizes its wait from the file's timeOut; a Java-era "15" must not crash it.
     assert timeout_minutes_of(value) == minutes
+
+
+def test_client_run_still_takes_the_image_by_keyword() -> None:
+    # Before RunRequest, `run(image=..., job_name=...)` worked; callers of that form keep working.
+    # The call stops at the first upload, on a client whose storage is a stub that records it.
+    seen: list[Sequence[str | Path]] = []
+
+    class Stop(Exception):
+        pass
+
+    class Recorder:
+        def upload_inputs(self, inputs: Sequence[str | Path], **_: Any) -> None:
+            seen.append(inputs)
+            raise Stop
+
+    client = Client.__new__(Client)
+    client.upload_inputs = Recorder().upload_inputs  # type: ignore[method-assign,assignment]
+    with pytest.raises(Stop):
+        Client.run(client, image="x:1", job_name="j", inputs=["a"])  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="image twice"):
+        Client.run(client, "x:1", image="x:1", job_name="j")  # type: ignore[call-overload]
+    assert seen == [["a"]]
