@@ -104,11 +104,11 @@ bench: install stack-deps stack-build ## the benchmark (not part of `make test`)
 
 # --- The real node (MSTC_STACK_REAL_NODE=1): a kubelet on containerd beside KWOK's node. ------
 # Not part of `make test`: `make test-real-node` runs its tests. See README, "A real node".
-REALNODE_PKGS := containerd runc containernetworking-plugins iptables umoci debootstrap
+REALNODE_PKGS := containerd runc containernetworking-plugins iptables umoci debootstrap buildah socat
 .PHONY: realnode-deps realnode-build realnode-up test-real-node
 
 realnode-deps: ## Debian's containerd, runc, CNI plugins, umoci and debootstrap, when missing
-	@for t in containerd runc ctr umoci debootstrap /usr/lib/cni/bridge; do \
+	@for t in containerd runc ctr umoci debootstrap buildah socat /usr/lib/cni/bridge; do \
 	  command -v $$t >/dev/null || { missing=1; break; }; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo= ; [ "$$(id -u)" = 0 ] || sudo=sudo; \

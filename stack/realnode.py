@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,9 +31,10 @@ import localstack
 import realnode_files as files
 from localstack import Config, StackError
 
-KUBELET, CONTAINERD = "realnode-kubelet", "realnode-containerd"
-PARTS_IN_STOP_ORDER = [KUBELET, CONTAINERD]
-NEEDED_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "umoci", "debootstrap")
+KUBELET, CONTAINERD, S3_RELAY = "realnode-kubelet", "realnode-containerd", "realnode-s3-relay"
+PARTS_IN_STOP_ORDER = [KUBELET, S3_RELAY, CONTAINERD]
+NEEDED_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "umoci", "debootstrap",
+                "buildah", "socat")  # fmt: skip
 
 
 def enabled(env: dict[str, str] | None = None) -> bool:
@@ -45,9 +47,15 @@ def present(cfg: Config) -> bool:
 
 
 def apiserver_args(cfg: Config) -> list[str]:
-    """The API server reaches kubelets by InternalIP: the node's name resolves nowhere."""
+    """The API server reaches kubelets by InternalIP (the node's name resolves nowhere), and
+    admits a namespace's default node selector and tolerations (NAMESPACE_ANNOTATIONS)."""
     del cfg
-    return ["--kubelet-preferred-address-types=InternalIP,Hostname"] if enabled() else []
+    if not enabled():
+        return []
+    return [
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+    ]
 
 
 def _run(*argv: str, timeout: float = 120) -> str:
@@ -79,7 +87,8 @@ def _preflight(cfg: Config) -> Path:
 def _build_images() -> dict[str, Path]:
     """Each image's archive, built here or taken from the cache (see stack/images/build.sh)."""
     script = str(localstack.HERE / "images" / "build.sh")
-    return {role: Path(_run(script, role, timeout=1800).strip()) for role in ("pause", "base")}
+    roles = ("pause", "base", "job")
+    return {role: Path(_run(script, role, timeout=1800).strip()) for role in roles}
 
 
 def _ref(role: str, archive: Path) -> str:
@@ -122,6 +131,24 @@ def _containerd(cfg: Config, lay: files.Layout, pause_ref: str) -> None:
     conf.write_text(files.containerd_config(lay, pause_ref))
     localstack.start(cfg, CONTAINERD, ["containerd", f"--config={conf}", "--log-level=warn"])
     localstack.wait_for("containerd", lambda: bool(ctr(lay, "version")), 30, cfg, CONTAINERD)
+
+
+def _s3_relay(cfg: Config, lay: files.Layout) -> None:
+    """MinIO listens on 127.0.0.1 only; pods reach it at the node's address, same port."""
+    port = cfg.ports["s3"]
+    argv = [
+        "socat",
+        f"TCP-LISTEN:{port},bind={lay.node_ip},fork,reuseaddr",
+        f"TCP:127.0.0.1:{port}",
+    ]
+    localstack.start(cfg, S3_RELAY, argv)
+    localstack.wait_for("S3 relay", lambda: _listening(lay.node_ip, port), 15, cfg, S3_RELAY)
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
 
 
 def _kubelet(cfg: Config, lay: files.Layout, kubelet: Path) -> None:
@@ -168,6 +195,7 @@ def up(cfg: Config) -> None:
     archives = _build_images()
     _containerd(cfg, lay, _ref("pause", archives["pause"]))
     _import_images(lay, archives)
+    _s3_relay(cfg, lay)
     _kubelet(cfg, lay, kubelet)
     print(f"real node {files.NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
 
@@ -175,7 +203,9 @@ def up(cfg: Config) -> None:
 def connection_env(cfg: Config) -> dict[str, str]:
     """What tests and users need to run pods on the real node."""
     lay = files.Layout(cfg)
-    env = {"MSTC_REAL_NODE": files.NODE_NAME, "MSTC_REAL_NODE_HOST_IP": lay.node_ip}
+    env = {"MSTC_REAL_NODE": files.NODE_NAME, "MSTC_REAL_NODE_HOST_IP": lay.node_ip,
+           # MinIO as pods on the node reach it (through the relay): give it to Jobs.
+           "MSTC_REAL_NODE_MINIO_HOST": lay.node_ip}  # fmt: skip
     if lay.images_file.exists():
         for role, ref in json.loads(lay.images_file.read_text()).items():
             env[f"MSTC_REAL_NODE_{role.upper()}_IMAGE"] = ref
@@ -198,12 +228,13 @@ def _kill_tasks(lay: files.Layout) -> None:
 
 def _our_pids(lay: files.Layout) -> set[int]:
     """Processes of this node: those whose command line names its state dir (containerd's
-    shims) and those in its cgroup root (the containers')."""
+    shims) or its relay's listening address, and those in its cgroup root (the containers')."""
     pids: set[int] = set()
-    marker = str(lay.root).encode()
+    markers = (str(lay.root).encode(), f"bind={lay.node_ip}".encode())
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
-            if marker in cmdline.read_bytes():
+            text = cmdline.read_bytes()
+            if any(marker in text for marker in markers):
                 pids.add(int(cmdline.parent.name))
     for top in lay.cgroup_dirs():
         for procs in top.rglob("cgroup.procs") if top.exists() else []:
@@ -289,6 +320,7 @@ def down(cfg: Config) -> None:
     which localstack's down removes with the rest)."""
     lay = files.Layout(cfg)
     localstack.stop(cfg, KUBELET)
+    localstack.stop(cfg, S3_RELAY)
     if localstack.is_running(cfg, CONTAINERD):
         _kill_tasks(lay)
     localstack.stop(cfg, CONTAINERD)

@@ -24,6 +24,15 @@ NODE_NAME = "mstc-real-node"
 # (the whole KWOK-based suite) cannot land on it.
 TAINT_KEY = "mstc.io/real-node"
 CGROUP_FS = Path("/sys/fs/cgroup")
+# A namespace with these annotations sends all its pods to the real node (the API server's
+# PodNodeSelector and PodTolerationRestriction admission plugins add selector and toleration):
+# how a worker's Jobs, which carry neither, run there.
+NAMESPACE_ANNOTATIONS = {
+    "scheduler.alpha.kubernetes.io/node-selector": f"{TAINT_KEY}=true",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"key": TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+    ),
+}
 
 
 @dataclass(frozen=True)

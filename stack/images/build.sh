@@ -3,13 +3,16 @@
 # `ctr images import` reads, cached by content under $MSTC_CACHE_DIR/images/:
 #   pause  the pod sandbox image: one static Go program (pause.go) that blocks
 #   base   a minimal Debian (debootstrap --variant=minbase) from Debian's archive
-# Usage: stack/images/build.sh pause|base   -> prints the archive's path on stdout.
+#   python the same with Debian's python3 (3.11) and pip: the python:3.11-slim of the Dockerfiles
+#   job    the example job (examples/job/Dockerfile), built by buildah on the python image
+# Usage: stack/images/build.sh pause|base|python|job   -> prints the archive's path on stdout.
 # Each archive's name carries a hash of what it is made from (its recipe below, the source,
 # the suite and mirror), so a change to any of them makes a new archive and an unchanged one is
 # reused; the image's tag is that hash, so the node never mixes two builds under one name.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
 cache="${MSTC_CACHE_DIR:-$HOME/.cache/mstc-stack}/images"
 suite="${MSTC_DEBIAN_SUITE:-bookworm}"
 mirror="${MSTC_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -43,27 +46,68 @@ build_pause() {
   pack pause "$tag" "$work/oci"
 }
 
-build_base() {
-  local tag out
-  tag=$(key <(declare -f build_base) <(printf '%s %s\n' "$suite" "$mirror"))
-  out="$cache/base-$tag.tar"
+# debian_image ROLE [PACKAGE...]: Debian's minbase plus the packages, as one layer.
+debian_image() {
+  local role="$1" include tag out rootfs
+  shift
+  include=$(IFS=,; echo "$*")
+  tag=$(key <(declare -f debian_image) <(printf '%s %s %s\n' "$suite" "$mirror" "$include"))
+  out="$cache/$role-$tag.tar"
   [[ -f "$out" ]] && { echo "$out"; return; }
-  log "base $tag: debootstrap $suite from $mirror"
+  log "$role $tag: debootstrap $suite from $mirror ${include:+with $include}"
   umoci init --layout "$work/oci"
   umoci new --image "$work/oci:$tag"
   umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+  rootfs="$work/bundle/rootfs"
   # Straight into the empty bundle's rootfs, so repack takes the whole tree as one layer.
-  debootstrap --variant=minbase "$suite" "$work/bundle/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
-    || { tail -20 "$work/debootstrap.log" >&2; return 1; }
+  debootstrap --variant=minbase ${include:+--include="$include"} "$suite" "$rootfs" "$mirror" \
+    >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; return 1; }
   # What a container never needs from it: package caches, device nodes (the runtime makes /dev).
-  rm -rf "$work"/bundle/rootfs/var/cache/apt/archives/*.deb "$work"/bundle/rootfs/var/lib/apt/lists/* \
-    "$work"/bundle/rootfs/dev/* "$work"/bundle/rootfs/var/log/*
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/* \
+    "$rootfs"/var/log/*
+  # pip installs where it is told, as in the python images the project's Dockerfiles name.
+  rm -f "$rootfs"/usr/lib/python3*/EXTERNALLY-MANAGED
   umoci repack --image "$work/oci:$tag" "$work/bundle"
   umoci config --image "$work/oci:$tag" --config.cmd /bin/bash --os linux \
     --architecture "$(dpkg --print-architecture)" \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   umoci gc --layout "$work/oci"
-  pack base "$tag" "$work/oci"
+  pack "$role" "$tag" "$work/oci"
+}
+
+build_base() { debian_image base; }
+# Stands in for the python:3.11-slim images the Dockerfiles name (bookworm's python3 is 3.11).
+build_python() { debian_image python python3 python3-pip python-is-python3 ca-certificates; }
+
+# dockerfile_image ROLE TAG BASE_ARCHIVE CONTEXT: the project's own Dockerfile in CONTEXT, built
+# by buildah (no daemon) on BASE_ARCHIVE's image in place of its first FROM. buildah's storage
+# lives in the temporary dir, so nothing of it stays on the machine. RUN steps use the host's
+# network and, mounted for the step only, the host's CA bundle (the package index is reached
+# through this machine's TLS settings); neither ends up in the image.
+dockerfile_image() {
+  local role="$1" tag="$2" base="$3" context="$4" base_id
+  local b=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver vfs)
+  # buildah also keeps a blob cache in /var/lib/containers/cache (no flag moves it): removed
+  # afterwards when this build made it.
+  [[ -e /var/lib/containers ]] || trap 'rm -rf "$work" /var/lib/containers' EXIT
+  log "$role $tag: buildah build $context on $(basename "$base")"
+  base_id=$("${b[@]}" pull -q "oci-archive:$base")
+  "${b[@]}" build -q --isolation chroot --network host --from "$base_id" \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    -t "mstc.local/$role:$tag" "$context" >&2
+  "${b[@]}" push -q "mstc.local/$role:$tag" "oci-archive:$work/$role.tar:$tag" >&2
+  mkdir -p "$work/$role" && tar -C "$work/$role" -xf "$work/$role.tar"
+  pack "$role" "$tag" "$work/$role"
+}
+
+build_job() {
+  local python tag out
+  python=$(build_python)
+  tag=$(key <(declare -f build_job dockerfile_image) <(basename "$python") \
+    "$repo/examples/job/Dockerfile" "$repo/examples/job/requirements.txt" "$repo/examples/job/job.py")
+  out="$cache/job-$tag.tar"
+  [[ -f "$out" ]] && { echo "$out"; return; }
+  dockerfile_image job "$tag" "$python" "$repo/examples/job"
 }
 
 mkdir -p "$cache"
@@ -72,5 +116,7 @@ trap 'rm -rf "$work"' EXIT
 case "${1:-}" in
   pause) build_pause ;;
   base) build_base ;;
-  *) echo "usage: $0 pause|base" >&2; exit 2 ;;
+  python) build_python ;;
+  job) build_job ;;
+  *) echo "usage: $0 pause|base|python|job" >&2; exit 2 ;;
 esac

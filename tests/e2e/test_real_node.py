@@ -5,20 +5,28 @@ Selected with ``-m real_node`` and run only when the stack was started with
 a pod on the node runs a command in the locally built Debian image to Completed and the API
 server's log of it (kubectl logs, through the kubelet) is what the command printed; an image
 the node lacks fails fast with ErrImageNeverPull, since nothing is ever pulled; and only pods
-that tolerate the node's taint land on it.
+that tolerate the node's taint land on it; a worker request whose namespace is routed to the
+node runs the example job's image (built here from its Dockerfile) against the stack's MinIO.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
+from minio import Minio
 
+from realnode_files import NAMESPACE_ANNOTATIONS
 from tests.support.kube import watch_until
 from tests.support.realnode import real_node_pod, terminated, waiting_reason, why_not
+from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
+from tests.support.worker import AmqpClient, WorkerProcess
 
 pytestmark = [
     pytest.mark.real_node,
@@ -127,3 +135,63 @@ def test_a_pod_that_does_not_tolerate_the_taint_never_lands_on_the_real_node(
     assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [
         ("mstc.io/real-node", "true", "NoSchedule")
     ]
+
+
+def test_a_worker_request_runs_the_example_job_as_a_real_container(
+    stack: StackInfo, api_client: k8s.ApiClient, core: k8s.CoreV1Api, ns: str, tmp_path: Path
+) -> None:
+    """The worker (on the host) makes its Job in a namespace routed to the real node; the
+    example job's image, built here from examples/job/Dockerfile, reads the inputs from the
+    stack's MinIO and writes the sorted outputs; the worker stores its log and replies."""
+    core.patch_namespace(ns, {"metadata": {"annotations": NAMESPACE_ANNOTATIONS}})
+    user, password = stack.s3_keys
+    core.create_namespaced_secret(
+        ns,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="mstc-minio"),
+            string_data={"rootUser": user, "rootPassword": password},
+        ),
+    )
+    s3 = Minio(stack.s3_host, access_key=user, secret_key=password, secure=False)
+    source, target = f"in-{uuid.uuid4().hex[:10]}", f"out-{uuid.uuid4().hex[:10]}"
+    s3.make_bucket(source)
+    for name, data in {
+        "run-1-fruit.txt": b"pear\napple\nfig\n",
+        "run-1-n.txt": b"3\n1\n2\n",
+    }.items():
+        s3.put_object(source, name, io.BytesIO(data), len(data))
+
+    queue = f"mstc.queue.work.real-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(
+        stack,
+        {
+            "MSTC_NAMESPACE": ns,
+            "MSTC_WORK_QUEUE": queue,
+            "MSTC_RESULTS_QUEUE": f"{queue}.results",
+            # Jobs reach MinIO at the node's address; the worker keeps 127.0.0.1 (MSTC_S3_ENDPOINT).
+            "MINIO_SERVICE_HOST": stack.env["MSTC_REAL_NODE_MINIO_HOST"],
+        },
+        tmp_path,
+    )
+    client = AmqpClient(stack)
+    worker.start()
+    try:
+        request = {
+            "image": stack.env["MSTC_REAL_NODE_JOB_IMAGE"],
+            "jobName": "sort-files",
+            "inputBucket": source,
+            "outputBucket": target,
+            "prefix": "run-1",
+            "timeOut": 5,
+        }
+        reply = client.wait(client.send(request, queue=queue), timeout=300)
+    finally:
+        client.close()
+        worker.stop()
+
+    assert reply["status"] == "succeeded", (reply, worker.log_text)
+    assert read_object(s3, target, "run-1-fruit.txt.sorted") == b"apple\nfig\npear\n"
+    assert read_object(s3, target, "run-1-n.txt.sorted") == b"1\n2\n3\n"
+    log = read_object(s3, reply["logBucket"], reply["logObject"]).decode()
+    assert f"sorted {source}/run-1-fruit.txt (3 lines)" in log  # printed by job.py, not KWOK
+    assert log.rstrip().splitlines()[-1] == "SUCCESS"
