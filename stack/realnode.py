@@ -87,7 +87,7 @@ def _preflight(cfg: Config) -> Path:
 def _build_images() -> dict[str, Path]:
     """Each image's archive, built here or taken from the cache (see stack/images/build.sh)."""
     script = str(localstack.HERE / "images" / "build.sh")
-    roles = ("pause", "base", "job")
+    roles = ("pause", "base", "job", "worker")
     return {role: Path(_run(script, role, timeout=1800).strip()) for role in roles}
 
 

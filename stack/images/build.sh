@@ -83,21 +83,55 @@ build_python() { debian_image python python3 python3-pip python-is-python3 ca-ce
 # by buildah (no daemon) on BASE_ARCHIVE's image in place of its first FROM. buildah's storage
 # lives in the temporary dir, so nothing of it stays on the machine. RUN steps use the host's
 # network and, mounted for the step only, the host's CA bundle (the package index is reached
-# through this machine's TLS settings); neither ends up in the image.
+# through this machine's TLS settings) and a uv setting to use it; none ends up in the image.
 dockerfile_image() {
   local role="$1" tag="$2" base="$3" context="$4" base_id
-  local b=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver vfs)
+  # TMPDIR: where buildah keeps RUN --mount=type=cache dirs (the Dockerfile's uv cache).
+  local b=(env TMPDIR="$cache/buildah-tmp" buildah --root "$work/buildah" --runroot "$work/buildah-run"
+    --storage-driver vfs)
+  mkdir -p "$cache/buildah-tmp"
   # buildah also keeps a blob cache in /var/lib/containers/cache (no flag moves it): removed
   # afterwards when this build made it.
   [[ -e /var/lib/containers ]] || trap 'rm -rf "$work" /var/lib/containers' EXIT
   log "$role $tag: buildah build $context on $(basename "$base")"
   base_id=$("${b[@]}" pull -q "oci-archive:$base")
-  "${b[@]}" build -q --isolation chroot --network host --from "$base_id" \
+  printf 'native-tls = true\n' >"$work/uv.toml"  # uv then trusts that bundle, as pip does
+  [[ "$role" != worker ]] || uv_image
+  # The base replaces the first FROM, and is the PYTHON_IMAGE build argument where there is one.
+  "${b[@]}" build -q --isolation chroot --network host --pull=never --from "$base_id" \
+    --build-arg "PYTHON_IMAGE=$base_id" \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    -v "$work/uv.toml:/etc/uv/uv.toml:ro" \
     -t "mstc.local/$role:$tag" "$context" >&2
   "${b[@]}" push -q "mstc.local/$role:$tag" "oci-archive:$work/$role.tar:$tag" >&2
   mkdir -p "$work/$role" && tar -C "$work/$role" -xf "$work/$role.tar"
   pack "$role" "$tag" "$work/$role"
+}
+
+# The uv image the worker's Dockerfile copies /uv from, made here from uv's wheel on PyPI (same
+# version), under the name the Dockerfile gives, in the build's own storage: nothing is pulled.
+uv_image() {
+  local ref version container
+  ref=$(sed -n 's|^COPY --from=\(ghcr.io/astral-sh/uv:[^ ]*\) .*|\1|p' "$repo/Dockerfile")
+  version="${ref##*:}"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform "manylinux_2_17_$(uname -m)" -d "$work/uv" "uv==$version" >&2
+  python3 -m zipfile -e "$work"/uv/uv-*.whl "$work/uv/wheel"
+  chmod +x "$work/uv/wheel/uv-$version.data/scripts/uv"  # zipfile keeps no modes
+  container=$("${b[@]}" from -q scratch)
+  "${b[@]}" copy -q "$container" "$work/uv/wheel/uv-$version.data/scripts/uv" /uv >/dev/null
+  "${b[@]}" commit -q "$container" "$ref" >/dev/null
+}
+
+build_worker() {
+  local python tag out
+  python=$(build_python)
+  tag=$(key <(declare -f build_worker dockerfile_image uv_image) <(basename "$python") \
+    "$repo/Dockerfile" "$repo/pyproject.toml" "$repo/uv.lock" "$repo/client/pyproject.toml" \
+    "$repo/README.md" <(cd "$repo" && find mstc_worker -type f -name '*.py' | sort | xargs cat))
+  out="$cache/worker-$tag.tar"
+  [[ -f "$out" ]] && { echo "$out"; return; }
+  dockerfile_image worker "$tag" "$python" "$repo"
 }
 
 build_job() {
@@ -118,5 +152,6 @@ case "${1:-}" in
   base) build_base ;;
   python) build_python ;;
   job) build_job ;;
-  *) echo "usage: $0 pause|base|python|job" >&2; exit 2 ;;
+  worker) build_worker ;;
+  *) echo "usage: $0 pause|base|python|job|worker" >&2; exit 2 ;;
 esac

@@ -195,3 +195,21 @@ def test_a_worker_request_runs_the_example_job_as_a_real_container(
     log = read_object(s3, reply["logBucket"], reply["logObject"]).decode()
     assert f"sorted {source}/run-1-fruit.txt (3 lines)" in log  # printed by job.py, not KWOK
     assert log.rstrip().splitlines()[-1] == "SUCCESS"
+
+
+def test_the_worker_image_built_here_from_the_dockerfile_runs_its_entrypoint(
+    stack: StackInfo, core: k8s.CoreV1Api, ns: str
+) -> None:
+    # No settings given: the worker's own entrypoint, from the image's virtualenv, as user
+    # 10001, refuses to start and says why (exit code 2).
+    pod = real_node_pod(stack.env["MSTC_REAL_NODE_WORKER_IMAGE"], [])
+    pod.spec.containers[0].command = None
+    core.create_namespaced_pod(ns, pod)
+    done = wait_pod(
+        core, ns, pod.metadata.name, lambda p: p.status.phase in ("Succeeded", "Failed")
+    )
+    state = terminated(done)
+    assert state is not None
+    assert state.exit_code == 2
+    logs = stack.run(stack.env["KUBECTL_BIN"], "logs", "-n", ns, pod.metadata.name).stdout
+    assert logs.startswith("mstc-worker: bad configuration:"), logs
