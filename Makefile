@@ -117,8 +117,7 @@ realnode-deps: ## Debian's containerd, runc, CNI plugins, umoci and debootstrap,
 
 realnode-build: ## kubelet and kube-proxy (cached by version) and the node's images (by content)
 	MSTC_STACK_REAL_NODE=1 stack/build.sh
-	stack/images/build.sh pause
-	stack/images/build.sh base
+	for image in pause base python job worker; do stack/images/build.sh $$image || exit 1; done
 
 realnode-up: stack-deps realnode-deps realnode-build ## the local stack with a real node beside KWOK's
 	MSTC_STACK_REAL_NODE=1 $(STACK) up

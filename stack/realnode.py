@@ -7,7 +7,10 @@ network namespace, bridge, iptables rule or cgroup of it is left on the machine.
 
 Pods land on it only when they ask: the node is registered with the taint
 ``mstc.io/real-node=true:NoSchedule`` and the label ``mstc.io/real-node=true``, so a pod
-needs that toleration and that nodeSelector; everything else keeps going to KWOK's node.
+needs that toleration and that nodeSelector; everything else keeps going to KWOK's node. A
+namespace annotated with ``realnode_files.NAMESPACE_ANNOTATIONS`` gets both for all its pods
+(admission plugins this mode turns on): that is how a worker's Jobs run there. Pods reach the
+stack's MinIO (127.0.0.1 only) at the node's address, through a relay (socat) on the same port.
 Images are never pulled: ``stack/images/build.sh`` builds them here and ``up`` imports them.
 
 ``down`` does not rely on the kubelet or containerd ending cleanly: after stopping them it

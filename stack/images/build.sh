@@ -109,18 +109,23 @@ dockerfile_image() {
 }
 
 # The uv image the worker's Dockerfile copies /uv from, made here from uv's wheel on PyPI (same
-# version), under the name the Dockerfile gives, in the build's own storage: nothing is pulled.
+# version, fetched by the python image's pip), under the name the Dockerfile gives, in the
+# build's own storage: nothing is pulled from a registry.
 uv_image() {
-  local ref version container
+  local ref version
   ref=$(sed -n 's|^COPY --from=\(ghcr.io/astral-sh/uv:[^ ]*\) .*|\1|p' "$repo/Dockerfile")
   version="${ref##*:}"
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
-    --platform "manylinux_2_17_$(uname -m)" -d "$work/uv" "uv==$version" >&2
-  python3 -m zipfile -e "$work"/uv/uv-*.whl "$work/uv/wheel"
-  chmod +x "$work/uv/wheel/uv-$version.data/scripts/uv"  # zipfile keeps no modes
-  container=$("${b[@]}" from -q scratch)
-  "${b[@]}" copy -q "$container" "$work/uv/wheel/uv-$version.data/scripts/uv" /uv >/dev/null
-  "${b[@]}" commit -q "$container" "$ref" >/dev/null
+  mkdir -p "$work/uv"
+  cat >"$work/uv/Containerfile" <<EOF_UV
+FROM $base_id AS wheel
+RUN pip download --quiet --no-deps --only-binary=:all: -d /w "uv==$version" \\
+ && python -m zipfile -e /w/uv-*.whl /w/x && install -m 0755 /w/x/uv-$version.data/scripts/uv /uv
+FROM scratch
+COPY --from=wheel /uv /uv
+EOF_UV
+  "${b[@]}" build -q --isolation chroot --network host --pull=never \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+    -t "$ref" -f "$work/uv/Containerfile" "$work/uv" >&2
 }
 
 build_worker() {
