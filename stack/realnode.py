@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import localstack
 import realnode_files as files
+import realnode_sweep as sweep
 from localstack import Config, StackError
 
 KUBELET, CONTAINERD, S3_RELAY = "realnode-kubelet", "realnode-containerd", "realnode-s3-relay"
@@ -229,95 +229,6 @@ def _kill_tasks(lay: files.Layout) -> None:
                 ctr(lay, "tasks", "delete", "--force", task)
 
 
-def _our_pids(lay: files.Layout) -> set[int]:
-    """Processes of this node: those whose command line names its state dir (containerd's
-    shims) or its relay's listening address, and those in its cgroup root (the containers')."""
-    pids: set[int] = set()
-    markers = (str(lay.root).encode(), f"bind={lay.node_ip}".encode())
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            text = cmdline.read_bytes()
-            if any(marker in text for marker in markers):
-                pids.add(int(cmdline.parent.name))
-    for top in lay.cgroup_dirs():
-        for procs in top.rglob("cgroup.procs") if top.exists() else []:
-            with contextlib.suppress(OSError):
-                pids.update(int(p) for p in procs.read_text().split())
-    pids.discard(os.getpid())
-    return pids
-
-
-def _kill_leftovers(lay: files.Layout) -> None:
-    deadline = time.monotonic() + 15
-    while (pids := _our_pids(lay)) and time.monotonic() < deadline:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in pids:  # our own children (none expected) would otherwise stay zombies
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if pids := _our_pids(lay):
-        raise StackError(f"real node: processes {sorted(pids)} would not end")
-
-
-def our_mounts(lay: files.Layout) -> list[str]:
-    """Mount points under the node's state dir (rootfs overlays, shm, netns, pod volumes)."""
-    root = str(lay.root)
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")  # \040 for a space, ...
-        if point == root or point.startswith(root + "/"):
-            points.append(point)
-    return points
-
-
-def _unmount(lay: files.Layout) -> None:
-    for point in sorted(set(our_mounts(lay)), key=len, reverse=True):  # deepest first
-        out = subprocess.run(["umount", point], capture_output=True, check=False)
-        if out.returncode != 0:
-            subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
-    if left := our_mounts(lay):
-        raise StackError(f"real node: could not unmount {left}")
-
-
-def _remove_cgroups(lay: files.Layout) -> None:
-    for top in lay.cgroup_dirs():
-        if not top.exists():
-            continue
-        for dirpath, _dirs, _files in os.walk(top, topdown=False):  # children before parents
-            with contextlib.suppress(OSError):
-                Path(dirpath).rmdir()
-        if top.exists():
-            raise StackError(f"real node: cgroup {top} is still there (processes in it?)")
-
-
-def _remove_network(lay: files.Layout) -> None:
-    if Path(f"/sys/class/net/{lay.bridge}").exists():
-        _run("ip", "link", "delete", lay.bridge)
-    # libcni's cache of results, which containerd 1.6 keeps in the machine's default place:
-    # this network's, and the loopback's of the same sandboxes.
-    results = Path("/var/lib/cni/results")
-    for cached in results.glob(f"{lay.network}-*-eth0"):
-        sandbox = cached.name.removeprefix(f"{lay.network}-").removesuffix("-eth0")
-        (results / f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
-        cached.unlink(missing_ok=True)
-    for empty in (results, results.parent):  # made by the first pod, if nothing else is there
-        with contextlib.suppress(OSError):
-            empty.rmdir()
-    # containerd's shims and ctr keep these empty dirs (fixed paths) after their sockets go.
-    run_dir = Path("/run/containerd")
-    for path in (
-        run_dir / "s",
-        run_dir / "fifo",
-        run_dir / "runc/k8s.io",
-        run_dir / "runc",
-        run_dir,
-    ):
-        with contextlib.suppress(OSError):
-            path.rmdir()
-
-
 def down(cfg: Config) -> None:
     """Stop the real node and remove every trace of it from the machine (not its state dir,
     which localstack's down removes with the rest)."""
@@ -327,10 +238,10 @@ def down(cfg: Config) -> None:
     if localstack.is_running(cfg, CONTAINERD):
         _kill_tasks(lay)
     localstack.stop(cfg, CONTAINERD)
-    _kill_leftovers(lay)
-    _unmount(lay)
-    _remove_network(lay)
-    _remove_cgroups(lay)
+    sweep.kill_leftovers(lay)
+    sweep.unmount(lay)
+    sweep.remove_network(lay)
+    sweep.remove_cgroups(lay)
 
 
 def status(cfg: Config) -> dict[str, bool]:

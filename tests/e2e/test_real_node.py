@@ -6,7 +6,8 @@ a pod on the node runs a command in the locally built Debian image to Completed 
 server's log of it (kubectl logs, through the kubelet) is what the command printed; an image
 the node lacks fails fast with ErrImageNeverPull, since nothing is ever pulled; and only pods
 that tolerate the node's taint land on it; a worker request whose namespace is routed to the
-node runs the example job's image (built here from its Dockerfile) against the stack's MinIO.
+node runs the example job's image (built here from its Dockerfile) against the stack's MinIO;
+and the node's down leaves nothing of it on the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import pytest
 from kubernetes import client as k8s
 from minio import Minio
 
+import localstack
+import realnode
+import realnode_files
+import realnode_sweep
 from realnode_files import NAMESPACE_ANNOTATIONS
 from tests.support.kube import watch_until
 from tests.support.realnode import real_node_pod, terminated, waiting_reason, why_not
@@ -213,3 +218,32 @@ def test_the_worker_image_built_here_from_the_dockerfile_runs_its_entrypoint(
     assert state.exit_code == 2
     logs = stack.run(stack.env["KUBECTL_BIN"], "logs", "-n", ns, pod.metadata.name).stdout
     assert logs.startswith("mstc-worker: bad configuration:"), logs
+
+
+def test_the_node_going_down_leaves_no_process_mount_bridge_or_cgroup_behind(
+    stack: StackInfo, core: k8s.CoreV1Api, ns: str
+) -> None:
+    """realnode.down with a container running (a shim, its processes, a network namespace, a
+    memory volume, a cgroup); the node is brought up again for whatever runs next."""
+    cfg = localstack.Config.from_env()  # the settings the session's stack was started with
+    lay = realnode_files.Layout(cfg)
+    pod = real_node_pod(stack.env["MSTC_REAL_NODE_BASE_IMAGE"], ["sleep", "infinity"])
+    pod.spec.volumes = [
+        k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory"))
+    ]
+    pod.spec.containers[0].volume_mounts = [
+        k8s.V1VolumeMount(name="scratch", mount_path="/scratch")
+    ]
+    core.create_namespaced_pod(ns, pod)
+    wait_pod(core, ns, pod.metadata.name, lambda p: p.status.phase == "Running")
+    assert realnode_sweep.our_mounts(lay)
+    assert realnode_sweep.our_pids(lay)
+
+    realnode.down(cfg)
+    try:
+        assert realnode_sweep.our_mounts(lay) == []
+        assert realnode_sweep.our_pids(lay) == set()
+        assert not Path(f"/sys/class/net/{lay.bridge}").exists()
+        assert [d for d in lay.cgroup_dirs() if d.exists()] == []
+    finally:
+        realnode.up(cfg)
