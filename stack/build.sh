@@ -100,3 +100,4 @@ for p in "${parts[@]}"; do
   ( "build_$p" )
   log "$p ready in $((SECONDS - start)) s"
 done
+[[ "${MSTC_STACK_REAL_NODE:-}" != 1 ]] || "$here/realnode_build.sh"  # the real node (stack/realnode.py)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -553,6 +554,7 @@ def up_apiserver(cfg: Config) -> None:
         # but a test stack has no use for it.
         f"--profiling={'true' if os.environ.get('MSTC_STACK_PROFILING') else 'false'}",
         "--v=0",
+        *real_node().apiserver_args(cfg),
     ]
     start(cfg, "kube-apiserver", argv)
     wait_for("kube-apiserver", lambda: api_ready(cfg), 120, cfg, "kube-apiserver")
@@ -675,6 +677,16 @@ def up_kubernetes(cfg: Config) -> None:
 
 # --- the whole stack ------------------------------------------------------------------------
 
+
+def real_node() -> ModuleType:
+    """The optional real node (stack/realnode.py), imported when used because it imports this
+    module; run as a script, this module is registered under its own name first."""
+    sys.modules.setdefault("localstack", sys.modules[__name__])
+    import realnode  # noqa: PLC0415
+
+    return realnode
+
+
 PARTS_IN_STOP_ORDER = [
     "kwok",
     "kube-scheduler",
@@ -716,6 +728,7 @@ def connection_env(cfg: Config) -> dict[str, str]:
         # For TLS tests: RabbitMQ's TLS listener and the CA that signed its certificate.
         "MSTC_STACK_AMQPS_URL": f"amqps://{AMQP_USER}:{AMQP_PASS}@127.0.0.1:{p['amqps']}/%2F",
         "MSTC_STACK_CA_FILE": str(cfg.pki / "ca.crt"),
+        **(real_node().connection_env(cfg) if real_node().present(cfg) else {}),
     }
 
 
@@ -740,19 +753,30 @@ def up(cfg: Config) -> None:
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise StackError("\n".join(str(e) for e in errors))
+    if real_node().enabled():
+        real_node().up(cfg)
     write_env_file(cfg)
     print(f"stack up in {time.monotonic() - started:.1f} s; settings: source {cfg.env_file}")
 
 
 def down(cfg: Config, keep_state: bool = False) -> None:
+    failure = None
+    if real_node().enabled() or real_node().present(cfg):
+        try:
+            real_node().down(cfg)
+        except StackError as exc:  # stop the rest, but keep the state: mounts may be left in it
+            failure = exc
     for name in PARTS_IN_STOP_ORDER:
         stop(cfg, name)
+    if failure:
+        raise failure
     if not keep_state and cfg.state_dir.exists():
         shutil.rmtree(cfg.state_dir, ignore_errors=True)
 
 
 def status(cfg: Config) -> dict[str, bool]:
-    return {name: is_running(cfg, name) for name in reversed(PARTS_IN_STOP_ORDER)}
+    parts = {name: is_running(cfg, name) for name in reversed(PARTS_IN_STOP_ORDER)}
+    return {**parts, **(real_node().status(cfg) if real_node().present(cfg) else {})}
 
 
 def all_running(cfg: Config, names: Iterable[str] = PARTS_IN_STOP_ORDER) -> bool:
