@@ -152,6 +152,18 @@ class Settings(BaseSettings):
         "Seconds a finished Job is kept before Kubernetes deletes it.",
         ge=0,
     )
+    job_run_as_non_root: bool = _setting(
+        False,
+        "MSTC_JOB_RUN_AS_NON_ROOT",
+        "Refuse to start a Job's container as root (runAsNonRoot). Off by default: many job "
+        "images run as root, and they already run without privilege escalation, capabilities "
+        "or a service-account token.",
+    )
+    job_read_only_root: bool = _setting(
+        False,
+        "MSTC_JOB_READ_ONLY_ROOT",
+        "Mount a Job container's root filesystem read-only (readOnlyRootFilesystem).",
+    )
     heartbeat_seconds: int = _setting(
         30, "MSTC_HEARTBEAT_SECONDS", "AMQP heartbeat interval (seconds).", ge=1, le=3600
     )

@@ -341,3 +341,28 @@ def test_manifest_is_plain_json(settings: Settings, make_body: MakeBody) -> None
 )
 def test_log_object_name_as_java_era_clients_look_for_it(prefix: str | None, expected: str) -> None:
     assert log_object_name("jjjjj", prefix) == expected
+
+
+def test_job_pods_are_hardened_by_default_and_root_images_still_run(settings: Settings) -> None:
+    pod = _job(SEED_001_BODY, settings)["spec"]["template"]["spec"]
+    container = pod["containers"][0]["securityContext"]
+    assert pod["automountServiceAccountToken"] is False  # no API token for someone's image
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["privileged"] is False
+    # Images that run as root keep running: neither runAsNonRoot nor a read-only root.
+    assert "runAsNonRoot" not in pod["securityContext"]
+    assert container["readOnlyRootFilesystem"] is False
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    # MinIO's address is given explicitly, so nothing depended on the service links.
+    assert env["MINIO_SERVICE_HOST"]
+    assert env["MINIO_SERVICE_PORT"]
+
+
+def test_stricter_job_pods_are_a_setting(make_settings: MakeSettings) -> None:
+    settings = make_settings(MSTC_JOB_RUN_AS_NON_ROOT="true", MSTC_JOB_READ_ONLY_ROOT="true")
+    pod = _job(SEED_001_BODY, settings)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
