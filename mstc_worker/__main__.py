@@ -1,5 +1,9 @@
 """`mstc-worker` and `python -m mstc_worker`: settings, logging, then the service.
 
+`mstc-worker release [--timeout SECONDS]` instead lets go of every Job the worker holds in
+its namespace, answering what it still owes (see `release`); the chart's pre-delete hook runs
+it. Both read the same settings.
+
 Bad configuration ends the process at once with exit code 2 and one line per problem, naming
 the environment variable, before anything connects anywhere. This is also where the service
 gets its real broker, worker processes and HTTP port (`build_service`); unit tests give it
@@ -8,8 +12,10 @@ in-memory ones instead.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from collections.abc import Sequence
 
 from mstc_worker.broker import Broker
 from mstc_worker.errors import ConfigError
@@ -18,6 +24,7 @@ from mstc_worker.logs import configure_logging
 from mstc_worker.metrics import Metrics
 from mstc_worker.pool import WorkerPool
 from mstc_worker.ports import HttpEndpoints
+from mstc_worker.release import release_all
 from mstc_worker.service import Service
 from mstc_worker.settings import Settings, load_settings
 
@@ -26,13 +33,17 @@ __all__ = ["build_service", "main"]
 log = logging.getLogger("mstc_worker")
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = _parse(args) if args else None
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"mstc-worker: bad configuration:\n{exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings, process_name="main")
+    if command is not None:
+        return _release(settings, command.timeout)
     log.info(
         "mstc-worker starting: broker %s, namespace %s, up to %d jobs in flight",
         settings.amqp_url_for_logs,
@@ -40,6 +51,30 @@ def main() -> int:
         settings.concurrency,
     )
     return build_service(settings).run()
+
+
+def _parse(args: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mstc-worker", description="The MSTC cloud worker.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    release = commands.add_parser(
+        "release",
+        help="let go of every Job the worker holds (its finalizer), answering what is owed",
+    )
+    release.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for live workers' claims before letting go regardless (60)",
+    )
+    return parser.parse_args(args)
+
+
+def _release(settings: Settings, timeout_s: float) -> int:
+    log.info("mstc-worker release: namespace %s, up to %.0f s", settings.namespace, timeout_s)
+    left = release_all(settings, timeout_s=timeout_s)
+    if left:
+        log.error("%d Job(s) still hold the finalizer; run release again", left)
+    return 1 if left else 0
 
 
 def build_service(settings: Settings) -> Service:
