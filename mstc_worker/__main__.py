@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from mstc_worker.broker import Broker
-from mstc_worker.errors import ConfigError
+from mstc_worker.errors import ConfigError, PermanentError, TransientError
 from mstc_worker.http import HttpServer
 from mstc_worker.logs import configure_logging
 from mstc_worker.metrics import Metrics
@@ -71,7 +71,11 @@ def _parse(args: Sequence[str]) -> argparse.Namespace:
 
 def _release(settings: Settings, timeout_s: float) -> int:
     log.info("mstc-worker release: namespace %s, up to %.0f s", settings.namespace, timeout_s)
-    left = release_all(settings, timeout_s=timeout_s)
+    try:
+        left = release_all(settings, timeout_s=timeout_s)
+    except (TransientError, PermanentError) as exc:
+        log.error("mstc-worker release: the worker's Jobs could not be released: %s", exc)
+        return 1
     if left:
         log.error("%d Job(s) still hold the finalizer; run release again", left)
     return 1 if left else 0

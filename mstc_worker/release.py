@@ -79,6 +79,7 @@ class Releaser:
         self._publish = publish  # None: the broker is unreachable, nothing can be answered
         self._holder = f"release/{socket.gethostname()}/{os.getpid()}"
         self._outcomes = OutcomeBuilder(kube, storage, lambda _kind: None)
+        self._answered: set[str] = set()  # uids of the Jobs answered (or given up on) already
 
     def held(self) -> list[JobView]:
         return [job for job in self._kube.list_jobs()[0] if FINALIZER in job.finalizers]
@@ -87,7 +88,7 @@ class Releaser:
         """Release every held Job; after `timeout_s`, regardless of claims. Jobs left held."""
         deadline = time.monotonic() + timeout_s
         while True:
-            waiting = [job for job in self.held() if not self._release_one(job)]
+            waiting = [job for job in self.held() if not self._released(job)]
             if not waiting:
                 return 0
             if time.monotonic() >= deadline:
@@ -103,6 +104,13 @@ class Releaser:
             left += not self._let_go(job.name)
         return left
 
+    def _released(self, job: JobView) -> bool:
+        try:
+            return self._release_one(job)
+        except (TransientError, PermanentError) as exc:
+            log.warning("job %s: not released yet, trying again: %s", job.name, exc)
+            return False
+
     def _release_one(self, job: JobView) -> bool:
         """Claim, answer and let go of `job`; False while a live worker holds it."""
         claimed = self._kube.claim(
@@ -112,15 +120,16 @@ class Releaser:
             return self._kube.get_job(job.name) is None  # gone is done; else held elsewhere
         if FINALIZER not in claimed.finalizers:
             return True  # its worker replied and let go in the meantime
-        try:
-            reply = self._answer(claimed)
-        except (TransientError, PermanentError) as exc:
-            log.error("job %s: no reply could be built: %s", job.name, exc)
-            reply = None
-        if reply is not None:
-            self._send(claimed.name, reply)
-        self._let_go(claimed.name)
-        return True
+        if claimed.uid not in self._answered:  # answered once, even if letting go is retried
+            self._answered.add(claimed.uid)
+            try:
+                reply = self._answer(claimed)
+            except (TransientError, PermanentError) as exc:
+                log.error("job %s: no reply could be built: %s", job.name, exc)
+                reply = None
+            if reply is not None:
+                self._send(claimed.name, reply)
+        return self._let_go(claimed.name)
 
     def _answer(self, job: JobView) -> _Reply:
         if job.state in _ENDED:

@@ -7,18 +7,22 @@ exactly once, answer the running one `error` (its Job deleted), and let the name
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kube import job_condition, wait_gone, watch_until
+from tests.support.kube import job_condition, simulated_job, wait_gone, wait_job, watch_until
+from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request
@@ -133,3 +137,38 @@ def test_release_lets_go_even_when_the_broker_is_unreachable(
     client.barrier()
     assert ended not in client.replies
     assert running not in client.replies
+
+
+def test_release_leaves_a_live_workers_claim_alone_but_only_for_its_timeout(
+    stack: StackInfo, client: AmqpClient, api_client: k8s.ApiClient, namespace: str
+) -> None:
+    """A Job another worker is finishing is left to it, unanswered; after the timeout it is
+    let go all the same, so that nothing can hang on the finalizer."""
+    batch = k8s.BatchV1Api(api_client)
+    correlation_id = str(uuid.uuid4())
+    job = simulated_job(f"claimed-{uuid.uuid4().hex[:8]}", run_for="1s")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    job.metadata.labels = {"app.kubernetes.io/created-by": "mstc-cloud-worker"}
+    job.metadata.finalizers = [FINALIZER]
+    job.metadata.annotations = {
+        "mstc.io/claimed-by": "another-worker/1",  # fresh: stale only after 60 s
+        "mstc.io/claimed-at": now,
+        "mstc.io/reply-to": client.reply_queue,
+        CORRELATION: correlation_id,
+    }
+    name = batch.create_namespaced_job(namespace, job).metadata.name
+    wait_job(batch, namespace, name, "Complete")
+    env = {**os.environ, **stack.env, "MSTC_NAMESPACE": namespace}
+    started = time.monotonic()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mstc_worker", "release", "--timeout", "3"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 3 <= time.monotonic() - started < 30
+    assert held_jobs(api_client, namespace) == []
+    assert "still claimed by another-worker/1" in done.stdout + done.stderr
+    client.barrier()
+    assert correlation_id not in client.replies
