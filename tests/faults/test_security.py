@@ -135,6 +135,34 @@ def test_an_image_outside_the_allow_list_is_refused(
     fault.saw(f"rejected: {reply['error'][:100]}; no Job; registry.example.org image succeeded")
 
 
+def test_labels_and_annotations_outside_the_allow_list_are_refused(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = (
+        "requests with `app: minio` as a label or `sidecar.istio.io/inject` as an annotation "
+        "(the stack allows only mstc.test/ annotations)"
+    )
+    fault.expected = "rejected naming the key and the setting, no Job; mstc.test/ still works"
+    make_worker()
+    refused = {
+        "labels": ({"app": "minio"}, "MSTC_REQUEST_LABEL_PREFIXES"),
+        "annotations": ({"sidecar.istio.io/inject": "true"}, "MSTC_REQUEST_ANNOTATION_PREFIXES"),
+    }
+    errors = []
+    for field, (keys, setting) in refused.items():
+        reply = client.wait(client.send(request(bucket, **{field: keys}), queue=work_queue))
+        assert reply["status"] == "rejected", reply
+        (key,) = keys
+        assert f"key '{key}' in '{field}' is not allowed" in reply["error"]
+        assert setting in reply["error"]
+        errors.append(reply["error"][:70])
+    assert k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items == []
+    allowed = request(bucket, annotations={"mstc.test/run-for": "1s"})
+    assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
+    fault.saw(f"rejected: {'; '.join(errors)}; no Job; a mstc.test/ annotation ran")
+
+
 # --- Pod Security: what the worker's own token can and cannot run -----------------------------
 
 ENFORCE = "pod-security.kubernetes.io/enforce"
