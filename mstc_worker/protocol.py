@@ -111,8 +111,13 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
         resources=fields.resources(data),
         command=fields.string_list(data, "command"),
         args=fields.string_list(data, "args"),
-        annotations=fields.pod_annotations(data),
-        labels=fields.extra_labels(data),
+        annotations=fields.pod_annotations(
+            data,
+            fields.KeyAllowList(settings.annotation_prefixes, "MSTC_REQUEST_ANNOTATION_PREFIXES"),
+        ),
+        labels=fields.extra_labels(
+            data, fields.KeyAllowList(settings.label_prefixes, "MSTC_REQUEST_LABEL_PREFIXES")
+        ),
         backoff_limit=backoff or 0,
     )
 

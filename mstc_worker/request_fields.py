@@ -33,6 +33,7 @@ __all__ = [
     "RESERVED_ENV_NAMES",
     "RESERVED_ENV_PREFIX",
     "Buckets",
+    "KeyAllowList",
     "Resources",
     "buckets",
     "describe",
@@ -83,6 +84,18 @@ class Resources(BaseModel):
 
     requests: dict[str, str] = Field(default_factory=dict)
     limits: dict[str, str] = Field(default_factory=dict)
+
+
+class KeyAllowList(NamedTuple):
+    """The key prefixes an operator lets requests use, and the setting that lists them.
+
+    Labels and annotations steer much besides the Job (Services select pods by label;
+    service meshes, cloud IAM, secret injectors and AppArmor read pod annotations), so
+    no key passes unless its prefix is named; the worker's reserved keys never do.
+    """
+
+    prefixes: tuple[str, ...]
+    setting: str
 
 
 class Buckets(NamedTuple):
@@ -352,7 +365,8 @@ def _reserved_key(key: str) -> bool:
     return any(domain == d or domain.endswith(f".{d}") for d in _RESERVED_KEY_DOMAINS)
 
 
-def _check_keys(field: str, values: dict[str, str], kind: str) -> None:
+def _check_keys(field: str, values: dict[str, str], allow: KeyAllowList) -> None:
+    kind = "label" if field == "labels" else "annotation"
     for key in values:
         problem = label_key_problem(key) if kind == "label" else annotation_key_problem(key)
         if problem is not None:
@@ -365,12 +379,20 @@ def _check_keys(field: str, values: dict[str, str], kind: str) -> None:
                 f"{', '.join(sorted(_RESERVED_PLAIN_KEYS))} cannot be set by a request.",
                 field=f"{field}.{key}",
             )
+        if not key.startswith(allow.prefixes):
+            named = ", ".join(f"'{prefix}'" for prefix in allow.prefixes) or "none"
+            raise RequestRejected(
+                f"{kind.capitalize()} key '{key}' in '{field}' is not allowed by this worker: "
+                f"a request's {kind} keys must start with a prefix its operator listed in "
+                f"{allow.setting} (listed: {named}).",
+                field=f"{field}.{key}",
+            )
 
 
-def extra_labels(data: dict[str, Any]) -> dict[str, str]:
-    """Extra labels for the Job and its pod."""
+def extra_labels(data: dict[str, Any], allow: KeyAllowList) -> dict[str, str]:
+    """Extra labels for the Job and its pod, each key under one of the allowed prefixes."""
     values = _string_map(data, "labels")
-    _check_keys("labels", values, "label")
+    _check_keys("labels", values, allow)
     for key, value in values.items():
         problem = label_value_problem(value)
         if problem is not None:
@@ -378,10 +400,10 @@ def extra_labels(data: dict[str, Any]) -> dict[str, str]:
     return values
 
 
-def pod_annotations(data: dict[str, Any]) -> dict[str, str]:
-    """Extra annotations for the Job's pod."""
+def pod_annotations(data: dict[str, Any], allow: KeyAllowList) -> dict[str, str]:
+    """Extra annotations for the Job's pod, each key under one of the allowed prefixes."""
     values = _string_map(data, "annotations")
-    _check_keys("annotations", values, "annotation")
+    _check_keys("annotations", values, allow)
     size = sum(len(key.encode()) + len(value.encode()) for key, value in values.items())
     if size > _ANNOTATIONS_MAX_BYTES:
         raise RequestRejected(

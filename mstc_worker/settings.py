@@ -164,6 +164,20 @@ class Settings(BaseSettings):
         "MSTC_JOB_READ_ONLY_ROOT",
         "Mount a Job container's root filesystem read-only (readOnlyRootFilesystem).",
     )
+    request_label_prefixes: str = _setting(
+        "",
+        "MSTC_REQUEST_LABEL_PREFIXES",
+        "Comma-separated key prefixes (e.g. 'example.org/,team-') of the labels a request may "
+        "put on its Job and pod; default none: a request with labels is rejected. Keys the "
+        "worker or Kubernetes set (app.kubernetes.io/, mstc.io/, ...) stay refused.",
+    )
+    request_annotation_prefixes: str = _setting(
+        "",
+        "MSTC_REQUEST_ANNOTATION_PREFIXES",
+        "Comma-separated key prefixes (e.g. 'example.org/') of the annotations a request may "
+        "put on its pod; default none: a request with annotations is rejected. The local "
+        "stack sets 'mstc.test/' (its simulated pods obey those annotations).",
+    )
     heartbeat_seconds: int = _setting(
         30, "MSTC_HEARTBEAT_SECONDS", "AMQP heartbeat interval (seconds).", ge=1, le=3600
     )
@@ -347,6 +361,16 @@ class Settings(BaseSettings):
     def image_patterns(self) -> tuple[str, ...]:
         """The MSTC_IMAGE_ALLOW patterns, blanks dropped."""
         return _split_patterns(self.image_allow)
+
+    @property
+    def label_prefixes(self) -> tuple[str, ...]:
+        """The MSTC_REQUEST_LABEL_PREFIXES key prefixes, blanks dropped."""
+        return _split_patterns(self.request_label_prefixes)
+
+    @property
+    def annotation_prefixes(self) -> tuple[str, ...]:
+        """The MSTC_REQUEST_ANNOTATION_PREFIXES key prefixes, blanks dropped."""
+        return _split_patterns(self.request_annotation_prefixes)
 
     def image_allowed(self, image: str) -> bool:
         """Whether `image`, exactly as written in the request, matches an allowed pattern."""

@@ -716,6 +716,9 @@ def connection_env(cfg: Config) -> dict[str, str]:
         # The same, as single URLs.
         "MSTC_AMQP_URL": f"amqp://{AMQP_USER}:{AMQP_PASS}@127.0.0.1:{p['amqp']}/%2F",
         "MSTC_S3_ENDPOINT": cfg.url("s3"),
+        # KWOK's simulated pods obey mstc.test/ annotations (stack/kwok/stages.yaml); a
+        # worker refuses request annotations unless their prefix is allowed.
+        "MSTC_REQUEST_ANNOTATION_PREFIXES": "mstc.test/",
         "MSTC_RABBITMQ_MANAGEMENT_URL": cfg.url("rabbit_mgmt"),
         "MSTC_MQTT_PORT": str(p["mqtt"]),
         "KUBECONFIG": str(cfg.kubeconfig),

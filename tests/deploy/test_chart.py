@@ -45,6 +45,11 @@ PERSISTENCE_AND_RESOURCES = {
     "minio.fullnameOverride": "minio",
     "global.queues.work": "custom.work",
     "podAnnotations.team": "mstc",
+    "worker.requestLabelPrefixes[0]": "example.org/",
+    "worker.requestLabelPrefixes[1]": "team-",
+    "worker.requestAnnotationPrefixes[0]": "example.org/",
+    "podSecurity.labelNamespace": "true",
+    "podSecurity.enforce": "restricted",
 }
 EXTERNAL_SERVERS = {
     "mstc-work-queue.enabled": "false",
@@ -154,6 +159,10 @@ def test_non_default_values_reach_the_objects(stack: StackInfo) -> None:
     assert env["MSTC_CONCURRENCY"] == "4"
     assert env["MSTC_PROCESSES"] == "3"
     assert env["MSTC_IMAGE_ALLOW"] == "registry.example/*,busybox:*"
+    assert env["MSTC_REQUEST_LABEL_PREFIXES"] == "example.org/,team-"
+    assert env["MSTC_REQUEST_ANNOTATION_PREFIXES"] == "example.org/"
+    namespace = find(objects, "Namespace", "mstc-dev")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert env["WORK_QUEUE_HOST"] == "mstc-work-queue"
     assert env["MINIO_SERVICE_HOST"] == "minio"
     assert env["MSTC_WORK_QUEUE"] == "custom.work"
@@ -331,3 +340,14 @@ def test_rabbitmq_conf_sets_the_consumer_timeout_and_definitions_path(stack: Sta
     (container,) = rabbit["containers"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert lines["definitions.local.path"] in mounts
+
+
+def test_by_default_requests_set_no_keys_and_the_namespace_is_left_alone(
+    stack: StackInfo,
+) -> None:
+    objects = render(stack, {})
+    env = env_of(find(objects, "Deployment", "t-mstc-cloud-worker"))
+    # Empty settings are unset ones: the worker's default, no prefix at all.
+    assert env["MSTC_REQUEST_LABEL_PREFIXES"] == ""
+    assert env["MSTC_REQUEST_ANNOTATION_PREFIXES"] == ""
+    assert [o for o in objects if o["kind"] == "Namespace"] == []

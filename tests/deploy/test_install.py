@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client as k8s
 from minio import Minio
 
-from tests.deploy.conftest import ROOT, Release, helm
+from tests.deploy.conftest import CHART, ROOT, Release, helm
 from tests.support.kube import (
     WORKER_ACCESS,
     WORKER_DENIED,
@@ -315,3 +315,33 @@ def test_worker_runs_a_request_with_the_charts_service_account(
         for obj in s3.list_objects(bucket, recursive=True):
             s3.remove_object(bucket, obj.object_name)
         s3.remove_bucket(bucket)
+
+
+def test_the_chart_labels_its_namespace_for_pod_security(
+    stack: StackInfo, api_client: k8s.ApiClient, namespace: str
+) -> None:
+    """As values.yaml says: the namespace exists first, the chart adopts and labels it."""
+    release = f"ps-{uuid.uuid4().hex[:6]}"
+    core = k8s.CoreV1Api(api_client)
+    install = ["install", release, str(CHART), "-n", namespace, "--take-ownership"]
+    helm(stack, *install, "--set", "podSecurity.labelNamespace=true",
+         "--set", f"serviceAccount.name=mstc-{release}")  # fmt: skip
+    try:
+        labels = core.read_namespace(namespace).metadata.labels
+        assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+        privileged = k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name="privileged"),
+            spec=k8s.V1PodSpec(containers=[k8s.V1Container(
+                name="c", image="busybox:1",
+                security_context=k8s.V1SecurityContext(privileged=True),
+            )]),
+        )  # fmt: skip
+        with pytest.raises(k8s.ApiException) as refused:
+            core.create_namespaced_pod(namespace, privileged)
+        assert refused.value.status == 403
+        message = json.loads(refused.value.body)["message"]
+        assert 'violates PodSecurity "baseline:latest": privileged' in message
+    finally:
+        helm(stack, "uninstall", release, "-n", namespace, "--wait")
+    # Uninstalling leaves the namespace (and whatever else runs there) alone.
+    assert core.read_namespace(namespace).status.phase == "Active"

@@ -7,6 +7,7 @@ tests/deploy asks the same of the chart's.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -17,7 +18,11 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
+from kubernetes import watch as k8s_watch
 
+from mstc_worker.manifest import build_job
+from mstc_worker.protocol import parse_request
+from mstc_worker.settings import load_settings
 from tests.faults.report import FaultRecord
 from tests.support.kube import WORKER_ACCESS, WORKER_DENIED, sa_allowed
 from tests.support.stack import StackInfo
@@ -128,3 +133,162 @@ def test_an_image_outside_the_allow_list_is_refused(
     allowed = request(bucket, image="registry.example.org/tools/sort:2")
     assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
     fault.saw(f"rejected: {reply['error'][:100]}; no Job; registry.example.org image succeeded")
+
+
+def test_labels_and_annotations_outside_the_allow_list_are_refused(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = (
+        "requests with `app: minio` as a label or `sidecar.istio.io/inject` as an annotation "
+        "(the stack allows only mstc.test/ annotations)"
+    )
+    fault.expected = "rejected naming the key and the setting, no Job; mstc.test/ still works"
+    make_worker()
+    refused = {
+        "labels": ({"app": "minio"}, "MSTC_REQUEST_LABEL_PREFIXES"),
+        "annotations": ({"sidecar.istio.io/inject": "true"}, "MSTC_REQUEST_ANNOTATION_PREFIXES"),
+    }
+    errors = []
+    for field, (keys, setting) in refused.items():
+        reply = client.wait(client.send(request(bucket, **{field: keys}), queue=work_queue))
+        assert reply["status"] == "rejected", reply
+        (key,) = keys
+        assert f"key '{key}' in '{field}' is not allowed" in reply["error"]
+        assert setting in reply["error"]
+        errors.append(reply["error"][:70])
+    assert k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items == []
+    allowed = request(bucket, annotations={"mstc.test/run-for": "1s"})
+    assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
+    fault.saw(f"rejected: {'; '.join(errors)}; no Job; a mstc.test/ annotation ran")
+
+
+# --- Pod Security: what the worker's own token can and cannot run -----------------------------
+
+ENFORCE = "pod-security.kubernetes.io/enforce"
+# What a request never gets from the worker, but the worker's `jobs: create` could ask for.
+UNSAFE_PODS: dict[str, dict[str, Any]] = {
+    "privileged": {
+        "containers": [
+            {"name": "job", "image": "busybox:1", "securityContext": {"privileged": True}}
+        ]
+    },
+    "hostPath": {
+        "containers": [
+            {
+                "name": "job",
+                "image": "busybox:1",
+                "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+            }
+        ],
+        "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    },
+}
+
+
+def _as_the_worker(api_client: k8s.ApiClient, namespace: str, level: str) -> k8s.ApiClient:
+    """Enforce Pod Security `level` in `namespace`, give it config/service-account.yaml's
+    ServiceAccount and Role, and return a client holding only that ServiceAccount's token."""
+    core = k8s.CoreV1Api(api_client)
+    core.patch_namespace(namespace, {"metadata": {"labels": {ENFORCE: level}}})
+    objects = list(yaml.safe_load_all((ROOT / "config" / "service-account.yaml").read_text()))
+    k8s_utils.create_from_yaml(api_client, yaml_objects=_in_namespace(objects, namespace))
+    sa = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
+    spec = k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+    token = core.create_namespaced_service_account_token(
+        sa, namespace, k8s.AuthenticationV1TokenRequest(spec=spec)
+    ).status.token
+    cfg = k8s.Configuration()
+    cfg.host = api_client.configuration.host
+    cfg.ssl_ca_cert = api_client.configuration.ssl_ca_cert
+    cfg.api_key = {"authorization": f"Bearer {token}"}
+    return k8s.ApiClient(cfg)
+
+
+def _create_job(worker: k8s.ApiClient, namespace: str, job: dict[str, Any]) -> str:
+    """Create `job` as the worker; return the API server's warning text ("" if none)."""
+    _, status, headers = k8s.BatchV1Api(worker).create_namespaced_job_with_http_info(namespace, job)
+    assert status == 201
+    # RFC 7234 form: 299 - "text", the text's quotes escaped.
+    header = str(headers.get("Warning", ""))
+    return header.removeprefix('299 - "').removesuffix('"').replace('\\"', '"')
+
+
+def _first_event(api_client: k8s.ApiClient, namespace: str, job: str) -> Any:
+    """The first event the Job controller records for `job` (waits up to 60 s)."""
+    selector = f"involvedObject.kind=Job,involvedObject.name={job}"
+    watch = k8s_watch.Watch()
+    for item in watch.stream(
+        k8s.CoreV1Api(api_client).list_namespaced_event,
+        namespace,
+        field_selector=selector,
+        timeout_seconds=60,
+    ):
+        watch.stop()
+        return item["object"]
+    raise AssertionError(f"no event for Job {job} within 60 s")
+
+
+def _pods_since(api_client: k8s.ApiClient, namespace: str, job: str, version: str) -> list[str]:
+    """Every pod event of `job` since resource `version`: the watch replays them all."""
+    stream = k8s_watch.Watch().stream(
+        k8s.CoreV1Api(api_client).list_namespaced_pod,
+        namespace,
+        label_selector=f"job-name={job}",
+        resource_version=version,
+        timeout_seconds=2,
+    )
+    return [f"{item['type']} {item['object'].metadata.name}" for item in stream]
+
+
+@pytest.mark.parametrize("kind", list(UNSAFE_PODS))
+def test_a_privileged_or_host_path_job_is_refused_with_the_workers_token(
+    kind: str, api_client: k8s.ApiClient, namespace: str, fault: FaultRecord
+) -> None:
+    fault.fault = (
+        f"a {kind} Job created with the worker's own token (its jobs: create) in a namespace "
+        "enforcing Pod Security baseline"
+    )
+    fault.expected = (
+        "the Job is admitted with a PodSecurity warning; its pod is refused (FailedCreate); "
+        "no pod ever exists"
+    )
+    worker = _as_the_worker(api_client, namespace, "baseline")
+    before = k8s.CoreV1Api(api_client).list_namespaced_pod(namespace).metadata.resource_version
+    name = f"unsafe-{kind.lower()}"
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", **UNSAFE_PODS[kind]}},
+        },
+    }
+    warning = _create_job(worker, namespace, job)
+    assert 'would violate PodSecurity "baseline:latest"' in warning
+    event = _first_event(api_client, namespace, name)
+    assert event.reason == "FailedCreate", event
+    assert 'violates PodSecurity "baseline:latest"' in event.message
+    assert _pods_since(api_client, namespace, name, before) == []
+    fault.saw(
+        f"warning on create: {warning[:90]}; event {event.reason}: {event.message[-90:]}; no pod"
+    )
+
+
+@pytest.mark.parametrize(("level", "non_root"), [("baseline", "false"), ("restricted", "true")])
+def test_the_workers_own_jobs_are_admitted_under_pod_security(
+    level: str, non_root: str, stack: StackInfo, api_client: k8s.ApiClient, namespace: str
+) -> None:
+    worker = _as_the_worker(api_client, namespace, level)
+    settings = load_settings(
+        {**stack.env, "MSTC_NAMESPACE": namespace, "MSTC_JOB_RUN_AS_NON_ROOT": non_root}
+    )
+    body = json.dumps({"image": "busybox:1", "jobName": "hardened", "inputBucket": "in-bucket"})
+    job = build_job(
+        parse_request(body.encode(), settings=settings), request_id="ps-1", settings=settings
+    )
+    job["metadata"]["finalizers"] = []  # no worker here to let it go
+    assert _create_job(worker, namespace, job) == ""
+    event = _first_event(api_client, namespace, job["metadata"]["name"])
+    assert event.reason == "SuccessfulCreate", event.message

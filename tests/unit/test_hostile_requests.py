@@ -6,13 +6,20 @@ own label and annotation keys, reserved env names, shell syntax, over-long value
 every one, either the parser refuses the request naming the field, or the manifest is valid
 for Kubernetes and the user's values sit only where they belong: the worker's labels,
 Job annotations, env and finalizer are its own and nobody else's.
+
+Labels and annotations pass only under prefixes the operator allowed: the first tests run
+with every key prefix open (so built Jobs carry hostile keys), the last ones with the
+defaults, under which the keys that steer a cluster (AppArmor, Istio, IAM roles, Vault,
+a Service's selector) are always refused, naming the field and the setting.
 """
 
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +46,17 @@ from mstc_worker.protocol import RESERVED_ENV_NAMES, Request, parse_request
 from mstc_worker.settings import load_settings
 from tests.unit.conftest import BASE_ENV
 
-SETTINGS = load_settings(BASE_ENV)
+# Every key that starts with a letter or digit is allowed here, so hostile keys reach the
+# manifest; the reserved ones must still be refused.
+_EVERY_START = ",".join(string.ascii_letters + string.digits)
+SETTINGS = load_settings(
+    {
+        **BASE_ENV,
+        "MSTC_REQUEST_LABEL_PREFIXES": _EVERY_START,
+        "MSTC_REQUEST_ANNOTATION_PREFIXES": _EVERY_START,
+    }
+)
+DEFAULT_SETTINGS = load_settings(BASE_ENV)
 WORKER_ANNOTATIONS = {*REPLY_ANNOTATIONS, CLAIMED_BY_ANNOTATION}
 NASTY = [
     "",
@@ -177,3 +194,77 @@ def _check(values: dict[str, Any]) -> None:
     # Command and args go through verbatim, as an argv: no shell ever sees them.
     assert container.get("command", []) == list(request.command or ())
     assert container.get("args", []) == list(request.args or ())
+
+
+# Keys that steer far more than the Job: an unconfined AppArmor profile, an injected mesh
+# sidecar, a cloud IAM role, Vault's secret injection, a place behind MinIO's Service.
+STEERING_KEYS = {
+    "annotations": [
+        "container.apparmor.security.beta.kubernetes.io/job",
+        "sidecar.istio.io/inject",
+        "iam.amazonaws.com/role",
+        "vault.hashicorp.com/agent-inject",
+        "vault.hashicorp.com/role",
+        "seccomp.security.alpha.kubernetes.io/pod",
+    ],
+    "labels": ["app", "app.kubernetes.io/component", "istio.io/rev", "team"],
+}
+SETTING_OF = {
+    "labels": "MSTC_REQUEST_LABEL_PREFIXES",
+    "annotations": "MSTC_REQUEST_ANNOTATION_PREFIXES",
+}
+steering = st.sampled_from([(kind, key) for kind, keys in STEERING_KEYS.items() for key in keys])
+
+
+def _refused_naming(outcome: Request | RequestRejected, kind: str, key: str) -> None:
+    assert isinstance(outcome, RequestRejected), f"{kind} key {key!r} passed"
+    assert outcome.field == f"{kind}.{key}"
+    assert key in str(outcome)
+    assert SETTING_OF[kind] in str(outcome) or "reserved" in str(outcome)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(base=plausible, pick=steering, value=st.sampled_from(["unconfined", "true", "minio", ""]))
+def test_keys_that_steer_the_cluster_are_refused_by_default(
+    base: dict[str, Any], pick: tuple[str, str], value: str
+) -> None:
+    kind, key = pick
+    # Only the picked key: under the defaults the plausible ones would be refused first.
+    body = _body({**base, "labels": {}, "annotations": {}, kind: {key: value}})
+    try:
+        outcome: Request | RequestRejected = parse_request(body, settings=DEFAULT_SETTINGS)
+    except RequestRejected as exc:
+        outcome = exc
+    _refused_naming(outcome, kind, key)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    kind=st.sampled_from(["labels", "annotations"]),
+    keys=st.dictionaries(st.one_of(st.sampled_from(NASTY), plausible_key), hostile, min_size=1),
+)
+def test_by_default_no_request_label_or_annotation_passes(kind: str, keys: dict[str, str]) -> None:
+    try:
+        outcome: Request | RequestRejected = parse_request(
+            _body({"jobName": "job", kind: keys}), settings=DEFAULT_SETTINGS
+        )
+    except RequestRejected as exc:
+        outcome = exc
+    assert isinstance(outcome, RequestRejected)
+    assert str(outcome.field).startswith(f"{kind}.")
+
+
+@pytest.mark.parametrize("kind", ["labels", "annotations"])
+def test_an_allowed_prefix_lets_only_its_own_keys_through(kind: str) -> None:
+    allowed = load_settings({**BASE_ENV, SETTING_OF[kind]: "example.org/"})
+    good = _parse_with(allowed, {"jobName": "job", kind: {"example.org/tier": "gold"}})
+    assert isinstance(good, Request)
+    for key in STEERING_KEYS[kind]:
+        _refused_naming(_parse_with(allowed, {"jobName": "job", kind: {key: "x"}}), kind, key)
+
+
+def _parse_with(settings_: Any, values: dict[str, Any]) -> Request | RequestRejected:
+    try:
+        return parse_request(_body(values), settings=settings_)
+    except RequestRejected as exc:
+        return exc

@@ -76,7 +76,10 @@ def test_golden_bucket_form_with_prefix_and_custom_settings(
     _check_golden("bucket_form_with_prefix", _job(body, settings, request_id="amq-msg-42"))
 
 
-def test_golden_extensions(settings: Settings, make_body: MakeBody) -> None:
+def test_golden_extensions(make_settings: MakeSettings, make_body: MakeBody) -> None:
+    settings = make_settings(
+        MSTC_REQUEST_LABEL_PREFIXES="team", MSTC_REQUEST_ANNOTATION_PREFIXES="example.com/"
+    )
     body = make_body(
         env={"MODE": "fast", "THREADS": "8"},
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
@@ -158,8 +161,9 @@ def test_an_empty_request_id_is_refused() -> None:
 
 
 def test_building_twice_gives_equal_manifests_and_leaves_the_request_alone(
-    settings: Settings, make_body: MakeBody
+    make_settings: MakeSettings, make_body: MakeBody
 ) -> None:
+    settings = make_settings(MSTC_REQUEST_LABEL_PREFIXES="team")
     request = parse_request(make_body(labels={"team": "a"}, env={"A": "1"}), settings=settings)
     before = copy.deepcopy(request.model_dump())
     first = build_job(request, request_id=REQUEST_ID, settings=settings)
@@ -172,8 +176,9 @@ def test_building_twice_gives_equal_manifests_and_leaves_the_request_alone(
 
 
 def test_labels_are_the_contracts_four_plus_the_requests(
-    settings: Settings, make_body: MakeBody
+    make_settings: MakeSettings, make_body: MakeBody
 ) -> None:
+    settings = make_settings(MSTC_REQUEST_LABEL_PREFIXES="team")
     job = _job(make_body(jobName="My_Job", labels={"team": "astro"}), settings)
     name = job["metadata"]["name"]
     assert job["metadata"]["labels"] == {
@@ -215,8 +220,9 @@ def test_job_carries_its_reply_route_and_is_held_until_replied(
 
 
 def test_pod_annotations_come_from_the_request_only_when_given(
-    settings: Settings, make_body: MakeBody
+    make_settings: MakeSettings, make_body: MakeBody
 ) -> None:
+    settings = make_settings(MSTC_REQUEST_ANNOTATION_PREFIXES="example.com/")
     plain = _job(make_body(), settings)["spec"]["template"]["metadata"]
     assert "annotations" not in plain
     annotated = _job(make_body(annotations={"example.com/a": "b"}), settings)

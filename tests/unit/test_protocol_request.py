@@ -167,7 +167,15 @@ def test_body_at_the_size_limit_is_accepted_and_one_byte_more_is_not(
     )
 
 
-def test_extensions_are_parsed(settings: Settings, make_body: MakeBody) -> None:
+# Prefixes that let through every label and annotation key the tests below use.
+OPEN_KEYS = {
+    "MSTC_REQUEST_LABEL_PREFIXES": "team, example.com/",
+    "MSTC_REQUEST_ANNOTATION_PREFIXES": "cluster-autoscaler.kubernetes.io/,big",
+}
+
+
+def test_extensions_are_parsed(make_settings: MakeSettings, make_body: MakeBody) -> None:
+    settings = make_settings(**OPEN_KEYS)
     body = make_body(
         env={"MODE": "fast", "_x": ""},
         resources={"requests": {"cpu": 0.5, "memory": "1Gi"}, "limits": {"nvidia.com/gpu": 1}},
@@ -619,10 +627,14 @@ REJECTIONS: list[tuple[str, bytes, type[RequestRejected], str | None, str]] = [
     ids=[case[0] for case in REJECTIONS],
 )
 def test_every_rejection_names_the_field_and_says_what_to_fix(
-    settings: Settings, body: bytes, error: type[RequestRejected], field: str | None, message: str
+    make_settings: MakeSettings,
+    body: bytes,
+    error: type[RequestRejected],
+    field: str | None,
+    message: str,
 ) -> None:
     with pytest.raises(RequestRejected) as caught:
-        parse_request(body, settings=settings)
+        parse_request(body, settings=make_settings(**OPEN_KEYS))
     assert type(caught.value) is error
     assert caught.value.field == field
     assert str(caught.value) == message
@@ -642,12 +654,63 @@ def test_every_rejection_names_the_field_and_says_what_to_fix(
     ],
 )
 def test_keys_under_the_workers_prefixes_are_reserved(
-    settings: Settings, make_body: MakeBody, kind: str, key: str
+    make_settings: MakeSettings, make_body: MakeBody, kind: str, key: str
 ) -> None:
+    # Even an operator whose prefix would allow them cannot hand the reserved keys out.
+    setting = f"MSTC_REQUEST_{kind.upper()[:-1]}_PREFIXES"
+    settings = make_settings(**{setting: f"other.org/,{key[:4]}"})
     with pytest.raises(RequestRejected) as caught:
         parse_request(make_body(**{kind: {key: "x"}}), settings=settings)
     assert caught.value.field == f"{kind}.{key}"
     assert f"key '{key}' is reserved for the worker or Kubernetes" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [
+        ("labels", "app"),
+        ("labels", "team"),
+        ("annotations", "container.apparmor.security.beta.kubernetes.io/job"),
+        ("annotations", "sidecar.istio.io/inject"),
+        ("annotations", "iam.amazonaws.com/role"),
+        ("annotations", "vault.hashicorp.com/agent-inject"),
+        ("annotations", "mstc.test/run-for"),
+    ],
+)
+def test_no_label_or_annotation_passes_unless_its_prefix_is_allowed(
+    settings: Settings, make_body: MakeBody, kind: str, key: str
+) -> None:
+    setting = f"MSTC_REQUEST_{kind.upper()[:-1]}_PREFIXES"
+    with pytest.raises(RequestRejected) as caught:
+        parse_request(make_body(**{kind: {key: "x"}}), settings=settings)
+    assert caught.value.field == f"{kind}.{key}"
+    assert str(caught.value) == (
+        f"{kind[:-1].capitalize()} key '{key}' in '{kind}' is not allowed by this worker: a "
+        f"request's {kind[:-1]} keys must start with a prefix its operator listed in "
+        f"{setting} (listed: none)."
+    )
+
+
+def test_keys_pass_under_an_allowed_prefix_and_only_there(
+    make_settings: MakeSettings, make_body: MakeBody
+) -> None:
+    settings = make_settings(
+        MSTC_REQUEST_LABEL_PREFIXES="example.org/, team-",
+        MSTC_REQUEST_ANNOTATION_PREFIXES="mstc.test/",
+    )
+    labels = {"example.org/tier": "gold", "team-name": "astro"}
+    annotations = {"mstc.test/run-for": "5s"}
+    request = parse_request(make_body(labels=labels, annotations=annotations), settings=settings)
+    assert (request.labels, request.annotations) == (labels, annotations)
+    for kind, key, listed in [
+        ("labels", "app", "'example.org/', 'team-'"),
+        ("labels", "team", "'example.org/', 'team-'"),
+        ("annotations", "mstc.test", "'mstc.test/'"),
+    ]:
+        with pytest.raises(RequestRejected) as caught:
+            parse_request(make_body(**{kind: {key: "x"}}), settings=settings)
+        assert caught.value.field == f"{kind}.{key}"
+        assert f"(listed: {listed})." in str(caught.value)
 
 
 def test_rejections_keep_the_decoder_error_as_cause(settings: Settings) -> None:
