@@ -126,3 +126,57 @@ rotating the credentials is one change.
       name: {{ .secret }}
       key: {{ .key }}
 {{- end }}
+
+
+{{- /*
+The worker's environment, shared by its Deployment and the release hook (which must see the
+same broker, storage and settings). `range` renders the settings in key order.
+*/}}
+{{- define "mstc-cloud-worker.workerEnv" -}}
+{{- $w := .Values.worker }}
+{{- $q := .Values.global.queues }}
+{{- $settings := dict
+  "MSTC_NAMESPACE" .Release.Namespace
+  "MSTC_HTTP_PORT" "8080"
+  "MSTC_CONCURRENCY" $w.concurrency
+  "MSTC_PROCESSES" $w.processes
+  "MSTC_DEFAULT_TIMEOUT_MINUTES" $w.defaultTimeoutMinutes
+  "MSTC_MAX_TIMEOUT_MINUTES" $w.maxTimeoutMinutes
+  "MSTC_JOB_TTL_SECONDS" $w.jobTtlSeconds
+  "MSTC_HEARTBEAT_SECONDS" $w.heartbeatSeconds
+  "MSTC_IMAGE_ALLOW" (join "," $w.imageAllow)
+  "MSTC_REQUEST_LABEL_PREFIXES" (join "," $w.requestLabelPrefixes)
+  "MSTC_REQUEST_ANNOTATION_PREFIXES" (join "," $w.requestAnnotationPrefixes)
+  "MSTC_MAX_BODY_BYTES" $w.maxBodyBytes
+  "MSTC_LOG_FORMAT" $w.logFormat
+  "MSTC_CLAIM_STALE_SECONDS" $w.claimStaleSeconds
+  "MSTC_RESYNC_SECONDS" $w.resyncSeconds
+  "MSTC_SHUTDOWN_GRACE_SECONDS" $w.shutdownGraceSeconds
+  "MSTC_ALLOW_DEFAULT_CREDENTIALS" $w.allowDefaultCredentials
+  "MSTC_EXCHANGE" $q.exchange
+  "MSTC_WORK_QUEUE" $q.work
+  "MSTC_RESULTS_QUEUE" $q.results
+  "MSTC_MINIO_SECRET_NAME" (include "mstc-cloud-worker.minio.secretName" .)
+}}
+# The Java worker's names, so Jobs and old tooling see the same variables.
+- name: WORK_QUEUE_HOST
+  value: {{ include "mstc-cloud-worker.workQueue.host" . | quote }}
+- name: WORK_QUEUE_PORT
+  value: {{ include "mstc-cloud-worker.workQueue.port" . | quote }}
+{{- include "mstc-cloud-worker.secretEnv" (dict "name" "WORK_QUEUE_USER" "secret" (include "mstc-cloud-worker.workQueue.secretName" .) "key" "username") | nindent 0 }}
+{{- include "mstc-cloud-worker.secretEnv" (dict "name" "WORK_QUEUE_PASS" "secret" (include "mstc-cloud-worker.workQueue.secretName" .) "key" "password") | nindent 0 }}
+# Also what the worker gives every Job to reach MinIO.
+- name: MINIO_SERVICE_HOST
+  value: {{ include "mstc-cloud-worker.minio.host" . | quote }}
+- name: MINIO_SERVICE_PORT
+  value: {{ include "mstc-cloud-worker.minio.port" . | quote }}
+{{- include "mstc-cloud-worker.secretEnv" (dict "name" "MINIO_ROOT_USER" "secret" (include "mstc-cloud-worker.minio.secretName" .) "key" "rootUser") | nindent 0 }}
+{{- include "mstc-cloud-worker.secretEnv" (dict "name" "MINIO_ROOT_PASSWORD" "secret" (include "mstc-cloud-worker.minio.secretName" .) "key" "rootPassword") | nindent 0 }}
+{{- range $name, $value := $settings }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- with $w.extraEnv }}
+{{- toYaml . | nindent 0 }}
+{{- end }}
+{{- end }}
