@@ -126,3 +126,10 @@ rotating the credentials is one change.
       name: {{ .secret }}
       key: {{ .key }}
 {{- end }}
+
+{{/*
+The Secret holding the REST port's bearer token (key `token`): the given one, else the chart's.
+*/}}
+{{- define "mstc-cloud-worker.restApi.secretName" -}}
+{{- .Values.restApi.existingSecret | default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) }}
+{{- end }}
