@@ -92,6 +92,7 @@ def build_service(settings: Settings) -> Service:
             is_live=endpoints.is_live,
             is_ready=endpoints.is_ready,
             execute=endpoints.execute,
+            token=settings.http_token,
             host=settings.http_host,
             max_body_bytes=settings.max_body_bytes,
         )

@@ -10,6 +10,11 @@ has already put those messages back in the queue. The connection is opened throu
 (pika's BlockingConnection unless the caller gives another), and the consumer is named by
 `run`: the service that consumes is also the one that runs the connection.
 
+Requests the worker sends itself (the REST port's, see `Broker.call`) take their replies on a
+private queue of the connection: server-named, exclusive and auto-deleted, so that, as for any
+client's reply queue, a reply to a lost connection finds no queue and goes to the results
+queue instead.
+
 Topology: the direct exchange and durable work queue exactly as the Java worker had them,
 declared without arguments, so a Java-era client's own `queue_declare(durable=True)` still
 matches; anything more (dead-lettering, limits) belongs in broker policies.
@@ -29,7 +34,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler
+from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler, ReplyHandler
 from mstc_worker.settings import Settings
 
 __all__ = [
@@ -91,6 +96,8 @@ class Broker:
         self._consumer_tag: str | None = None
         self._paused = False
         self._generation = 0
+        self._reply_queue: str | None = None  # this connection's, declared on first `call`
+        self._calls: dict[str, ReplyHandler] = {}  # correlation id -> who waits for the reply
         self._work: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
         self.connected = threading.Event()
@@ -125,6 +132,7 @@ class Broker:
         self._conn, self._channel = conn, channel
         self._generation += 1
         self._consumer_tag = None
+        self._reply_queue = None
         if not self._paused:
             self._start_consuming()
         self.connected.set()
@@ -155,6 +163,7 @@ class Broker:
     def close(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         self.connected.clear()
+        self._drop_calls()
         if conn is not None and conn.is_open:
             try:
                 conn.close()
@@ -163,6 +172,7 @@ class Broker:
 
     def _lost(self, exc: BaseException) -> None:
         self.connected.clear()
+        self._drop_calls()
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None and conn.is_open:
             try:
@@ -240,6 +250,61 @@ class Broker:
             channel.basic_publish("", self._settings.results_queue, body, props, mandatory=True)
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
+
+    def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
+        """Publish a request to `queue` (confirmed) whose reply comes back to `on_reply`.
+
+        The reply arrives on this connection's private reply queue and `on_reply` runs on
+        the owner thread; if the connection is lost first, `on_reply(None)`: the queue went
+        with the connection, and the reply will go to the results queue.
+        """
+        channel = self._require_channel()
+        try:
+            reply_queue = self._reply_queue or self._open_reply_queue(channel)
+            props = pika.BasicProperties(
+                content_type="application/json",
+                correlation_id=correlation_id,
+                delivery_mode=pika.DeliveryMode.Persistent,
+                reply_to=reply_queue,
+            )
+            # Registered first: the reply can come back before the confirm does.
+            self._calls[correlation_id] = on_reply
+            channel.basic_publish("", queue, body, props, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            self._calls.pop(correlation_id, None)
+            raise BrokerUnavailable(f"queue {queue!r} does not exist") from None
+        except pika.exceptions.AMQPError as exc:
+            # Not registered across the reconnect: the caller still waits, and the work
+            # that called is run again on the next connection.
+            self._calls.pop(correlation_id, None)
+            raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
+
+    def _open_reply_queue(self, channel: BlockingChannel) -> str:
+        declared = channel.queue_declare("", exclusive=True, auto_delete=True)
+        name = str(declared.method.queue)
+        # No acks: the queue is this connection's and goes with it.
+        channel.basic_consume(name, self._on_reply, auto_ack=True, exclusive=True)
+        self._reply_queue = name
+        return name
+
+    def _on_reply(
+        self,
+        _channel: BlockingChannel,
+        _method: pika.spec.Basic.Deliver,
+        props: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        correlation_id = _text(props.correlation_id)
+        handler = self._calls.pop(correlation_id or "", None)
+        if handler is not None and handler(body):
+            return
+        log.info("reply %s has no caller waiting; it goes to the results queue", correlation_id)
+        self.publish(self._settings.results_queue, body, correlation_id=correlation_id)
+
+    def _drop_calls(self) -> None:
+        calls, self._calls = self._calls, {}
+        for handler in calls.values():
+            handler(None)
 
     # Acks and flow control never raise for a lost connection: the broker has put that
     # channel's deliveries back already, and `connect` honours `paused` on the next one.

@@ -13,7 +13,7 @@ from typing import Any
 
 from mstc_worker.errors import TransientError
 
-__all__ = ["BrokerUnavailable", "Delivery", "DeliveryHandler"]
+__all__ = ["BrokerUnavailable", "Delivery", "DeliveryHandler", "ReplyHandler"]
 
 
 class BrokerUnavailable(TransientError):
@@ -35,3 +35,7 @@ class Delivery:
 
 
 DeliveryHandler = Callable[[Delivery], None]
+
+ReplyHandler = Callable[[bytes | None], bool]
+"""Takes the reply to a request the worker published itself (None: it will not come here);
+returns False if its caller has gone, and the reply then goes to the results queue."""

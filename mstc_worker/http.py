@@ -8,7 +8,14 @@ One port (MSTC_HTTP_PORT, 8080 by default) serves
   brokers or watches);
 * ``GET /mstc/worker`` ("hello") and ``POST /mstc/worker/execute``: the Java
   worker's controller, so REST clients of the Java worker keep working. Execute
-  hands the raw body to a callable that blocks until the request is done.
+  hands the raw body to a callable that blocks until the request is done (the
+  service sends it through the work queue, so it waits its turn like any other).
+
+Execute, and only execute, needs ``Authorization: Bearer <token>``: anyone who
+can reach the port (a Job's pod included) could otherwise start Jobs. Without a
+configured token it is off (403), so a worker is safe before it is configured;
+a missing or wrong token gets 401 with ``WWW-Authenticate: Bearer``. Probes,
+metrics and hello stay open, as the kubelet and Prometheus send no token.
 
 It runs the standard library's ThreadingHTTPServer in a daemon thread: the
 traffic is a scrape every few seconds plus probes, which needs no framework, and
@@ -18,6 +25,7 @@ a thread per connection lets a long execute call block without stalling probes.
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import socket
 import socketserver
@@ -151,6 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, "hello")
 
     def _execute(self, owner: HttpServer) -> None:
+        refusal = _refusal(owner.token, self.headers.get("Authorization"))
+        if refusal is not None:
+            status, text, headers = refusal
+            self._discard_body()
+            self._send(status, text, headers=headers)
+            return
         body = self._read_body(owner.max_body_bytes)
         if body is None:
             return
@@ -188,6 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length)
 
+    def _discard_body(self) -> None:
+        """Read and drop the body of a refused request, so the answer is not lost to a reset."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = 0
+        if length > 0:
+            self._drain(length)
+        elif "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+
     def _drain(self, length: int) -> None:
         self.close_connection = True
         remaining = min(length, _DRAIN_LIMIT)
@@ -221,6 +246,25 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
+def _refusal(
+    token: str | None, authorization: str | None
+) -> tuple[int, str, dict[str, str]] | None:
+    """Why an execute call may not go ahead (status, text, headers); None when it may."""
+    if token is None:
+        return (HTTPStatus.FORBIDDEN, "REST execute is off: the worker has no token "
+                "(set MSTC_HTTP_TOKEN_FILE); send requests through the queue\n", {})  # fmt: skip
+    scheme, _, given = (authorization or "").partition(" ")
+    # compare_digest takes as long whatever the first wrong byte, so timing tells nothing.
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8"), token.encode("utf-8")
+    ):
+        return None
+    challenge = {"WWW-Authenticate": 'Bearer realm="mstc-worker"'}
+    what = "wrong bearer token" if authorization else "no bearer token"
+    return (HTTPStatus.UNAUTHORIZED, f"{what}: send Authorization: Bearer <token>\n",
+            challenge)  # fmt: skip
+
+
 class HttpServer:
     """The HTTP port in a daemon thread: `start()`, `stop()`, and the bound `port`."""
 
@@ -232,6 +276,7 @@ class HttpServer:
         is_live: Callable[[], bool],
         is_ready: Callable[[], bool],
         execute: Execute | None,
+        token: str | None = None,
         host: str = "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
@@ -239,6 +284,7 @@ class HttpServer:
         self.is_live = is_live
         self.is_ready = is_ready
         self.execute = execute
+        self.token = token
         self.host = host
         self.max_body_bytes = max_body_bytes
         self._port = port

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler
+from mstc_worker.delivery import BrokerUnavailable, Delivery, DeliveryHandler, ReplyHandler
 from mstc_worker.messages import PoolMessage, ServiceToWorker
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "HttpFactory",
     "HttpPort",
     "PoolPort",
+    "ReplyHandler",
 ]
 
 
@@ -58,6 +59,12 @@ class BrokerPort(Protocol):
         fallback: bool = True,
     ) -> None:
         """Publish with a confirm; BrokerUnavailable if it could not be."""
+
+    def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
+        """Publish a request whose reply comes back to `on_reply` (None: it will not come).
+
+        The reply queue is the connection's own; BrokerUnavailable if it could not be sent.
+        """
 
     def ack(self, delivery: Delivery) -> None: ...
 

@@ -10,6 +10,9 @@ Owns the main process's side of a request's life, and the rules that keep work s
   worker process told to let the Job go (remove its finalizer).
 * At most `concurrency` requests are in flight per replica: consuming pauses at the limit,
   and the rest waits in the queue where another replica can take it.
+* A REST request goes through the work queue like any other (`_execute` publishes it with a
+  reply queue of the connection's own and waits), so the cap, the acks and a request's
+  identity are the AMQP ones; at most `http_max_waiting` REST callers wait at a time.
 * SIGTERM: stop consuming, give in-flight requests the grace period, then hand back whatever
   is left (unaccepted deliveries return to the queue; running Jobs are adopted by the next
   worker through their annotations).
@@ -19,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import signal
 import threading
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from types import FrameType
 from typing import assert_never
@@ -68,20 +72,16 @@ from mstc_worker.protocol import (
 from mstc_worker.runner import shard_of
 from mstc_worker.settings import Settings
 
-__all__ = ["HTTP_ROUTE_PREFIX", "Service"]
+__all__ = ["Service"]
 
 log = logging.getLogger(__name__)
-
-# Replies owed to a synchronous REST caller are routed by this prefix, then a token.
-HTTP_ROUTE_PREFIX = "http:"
 
 
 @dataclass
 class _Pending:
     """A request handed to a worker process and not yet accepted (no Job yet)."""
 
-    delivery: Delivery | None  # None for a REST request
-    http_token: str | None
+    delivery: Delivery
     worker: int  # the process holding it
     route: manifest.ReplyRoute
 
@@ -121,8 +121,7 @@ class Service:
         self._keys = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._active: dict[str, int] = {}  # accepted Job -> the process that made it
-        self._http_waiters: dict[str, Future[Reply]] = {}
-        self._waiters_lock = threading.Lock()
+        self._rest_callers = threading.BoundedSemaphore(settings.http_max_waiting)
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._drained = threading.Event()  # while draining: nothing is in flight
@@ -209,7 +208,7 @@ class Service:
         # message on its callback queue as the reply.
         progress = bool(delivery.reply_to) and wants_progress(delivery.headers)
         route = manifest.ReplyRoute(delivery.reply_to or "", delivery.correlation_id, progress)
-        self._dispatch(delivery, None, request, request_id, route)
+        self._dispatch(delivery, request, request_id, route)
 
     def _unhandled(self, delivery: Delivery, exc: Exception) -> None:
         log.exception("request %s could not be handled", delivery.correlation_id)
@@ -228,8 +227,7 @@ class Service:
 
     def _dispatch(
         self,
-        delivery: Delivery | None,
-        http_token: str | None,
+        delivery: Delivery,
         request: Request,
         request_id: str,
         route: manifest.ReplyRoute,
@@ -237,7 +235,7 @@ class Service:
         key = next(self._keys)
         name = manifest.job_name_for(request.job_name, request_id)
         worker = shard_of(name, self.pool.size)
-        self._pending[key] = _Pending(delivery, http_token, worker, route)
+        self._pending[key] = _Pending(delivery, worker, route)
         self.pool.send(worker, StartJob(key, request, request_id, route))
         self._capacity_changed()
 
@@ -282,8 +280,7 @@ class Service:
     def _accepted(self, message: JobAccepted) -> None:
         pending = self._pending.pop(message.key)
         self._active[message.job_name] = message.worker
-        if pending.delivery is not None:
-            self.broker.ack(pending.delivery)
+        self.broker.ack(pending.delivery)
         if pending.route.progress:
             route = pending.route
             self._progress(route.reply_to, route.correlation_id, message.job_name, "accepted")
@@ -301,26 +298,19 @@ class Service:
     def _start_failed(self, message: JobStartFailed) -> None:
         pending = self._pending.pop(message.key)
         delivery = pending.delivery
-        if message.transient and delivery is not None and not delivery.redelivered:
+        if message.transient and not delivery.redelivered:
             # Kubernetes is unreachable even after retries: give the request another go later.
             self.broker.nack(delivery, requeue=True)
             return
         reply = reply_for(message.outcome)
         self.metrics.request_done(reply.status.value, None)
-        if pending.http_token is not None:
-            self._resolve_http(pending.http_token, reply)
-        elif delivery is not None:
-            self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
-            self.broker.ack(delivery)
+        self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
+        self.broker.ack(delivery)
 
     def _finished(self, message: JobFinished) -> None:
         reply = reply_for(message.outcome)
         duration = reply.duration_ms / 1000 if reply.duration_ms is not None else None
-        if message.reply_to.startswith(HTTP_ROUTE_PREFIX):
-            if not self._resolve_http(message.reply_to[len(HTTP_ROUTE_PREFIX) :], reply):
-                self._reply(reply, "", message.correlation_id)  # its caller is gone
-        else:
-            self._reply(reply, message.reply_to, message.correlation_id)
+        self._reply(reply, message.reply_to, message.correlation_id)
         self.metrics.request_done(reply.status.value, duration)
         log.info("job %s replied: %s", message.job_name, reply.status.value)
         self.pool.send(shard_of(message.job_name, self.pool.size), ReleaseJob(message.job_name))
@@ -329,7 +319,7 @@ class Service:
         self, reply_to: str, correlation_id: str | None, job_name: str, state: str
     ) -> None:
         """Tell a waiting client where its Job stands; never retried, never re-routed."""
-        if not reply_to or reply_to.startswith(HTTP_ROUTE_PREFIX):
+        if not reply_to:
             return
         body = progress_body(job_name, state, self.settings.namespace)
         try:
@@ -357,17 +347,14 @@ class Service:
         for key in [k for k, p in self._pending.items() if p.worker == died.worker]:
             pending = self._pending.pop(key)
             delivery = pending.delivery
-            if delivery is not None and not delivery.redelivered:
+            if not delivery.redelivered:
                 self.broker.nack(delivery, requeue=True)  # maybe bad luck: one more try
                 continue
             reason = f"a worker process died (exit code {died.exit_code}) handling it twice"
             reply = crash_reply(reason)
-            if pending.http_token is not None:
-                self._resolve_http(pending.http_token, reply)
-            elif delivery is not None:
-                self._dead_letter(delivery, reason)
-                self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
-                self.broker.ack(delivery)
+            self._dead_letter(delivery, reason)
+            self._reply(reply, delivery.reply_to or "", delivery.correlation_id)
+            self.broker.ack(delivery)
             self.metrics.request_done(reply.status.value, None)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -388,30 +375,54 @@ class Service:
     # --- the Java REST controller ----------------------------------------------------------
 
     def _execute(self, body: bytes) -> tuple[int, str]:
+        """Run one REST request through the work queue; (HTTP status, Java `result` text)."""
         try:
             request = parse_request(body, settings=self.settings)
         except RequestRejected as exc:
             return 400, rejection_reply(exc, body).result
-        token = uuid.uuid4().hex
-        waiter: Future[Reply] = Future()
-        with self._waiters_lock:
-            self._http_waiters[token] = waiter
-        route = manifest.ReplyRoute(HTTP_ROUTE_PREFIX + token, token)
-        self.broker.submit(lambda: self._dispatch(None, token, request, token, route))
-        limit = request.timeout_minutes * 60 + 300
+        # Each caller holds a server thread while it waits: a bound keeps them from piling up.
+        if not self._rest_callers.acquire(blocking=False):
+            limit = self.settings.http_max_waiting
+            return 503, (f"Busy: {limit} REST requests are waiting already (MSTC_HTTP_MAX_WAITING);"
+                         " retry later, or send the request through the queue")  # fmt: skip
         try:
-            reply = waiter.result(timeout=limit)
-        except TimeoutError:
-            return 504, f"TimeoutError: no outcome within {limit} s"
+            return self._call_through_queue(body, request.timeout_minutes * 60 + 300)
         finally:
-            with self._waiters_lock:
-                self._http_waiters.pop(token, None)
-        return (200 if reply.status.value != "error" else 500), reply.result
+            self._rest_callers.release()
 
-    def _resolve_http(self, token: str, reply: Reply) -> bool:
-        with self._waiters_lock:
-            waiter = self._http_waiters.get(token)
-        if waiter is None:
-            return False
-        waiter.set_result(reply)
-        return True
+    def _call_through_queue(self, body: bytes, limit: float) -> tuple[int, str]:
+        """Publish the request to the work queue and wait up to `limit` s for its reply."""
+        answer: Future[bytes | None] = Future()
+        correlation_id = uuid.uuid4().hex  # a fresh id: the request's identity, as any client's
+        call = functools.partial(self.broker.call, self.settings.work_queue, body,
+                                 correlation_id=correlation_id,
+                                 on_reply=functools.partial(_answer, answer))  # fmt: skip
+        self.broker.submit(call)
+        try:
+            reply = answer.result(timeout=limit)
+        except TimeoutError:
+            if answer.cancel():  # a reply that comes later goes to the results queue
+                return 504, f"TimeoutError: no outcome within {limit:.0f} s"
+            reply = answer.result()
+        if reply is None:
+            return 503, ("BrokerUnavailable: the connection to RabbitMQ was lost while this "
+                         "request waited; it may still run, and its reply then goes to the "
+                         f"results queue {self.settings.results_queue} (correlation id "
+                         f"{correlation_id})")  # fmt: skip
+        return _http_answer(reply)
+
+
+def _answer(answer: Future[bytes | None], reply: bytes | None) -> bool:
+    """Hand a reply to its waiting REST caller; False if the caller has gone."""
+    try:
+        answer.set_result(reply)
+    except InvalidStateError:  # cancelled: the caller timed out
+        return False
+    return True
+
+
+def _http_answer(reply: bytes) -> tuple[int, str]:
+    """The Java controller's answer to a reply body: its `result`; 400 rejected, 500 error."""
+    data = json.loads(reply)
+    status = {Status.REJECTED.value: 400, Status.ERROR.value: 500}.get(data.get("status"), 200)
+    return status, str(data.get("result", ""))

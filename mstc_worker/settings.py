@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from pydantic import (
     Field,
     FilePath,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
+
+    _http_token: SecretStr | None = PrivateAttr(default=None)
 
     model_config = SettingsConfigDict(
         case_sensitive=True,
@@ -186,6 +189,19 @@ class Settings(BaseSettings):
         "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
         "MSTC_HTTP_HOST",
         "Address the HTTP port binds to (127.0.0.1 to keep it local).",
+    )
+    http_token_file: FilePath | None = _setting(
+        None,
+        "MSTC_HTTP_TOKEN_FILE",
+        "File holding the bearer token that POST /mstc/worker/execute requires; without it "
+        "the REST execute endpoint is off (403). Read once at start.",
+    )
+    http_max_waiting: int = _setting(
+        16,
+        "MSTC_HTTP_MAX_WAITING",
+        "Most REST execute calls waiting at once per replica; more are answered 503.",
+        ge=1,
+        le=1000,
     )
     image_allow: str = _setting(
         "*",
@@ -317,7 +333,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _read_http_token(self) -> Settings:
+        if self.http_token_file is not None:
+            try:
+                token = self.http_token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"MSTC_HTTP_TOKEN_FILE cannot be read: {exc}") from None
+            if len(token) < 16:
+                raise ValueError("MSTC_HTTP_TOKEN_FILE must hold a token of 16 characters or more")
+            self._http_token = SecretStr(token)
+        return self
+
     # --- Resolved values ----------------------------------------------------------------
+    @property
+    def http_token(self) -> str | None:
+        """The REST port's bearer token (from MSTC_HTTP_TOKEN_FILE); None: execute is off."""
+        return None if self._http_token is None else self._http_token.get_secret_value()
+
     @property
     def amqp_url(self) -> str:
         """The broker URL for pika, credentials included: never log it (see amqp_url_for_logs)."""

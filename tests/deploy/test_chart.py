@@ -60,6 +60,7 @@ EXTERNAL_SERVERS = {
     "minio.enabled": "false",
     "externalMinio.host": "s3.example.internal",
     "externalMinio.existingSecret": "my-minio",
+    "restApi.existingSecret": "my-rest-token",
 }
 EXTERNAL_BROKER_BY_SECRET = {
     "mstc-work-queue.enabled": "false",
@@ -67,6 +68,7 @@ EXTERNAL_BROKER_BY_SECRET = {
     "externalWorkQueue.existingSecret": "my-rabbit",
     "minio.auth.rootUser": "given-user",
     "minio.auth.rootPassword": "given-password-123",
+    "restApi.enabled": "false",
 }
 VALUE_SETS = {
     "defaults": {},

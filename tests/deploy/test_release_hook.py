@@ -51,8 +51,11 @@ def test_hook_is_a_pre_delete_release_with_the_workers_account_and_settings(
     assert pod["serviceAccountName"] == "mstc-x"
     assert pod["restartPolicy"] == "Never"
     assert hook["spec"]["activeDeadlineSeconds"] > 60  # the release's own bound, then some
-    # The same settings as the worker (broker, MinIO, queues, claim staleness).
-    assert env_of({"spec": {"template": {"spec": pod}}}) == env_of(deployment)
+    # The same settings as the worker (broker, MinIO, queues, claim staleness), less the REST
+    # port's token, which only the server reads (the hook mounts no token).
+    worker_env = env_of(deployment)
+    assert worker_env.pop("MSTC_HTTP_TOKEN_FILE")
+    assert env_of({"spec": {"template": {"spec": pod}}}) == worker_env
     # Its pod is not one of the worker's: the worker's Service must not select it.
     selector = deployment["spec"]["selector"]["matchLabels"]
     labels = hook["spec"]["template"]["metadata"]["labels"]

@@ -12,8 +12,12 @@ deliveries unacked; a consumer window handed over in one go and dispatched one b
 was not yet dispatched when the consumer is cancelled going back to the queue marked
 redelivered (pika's `basic_cancel` rejects it); a closed connection returning every unacked
 delivery the same way; settling a delivery twice is an error; a settle of a delivery from an
-older connection is ignored (as `broker.Broker` does). Work submitted to the fake broker that
-raises fails the test at once, where the real broker logs it and carries on: a test should see it.
+older connection is ignored (as `broker.Broker` does). A request the service sends itself
+(`call`) joins the work queue with the reply queue `REPLY_QUEUE`; a reply published there goes
+to its caller, or to the results queue if the caller has gone, and closing the connection
+tells every caller still waiting that its reply will not come. Work submitted to the fake broker
+that raises fails the test at once, where the real broker logs it and carries on: a test should
+see it.
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ from mstc_worker.messages import (
     StartJob,
     WorkerDied,
 )
-from mstc_worker.ports import Delivery, DeliveryHandler, HttpEndpoints
+from mstc_worker.ports import Delivery, DeliveryHandler, HttpEndpoints, ReplyHandler
 from mstc_worker.protocol import Outcome
+
+REPLY_QUEUE = "amq.gen-fake-reply"
+"""The fake connection's private reply queue (RabbitMQ names the real one)."""
 
 Journal = list[tuple[Any, ...]]
 """What the fakes did, in order, across broker and pool: ("publish", queue, corr id), ..."""
@@ -69,8 +76,16 @@ class Published:
 class FakeBroker:
     """The work queue and one consuming channel, in memory (a `ports.BrokerPort`)."""
 
-    def __init__(self, *, prefetch: int, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prefetch: int,
+        journal: Journal | None = None,
+        results_queue: str = "mstc.queue.results",
+    ) -> None:
         self.prefetch = prefetch
+        self.results_queue = results_queue
+        self.calls: dict[str, ReplyHandler] = {}
         self.journal: Journal = journal if journal is not None else []
         self.queue: collections.deque[Message] = collections.deque()
         self.unacked: dict[int, tuple[Delivery, Message]] = {}
@@ -120,6 +135,15 @@ class FakeBroker:
         self.published.append(Published(queue, body, correlation_id, dict(headers or {}),
                                         message_type))  # fmt: skip
         self.journal.append(("publish", queue, correlation_id))
+        if queue == REPLY_QUEUE:
+            handler = self.calls.pop(correlation_id or "", None)
+            if handler is None or not handler(body):
+                self.publish(self.results_queue, body, correlation_id=correlation_id)
+
+    def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
+        self.journal.append(("call", queue, correlation_id))
+        self.calls[correlation_id] = on_reply
+        self.enqueue(body, reply_to=REPLY_QUEUE, correlation_id=correlation_id)
 
     def ack(self, delivery: Delivery) -> None:
         if self._settle(delivery) is not None:
@@ -206,6 +230,9 @@ class FakeBroker:
         self.queue.extendleft(_redelivered(m) for m in reversed(returned))
         self.generation += 1
         self.journal.append(("close", len(returned)))
+        calls, self.calls = self.calls, {}
+        for handler in calls.values():
+            handler(None)
 
     def published_to(self, queue: str) -> list[Published]:
         return [p for p in self.published if p.queue == queue]

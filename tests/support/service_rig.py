@@ -25,7 +25,8 @@ class ServiceRig:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.journal: Journal = []
-        self.broker = FakeBroker(prefetch=settings.concurrency, journal=self.journal)
+        self.broker = FakeBroker(prefetch=settings.concurrency, journal=self.journal,
+                                 results_queue=settings.results_queue)  # fmt: skip
         self.pool = FakePool(settings.processes, journal=self.journal)
         self.metrics = Metrics(process_metrics=False)
         self.service = Service(settings, broker=self.broker, pool=self.pool,

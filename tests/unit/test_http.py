@@ -17,6 +17,8 @@ import pytest
 from mstc_worker.http import DEFAULT_MAX_BODY_BYTES, HttpServer, HttpServerError
 from mstc_worker.metrics import JOB_DURATION_BUCKETS, Metrics
 
+TOKEN = "s3cret-token-for-tests"
+
 
 @dataclass
 class Probe:
@@ -61,6 +63,7 @@ def start_server(metrics: Metrics, probe: Probe) -> Iterator[StartServer]:
             "is_live": lambda: probe.live,
             "is_ready": lambda: probe.ready,
             "execute": probe.execute,
+            "token": TOKEN,
             "host": "127.0.0.1",
             **overrides,
         }
@@ -80,11 +83,20 @@ def server(start_server: StartServer) -> HttpServer:
 
 
 def call(
-    server: HttpServer, path: str, *, method: str = "GET", body: bytes | None = None
+    server: HttpServer,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
+    """One request; `token` goes in an `Authorization: Bearer` header."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{server.port}{path}", data=body, method=method
+        f"http://127.0.0.1:{server.port}{path}", data=body, method=method, headers=headers or {}
     )
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return Response(reply.status, reply.headers, reply.read().decode())
@@ -220,14 +232,14 @@ def test_execute_gets_the_exact_body_and_returns_its_answer(
 ) -> None:
     body = b'{"image": "mstc/python-test:latest", "jobName": "t\xc3\xa9st",  "x": [1]}'
     probe.answer = (200, "Job test-job-0f3c complete.")
-    reply = call(server, "/mstc/worker/execute", method="POST", body=body)
+    reply = call(server, "/mstc/worker/execute", method="POST", body=body, token=TOKEN)
     assert (reply.status, reply.text) == (200, "Job test-job-0f3c complete.")
     assert probe.bodies == [body]
 
 
 def test_execute_passes_its_status_code_through(server: HttpServer, probe: Probe) -> None:
     probe.answer = (400, "Invalid request No image: {}")
-    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}")
+    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}", token=TOKEN)
     assert (reply.status, reply.text) == (400, "Invalid request No image: {}")
 
 
@@ -236,13 +248,13 @@ def test_execute_that_raises_answers_500_in_the_java_style(start_server: StartSe
         raise RuntimeError("cluster on fire")
 
     server = start_server(execute=explode)
-    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}")
+    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}", token=TOKEN)
     assert (reply.status, reply.text) == (500, "RuntimeError: cluster on fire")
 
 
 def test_execute_without_a_runner_is_unavailable(start_server: StartServer) -> None:
     server = start_server(execute=None)
-    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}")
+    reply = call(server, "/mstc/worker/execute", method="POST", body=b"{}", token=TOKEN)
     assert (reply.status, reply.text) == (503, "execute not available\n")
 
 
@@ -250,17 +262,22 @@ def test_oversized_body_is_refused_and_never_executed(
     start_server: StartServer, probe: Probe
 ) -> None:
     server = start_server(max_body_bytes=1024)
-    reply = call(server, "/mstc/worker/execute", method="POST", body=b"x" * 1025)
+    reply = call(server, "/mstc/worker/execute", method="POST", body=b"x" * 1025, token=TOKEN)
     assert reply.status == 413
     assert "1025 bytes, over the limit of 1024 bytes" in reply.text
-    assert call(server, "/mstc/worker/execute", method="POST", body=b"x" * 1024).status == 200
+    assert (
+        call(server, "/mstc/worker/execute", method="POST", body=b"x" * 1024, token=TOKEN).status
+        == 200
+    )
     assert probe.bodies == [b"x" * 1024]
 
 
 def test_default_body_limit_is_one_mebibyte(server: HttpServer, probe: Probe) -> None:
     assert DEFAULT_MAX_BODY_BYTES == 1_048_576
     too_big = b"{" + b" " * DEFAULT_MAX_BODY_BYTES + b"}"
-    assert call(server, "/mstc/worker/execute", method="POST", body=too_big).status == 413
+    assert (
+        call(server, "/mstc/worker/execute", method="POST", body=too_big, token=TOKEN).status == 413
+    )
     assert probe.bodies == []
 
 
@@ -275,7 +292,7 @@ def test_a_long_execute_does_not_block_the_probes(start_server: StartServer) -> 
     results: list[Response] = []
     worker = threading.Thread(
         target=lambda: results.append(
-            call(server, "/mstc/worker/execute", method="POST", body=b"{}")
+            call(server, "/mstc/worker/execute", method="POST", body=b"{}", token=TOKEN)
         )
     )
     worker.start()
@@ -360,6 +377,7 @@ def test_chunked_or_garbled_lengths_are_refused(server: HttpServer, probe: Probe
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         try:
             connection.putrequest("POST", "/mstc/worker/execute")
+            connection.putheader("Authorization", f"Bearer {TOKEN}")
             for name, value in headers.items():
                 connection.putheader(name, value)
             connection.endheaders(body)
@@ -371,3 +389,61 @@ def test_chunked_or_garbled_lengths_are_refused(server: HttpServer, probe: Probe
     assert post({"Content-Length": "-5"}, b"") == 400
     assert post({"Content-Length": "lots"}, b"") == 400
     assert probe.bodies == []
+
+
+def execute(server: HttpServer, **options: object) -> Response:
+    return call(server, "/mstc/worker/execute", method="POST", body=b"{}", **options)  # type: ignore[arg-type]
+
+
+def test_execute_without_a_token_is_401_with_a_bearer_challenge(
+    server: HttpServer, probe: Probe
+) -> None:
+    reply = execute(server)
+    assert reply.status == 401
+    assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert reply.text == "no bearer token: send Authorization: Bearer <token>\n"
+    assert probe.bodies == []
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer wrong-token-of-some-length",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        f"Basic {TOKEN}",
+        TOKEN,
+        "Bearer ",
+    ],
+)
+def test_execute_with_a_wrong_token_is_401(
+    server: HttpServer, probe: Probe, authorization: str
+) -> None:
+    reply = execute(server, headers={"Authorization": authorization})
+    assert reply.status == 401
+    assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    assert probe.bodies == []
+
+
+def test_the_bearer_scheme_is_case_insensitive(server: HttpServer, probe: Probe) -> None:
+    assert execute(server, headers={"Authorization": f"bearer {TOKEN}"}).status == 200
+    assert probe.bodies == [b"{}"]
+
+
+def test_execute_is_off_without_a_configured_token_and_the_rest_stays_open(
+    start_server: StartServer, probe: Probe
+) -> None:
+    server = start_server(token=None)
+    reply = execute(server, token="")
+    assert reply.status == 403
+    assert "REST execute is off" in reply.text
+    assert "MSTC_HTTP_TOKEN_FILE" in reply.text
+    assert probe.bodies == []
+    for path in ("/mstc/worker", "/healthz", "/metrics"):
+        assert call(server, path).status == 200, path
+
+
+def test_a_refused_call_with_a_large_body_still_gets_its_answer(server: HttpServer) -> None:
+    # The body is read and dropped first: unread input would make the kernel reset the socket.
+    reply = call(server, "/mstc/worker/execute", method="POST", body=b"x" * 12_000_000)
+    assert reply.status == 401

@@ -9,7 +9,6 @@ tests/faults.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -194,29 +193,6 @@ def test_a_transient_start_failure_is_retried_once_then_answered(
     assert (reply["status"], reply["result"]) == ("error", "KubeUnavailable: no API server")
     assert rig.events("ack", "nack") == [("nack", 1, True), ("ack", 2)]
     assert rig.dead_letters() == []
-
-
-def test_a_rest_request_is_answered_to_its_caller_and_its_job_then_released(
-    rig: ServiceRig, make_body: MakeBody
-) -> None:
-    answers: list[tuple[int, str]] = []
-    caller = threading.Thread(
-        target=lambda: answers.append(rig.http.endpoints.execute(make_body())), daemon=True
-    )
-    caller.start()
-    assert rig.broker.wait_for_work(5)  # the caller handed its request to the connection
-    rig.settle()
-    [start] = rig.pool.starts()
-    name = rig.pool.accept(start)
-    rig.settle()
-
-    rig.pool.finish(start, succeeded(name))
-    rig.settle()
-    caller.join(5)
-
-    assert answers == [(200, f"Job {name} complete.")]
-    assert rig.broker.published == []  # no queue gets it
-    assert rig.pool.sent[-1] == (rig.pool.worker_of(start), ReleaseJob(name))
 
 
 def test_readiness_needs_every_process_ready_and_ends_with_the_drain(rig: ServiceRig) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -266,12 +267,18 @@ def test_heartbeats_survive_a_long_job(
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-def test_java_rest_endpoints(worker: WorkerProcess, bucket: str) -> None:
+def test_java_rest_endpoints(make_worker: MakeWorker, bucket: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "http-token"
+    token_file.write_text("a-token-for-the-rest-port")
+    worker = make_worker(MSTC_HTTP_TOKEN_FILE=str(token_file))
     assert worker.get("/mstc/worker") == (200, "hello")
     req = urllib.request.Request(
         worker.url + "/mstc/worker/execute",
         data=json.dumps(request(bucket)).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Bearer a-token-for-the-rest-port",
+        },
         method="POST",
     )
     with urllib.request.urlopen(req, timeout=120) as resp:

@@ -180,3 +180,10 @@ same broker, storage and settings). `range` renders the settings in key order.
 {{- toYaml . | nindent 0 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the REST port's bearer token (key `token`): the given one, else the chart's.
+*/}}
+{{- define "mstc-cloud-worker.restApi.secretName" -}}
+{{- .Values.restApi.existingSecret | default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) }}
+{{- end }}
