@@ -115,16 +115,19 @@ build_python() { debian_image python python3 python3-pip python-is-python3 ca-ce
 
 # The official rabbitmq image's user is uid/gid 999 (the chart runs the pod as that); Debian's
 # package makes a system user with another id, so it is renumbered and its files follow. Logs go
-# to the console (the chart's root filesystem is read-only), as in the official image.
+# to the console (the chart's root filesystem is read-only), as in the official image; what it
+# still writes as files goes to /tmp.
 rabbitmq_fixup() {
   local rootfs="$1"
   chroot "$rootfs" groupmod -g 999 rabbitmq
   chroot "$rootfs" usermod -u 999 -g 999 rabbitmq
-  mkdir -p "$rootfs"/var/log/rabbitmq "$rootfs"/var/lib/rabbitmq "$rootfs"/etc/rabbitmq/conf.d
+  # Its log dir (the upgrade log, crash dumps) where the chart's pod has a writable volume.
+  rm -rf "$rootfs"/var/log/rabbitmq && ln -s /tmp "$rootfs"/var/log/rabbitmq
+  mkdir -p "$rootfs"/var/lib/rabbitmq "$rootfs"/etc/rabbitmq/conf.d
   rm -f "$rootfs"/var/lib/rabbitmq/.erlang.cookie
   echo '[rabbitmq_management,rabbitmq_prometheus].' >"$rootfs"/etc/rabbitmq/enabled_plugins
   printf 'log.console = true\nlog.file = false\n' >"$rootfs"/etc/rabbitmq/conf.d/10-console.conf
-  chroot "$rootfs" chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq /etc/rabbitmq
+  chroot "$rootfs" chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /etc/rabbitmq
 }
 build_rabbitmq() {
   app_image rabbitmq rabbitmq_fixup "" rabbitmq-server /usr/lib/rabbitmq/bin rabbitmq-server
