@@ -113,23 +113,23 @@ bench: install stack-deps stack-build ## the benchmark (not part of `make test`)
 
 # --- The real node (MSTC_STACK_REAL_NODE=1): a kubelet on containerd beside KWOK's node. ------
 # Not part of `make test`: `make test-real-node` runs its tests. See README, "A real node".
-REALNODE_PKGS := containerd runc containernetworking-plugins iptables umoci debootstrap buildah socat
+REALNODE_PKGS := containerd runc containernetworking-plugins iptables nftables umoci debootstrap buildah socat
 .PHONY: realnode-deps realnode-build realnode-up test-real-node
 
 realnode-deps: ## Debian's containerd, runc, CNI plugins, umoci and debootstrap, when missing
-	@for t in containerd runc ctr umoci debootstrap buildah socat /usr/lib/cni/bridge; do \
+	@for t in containerd runc ctr umoci debootstrap buildah socat nft /usr/lib/cni/bridge; do \
 	  command -v $$t >/dev/null || { missing=1; break; }; done; \
 	if [ -n "$$missing" ]; then \
 	  sudo= ; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $(REALNODE_PKGS); \
 	fi
 
-realnode-build: ## kubelet and kube-proxy (cached by version) and the node's images (by content)
+realnode-build: ## kubelet, kube-proxy and CoreDNS (cached by version) and the node's images (by content)
 	MSTC_STACK_REAL_NODE=1 stack/build.sh
-	for image in pause base python job worker; do stack/images/build.sh $$image || exit 1; done
+	for image in pause base python job worker rabbitmq minio; do stack/images/build.sh $$image || exit 1; done
 
 realnode-up: stack-deps realnode-deps realnode-build ## the local stack with a real node beside KWOK's
 	MSTC_STACK_REAL_NODE=1 $(STACK) up
 
 test-real-node: install stack-deps realnode-deps realnode-build ## the real node's tests (own stack)
-	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py
+	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py

@@ -10,7 +10,8 @@ Pods land on it only when they ask: the node is registered with the taint
 needs that toleration and that nodeSelector; everything else keeps going to KWOK's node. A
 namespace annotated with ``realnode_files.NAMESPACE_ANNOTATIONS`` gets both for all its pods
 (admission plugins this mode turns on): that is how a worker's Jobs run there. Pods reach the
-stack's MinIO (127.0.0.1 only) at the node's address, through a relay (socat) on the same port.
+stack's MinIO (127.0.0.1 only) at the node's address, through a relay (socat) on the same port;
+Services and their names work through ``realnode_services`` (kube-proxy, CoreDNS).
 Images are never pulled: ``stack/images/build.sh`` builds them here and ``up`` imports them.
 
 ``down`` does not rely on the kubelet or containerd ending cleanly: after stopping them it
@@ -31,13 +32,14 @@ from pathlib import Path
 
 import localstack
 import realnode_files as files
+import realnode_services as services
 import realnode_sweep as sweep
 from localstack import Config, StackError
 
 KUBELET, CONTAINERD, S3_RELAY = "realnode-kubelet", "realnode-containerd", "realnode-s3-relay"
-PARTS_IN_STOP_ORDER = [KUBELET, S3_RELAY, CONTAINERD]
+PARTS_IN_STOP_ORDER = [KUBELET, *services.PARTS_IN_STOP_ORDER, S3_RELAY, CONTAINERD]
 NEEDED_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "umoci", "debootstrap",
-                "buildah", "socat")  # fmt: skip
+                "buildah", "socat", "nft")  # fmt: skip
 
 
 def enabled(env: dict[str, str] | None = None) -> bool:
@@ -90,7 +92,7 @@ def _preflight(cfg: Config) -> Path:
 def _build_images() -> dict[str, Path]:
     """Each image's archive, built here or taken from the cache (see stack/images/build.sh)."""
     script = str(localstack.HERE / "images" / "build.sh")
-    roles = ("pause", "base", "job", "worker")
+    roles = ("pause", "base", "job", "worker", "rabbitmq", "minio")
     return {role: Path(_run(script, role, timeout=1800).strip()) for role in roles}
 
 
@@ -200,6 +202,7 @@ def up(cfg: Config) -> None:
     _import_images(lay, archives)
     _s3_relay(cfg, lay)
     _kubelet(cfg, lay, kubelet)
+    services.up(cfg, lay)
     print(f"real node {files.NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
 
 
@@ -234,6 +237,7 @@ def down(cfg: Config) -> None:
     which localstack's down removes with the rest)."""
     lay = files.Layout(cfg)
     localstack.stop(cfg, KUBELET)
+    services.down(cfg)
     localstack.stop(cfg, S3_RELAY)
     if localstack.is_running(cfg, CONTAINERD):
         _kill_tasks(lay)

@@ -16,6 +16,20 @@ export CGO_ENABLED=0
 
 log() { printf '[realnode-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# CoreDNS, the node's cluster DNS, from its own Go module (no replace directives, so
+# `go install module@version` builds it), cached by version beside the rest. Its version is
+# realnode_services.py's COREDNS_VERSION.
+coredns_v=$(sed -n 's/^COREDNS_VERSION = "\(.*\)"$/\1/p' "$here/realnode_services.py")
+coredns_out="$cache/coredns-$coredns_v"
+if [[ ! -x "$coredns_out/coredns" ]]; then
+  start=$SECONDS
+  log "coredns $coredns_v: building"
+  rm -rf "$coredns_out.tmp" && mkdir -p "$coredns_out.tmp"
+  GOBIN="$coredns_out.tmp" go install -ldflags "-s -w" "github.com/coredns/coredns@$coredns_v"
+  rm -rf "$coredns_out" && mv "$coredns_out.tmp" "$coredns_out"  # whole or absent, never half
+  log "coredns built in $((SECONDS - start)) s"
+fi
+
 v="$KUBERNETES_VERSION"
 out="$cache/kubernetes-$v"
 missing=()

@@ -23,6 +23,9 @@ NODE_NAME = "mstc-real-node"
 # Pods meant for the real node tolerate this taint and select this label; every other pod
 # (the whole KWOK-based suite) cannot land on it.
 TAINT_KEY = "mstc.io/real-node"
+# The API server's --service-cluster-ip-range (localstack.py) and the domain CoreDNS serves.
+SERVICE_CIDR = "10.96.0.0/16"
+CLUSTER_DOMAIN = "cluster.local"
 CGROUP_FS = Path("/sys/fs/cgroup")
 # A namespace with these annotations sends all its pods to the real node (the API server's
 # PodNodeSelector and PodTolerationRestriction admission plugins add selector and toleration):
@@ -187,8 +190,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 
 def cni_config(lay: Layout) -> str:
-    """One bridge network with no gateway route and no masquerade: pods reach each other and
-    the host's bridge address, nothing beyond this machine, and no iptables rule is added."""
+    """One bridge network with no default route and no masquerade: pods reach each other, the
+    host's bridge address and the stack's Service range (through the node, where kube-proxy's
+    rules send it to a pod or the host), nothing beyond this machine."""
     return json.dumps(
         {
             "cniVersion": "0.4.0",
@@ -203,6 +207,8 @@ def cni_config(lay: Layout) -> str:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": lay.subnet, "gateway": lay.node_ip}]],
+                        # Service addresses only, through the node (kube-proxy's rules there).
+                        "routes": [{"dst": SERVICE_CIDR}],
                         "dataDir": str(lay.root / "cni" / "ipam"),
                     },
                 }
@@ -244,6 +250,9 @@ def kubelet_config(lay: Layout) -> str:
         # The kubelet leaves the machine's iptables alone; nothing here needs its chains.
         "makeIPTablesUtilChains": False,
         "resolvConf": "",
+        # The stack's CoreDNS answers for Services on the node's address (realnode_services).
+        "clusterDNS": [lay.node_ip],
+        "clusterDomain": CLUSTER_DOMAIN,
         "maxPods": 30,
         "evictionHard": {
             "memory.available": "100Mi",

@@ -5,7 +5,12 @@
 #   base   a minimal Debian (debootstrap --variant=minbase) from Debian's archive
 #   python the same with Debian's python3 (3.11) and pip: the python:3.11-slim of the Dockerfiles
 #   job    the example job (examples/job/Dockerfile), built by buildah on the python image
-# Usage: stack/images/build.sh pause|base|python|job   -> prints the archive's path on stdout.
+#   worker the project's Dockerfile, built by buildah on the python image
+#   rabbitmq  Debian's rabbitmq-server (3.10) on minbase, its user as uid/gid 999 (the official
+#             image's, which the chart's securityContext names), management plugin enabled
+#   minio  the stack's own MinIO binary (the version in stack/versions.env) on minbase
+# Usage: stack/images/build.sh pause|base|python|job|worker|rabbitmq|minio
+#        -> prints the archive's path on stdout.
 # Each archive's name carries a hash of what it is made from (its recipe below, the source,
 # the suite and mirror), so a change to any of them makes a new archive and an unchanged one is
 # reused; the image's tag is that hash, so the node never mixes two builds under one name.
@@ -75,9 +80,70 @@ debian_image() {
   pack "$role" "$tag" "$work/oci"
 }
 
+# app_image ROLE FIXUP ENTRY CMD PATH_PRE [PACKAGE...]: as debian_image, then FIXUP (a function)
+# run on the rootfs, and the image's entrypoint (ENTRY, may be empty), command and PATH
+# prefix set; the fixup's body and $fixup_input (a file it copies in) go into the hash.
+app_image() {
+  local role="$1" fixup="$2" entry="$3" cmd="$4" path_pre="$5" include tag out rootfs
+  shift 5
+  include=$(IFS=,; echo "$*")
+  tag=$(key <(declare -f app_image "$fixup") ${fixup_input:-} \
+    <(printf '%s %s %s %s %s %s\n' "$suite" "$mirror" "$include" "$entry" "$cmd" "$path_pre"))
+  out="$cache/$role-$tag.tar"
+  [[ -f "$out" ]] && { echo "$out"; return; }
+  log "$role $tag: debootstrap $suite from $mirror ${include:+with $include}"
+  umoci init --layout "$work/oci"
+  umoci new --image "$work/oci:$tag"
+  umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+  rootfs="$work/bundle/rootfs"
+  debootstrap --variant=minbase ${include:+--include="$include"} "$suite" "$rootfs" "$mirror" \
+    >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; return 1; }
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/dev/* \
+    "$rootfs"/var/log/*
+  "$fixup" "$rootfs"
+  umoci repack --image "$work/oci:$tag" "$work/bundle"
+  umoci config --image "$work/oci:$tag" --config.cmd "$cmd" ${entry:+--config.entrypoint "$entry"} \
+    --os linux --architecture "$(dpkg --print-architecture)" \
+    --config.env "PATH=${path_pre:+$path_pre:}/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  umoci gc --layout "$work/oci"
+  pack "$role" "$tag" "$work/oci"
+}
+
 build_base() { debian_image base; }
 # Stands in for the python:3.11-slim images the Dockerfiles name (bookworm's python3 is 3.11).
 build_python() { debian_image python python3 python3-pip python-is-python3 ca-certificates; }
+
+# The official rabbitmq image's user is uid/gid 999 (the chart runs the pod as that); Debian's
+# package makes a system user with another id, so it is renumbered and its files follow. Logs go
+# to the console (the chart's root filesystem is read-only), as in the official image; what it
+# still writes as files goes to /tmp.
+rabbitmq_fixup() {
+  local rootfs="$1"
+  chroot "$rootfs" groupmod -g 999 rabbitmq
+  chroot "$rootfs" usermod -u 999 -g 999 rabbitmq
+  # Its log dir (the upgrade log, crash dumps) where the chart's pod has a writable volume.
+  rm -rf "$rootfs"/var/log/rabbitmq && ln -s /tmp "$rootfs"/var/log/rabbitmq
+  mkdir -p "$rootfs"/var/lib/rabbitmq "$rootfs"/etc/rabbitmq/conf.d
+  rm -f "$rootfs"/var/lib/rabbitmq/.erlang.cookie
+  echo '[rabbitmq_management,rabbitmq_prometheus].' >"$rootfs"/etc/rabbitmq/enabled_plugins
+  printf 'log.console = true\nlog.file = false\n' >"$rootfs"/etc/rabbitmq/conf.d/10-console.conf
+  chroot "$rootfs" chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /etc/rabbitmq
+}
+build_rabbitmq() {
+  app_image rabbitmq rabbitmq_fixup "" rabbitmq-server /usr/lib/rabbitmq/bin rabbitmq-server
+}
+
+# MinIO: the stack's own binary (built by stack/build.sh at the pinned version).
+minio_binary() {
+  # shellcheck source=../versions.env
+  source "$here/../versions.env"
+  echo "${MSTC_CACHE_DIR:-$HOME/.cache/mstc-stack}/minio-$MINIO_VERSION/minio"
+}
+minio_fixup() { install -m 0755 "$(minio_binary)" "$1/usr/bin/minio"; }
+build_minio() {
+  [[ -x "$(minio_binary)" ]] || { log "no MinIO binary at $(minio_binary): make stack-build"; return 1; }
+  fixup_input="$(minio_binary)" app_image minio minio_fixup /usr/bin/minio server /usr/local/bin
+}
 
 # dockerfile_image ROLE TAG BASE_ARCHIVE CONTEXT: the project's own Dockerfile in CONTEXT, built
 # by buildah (no daemon) on BASE_ARCHIVE's image in place of its first FROM. buildah's storage
@@ -158,5 +224,7 @@ case "${1:-}" in
   python) build_python ;;
   job) build_job ;;
   worker) build_worker ;;
-  *) echo "usage: $0 pause|base|python|job|worker" >&2; exit 2 ;;
+  rabbitmq) build_rabbitmq ;;
+  minio) build_minio ;;
+  *) echo "usage: $0 pause|base|python|job|worker|rabbitmq|minio" >&2; exit 2 ;;
 esac

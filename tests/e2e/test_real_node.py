@@ -25,6 +25,7 @@ from minio import Minio
 import localstack
 import realnode
 import realnode_files
+import realnode_services
 import realnode_sweep
 from realnode_files import NAMESPACE_ANNOTATIONS
 from tests.support.kube import watch_until
@@ -238,6 +239,7 @@ def test_the_node_going_down_leaves_no_process_mount_bridge_or_cgroup_behind(
     wait_pod(core, ns, pod.metadata.name, lambda p: p.status.phase == "Running")
     assert realnode_sweep.our_mounts(lay)
     assert realnode_sweep.our_pids(lay)
+    assert realnode_services.nft_tables()  # kube-proxy's
 
     realnode.down(cfg)
     try:
@@ -245,5 +247,6 @@ def test_the_node_going_down_leaves_no_process_mount_bridge_or_cgroup_behind(
         assert realnode_sweep.our_pids(lay) == set()
         assert not Path(f"/sys/class/net/{lay.bridge}").exists()
         assert [d for d in lay.cgroup_dirs() if d.exists()] == []
+        assert realnode_services.nft_tables() == []
     finally:
         realnode.up(cfg)
