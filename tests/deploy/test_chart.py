@@ -18,6 +18,7 @@ import pika
 import pytest
 import yaml
 
+from mstc_worker.settings import load_settings
 from tests.deploy.conftest import CHART, ROOT, find, helm, kubectl, render, set_args
 from tests.support.stack import StackInfo
 
@@ -353,3 +354,27 @@ def test_by_default_requests_set_no_keys_and_the_namespace_is_left_alone(
     assert env["MSTC_REQUEST_LABEL_PREFIXES"] == ""
     assert env["MSTC_REQUEST_ANNOTATION_PREFIXES"] == ""
     assert [o for o in objects if o["kind"] == "Namespace"] == []
+
+
+def test_the_settings_the_chart_renders_are_ones_the_worker_accepts(
+    stack: StackInfo, tmp_path: Path
+) -> None:
+    # The worker reads these at start; a value it refuses (a number rendered as 1.048576e+06)
+    # would keep every pod of a default install crash-looping.
+    env = env_of(find(render(stack, {}), "Deployment", "t-mstc-cloud-worker"))
+    plain = {name: value for name, value in env.items() if isinstance(value, str)}
+    token = tmp_path / "token"
+    token.write_text("a-token-of-more-than-16-characters")
+    settings = load_settings(
+        {
+            **plain,
+            # What the Secrets and the token mount give the pod at run time.
+            "WORK_QUEUE_USER": "user",
+            "WORK_QUEUE_PASS": "a-password",
+            "MINIO_ROOT_USER": "minio-user",
+            "MINIO_ROOT_PASSWORD": "a-minio-password",
+            "MSTC_HTTP_TOKEN_FILE": str(token),
+        }
+    )
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.concurrency == 100

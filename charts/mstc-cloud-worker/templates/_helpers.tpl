@@ -130,7 +130,9 @@ rotating the credentials is one change.
 
 {{- /*
 The worker's environment, shared by its Deployment and the release hook (which must see the
-same broker, storage and settings). `range` renders the settings in key order.
+same broker, storage and settings). `range` renders the settings in key order. Numbers pass
+through int64: YAML's numbers reach templates as floats, and 1048576 would render as
+"1.048576e+06", which the worker refuses.
 */}}
 {{- define "mstc-cloud-worker.workerEnv" -}}
 {{- $w := .Values.worker }}
@@ -138,20 +140,20 @@ same broker, storage and settings). `range` renders the settings in key order.
 {{- $settings := dict
   "MSTC_NAMESPACE" .Release.Namespace
   "MSTC_HTTP_PORT" "8080"
-  "MSTC_CONCURRENCY" $w.concurrency
-  "MSTC_PROCESSES" $w.processes
-  "MSTC_DEFAULT_TIMEOUT_MINUTES" $w.defaultTimeoutMinutes
-  "MSTC_MAX_TIMEOUT_MINUTES" $w.maxTimeoutMinutes
-  "MSTC_JOB_TTL_SECONDS" $w.jobTtlSeconds
-  "MSTC_HEARTBEAT_SECONDS" $w.heartbeatSeconds
+  "MSTC_CONCURRENCY" ($w.concurrency | int64)
+  "MSTC_PROCESSES" ($w.processes | int64)
+  "MSTC_DEFAULT_TIMEOUT_MINUTES" ($w.defaultTimeoutMinutes | int64)
+  "MSTC_MAX_TIMEOUT_MINUTES" ($w.maxTimeoutMinutes | int64)
+  "MSTC_JOB_TTL_SECONDS" ($w.jobTtlSeconds | int64)
+  "MSTC_HEARTBEAT_SECONDS" ($w.heartbeatSeconds | int64)
   "MSTC_IMAGE_ALLOW" (join "," $w.imageAllow)
   "MSTC_REQUEST_LABEL_PREFIXES" (join "," $w.requestLabelPrefixes)
   "MSTC_REQUEST_ANNOTATION_PREFIXES" (join "," $w.requestAnnotationPrefixes)
-  "MSTC_MAX_BODY_BYTES" $w.maxBodyBytes
+  "MSTC_MAX_BODY_BYTES" ($w.maxBodyBytes | int64)
   "MSTC_LOG_FORMAT" $w.logFormat
-  "MSTC_CLAIM_STALE_SECONDS" $w.claimStaleSeconds
-  "MSTC_RESYNC_SECONDS" $w.resyncSeconds
-  "MSTC_SHUTDOWN_GRACE_SECONDS" $w.shutdownGraceSeconds
+  "MSTC_CLAIM_STALE_SECONDS" ($w.claimStaleSeconds | int64)
+  "MSTC_RESYNC_SECONDS" ($w.resyncSeconds | int64)
+  "MSTC_SHUTDOWN_GRACE_SECONDS" ($w.shutdownGraceSeconds | int64)
   "MSTC_ALLOW_DEFAULT_CREDENTIALS" $w.allowDefaultCredentials
   "MSTC_EXCHANGE" $q.exchange
   "MSTC_WORK_QUEUE" $q.work
