@@ -278,8 +278,14 @@ def test_a_privileged_or_host_path_job_is_refused_with_the_workers_token(
 
 @pytest.mark.parametrize(("level", "non_root"), [("baseline", "false"), ("restricted", "true")])
 def test_the_workers_own_jobs_are_admitted_under_pod_security(
-    level: str, non_root: str, stack: StackInfo, api_client: k8s.ApiClient, namespace: str
-) -> None:
+    level: str, non_root: str, stack: StackInfo, api_client: k8s.ApiClient, namespace: str,
+    fault: FaultRecord,
+) -> None:  # fmt: skip
+    fault.fault = (
+        f"the worker's own Job (MSTC_JOB_RUN_AS_NON_ROOT={non_root}) in a namespace enforcing "
+        f"Pod Security {level}, created with the worker's token"
+    )
+    fault.expected = "admitted without a warning; its pod created"
     worker = _as_the_worker(api_client, namespace, level)
     settings = load_settings(
         {**stack.env, "MSTC_NAMESPACE": namespace, "MSTC_JOB_RUN_AS_NON_ROOT": non_root}
@@ -292,3 +298,4 @@ def test_the_workers_own_jobs_are_admitted_under_pod_security(
     assert _create_job(worker, namespace, job) == ""
     event = _first_event(api_client, namespace, job["metadata"]["name"])
     assert event.reason == "SuccessfulCreate", event.message
+    fault.saw(f"created with no warning; event {event.reason}: {event.message[-60:]}")
