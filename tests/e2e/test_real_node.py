@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,7 @@ import realnode_files
 import realnode_services
 import realnode_sweep
 from realnode_files import NAMESPACE_ANNOTATIONS
-from tests.support.kube import watch_until
-from tests.support.realnode import real_node_pod, terminated, waiting_reason, why_not
+from tests.support.realnode import real_node_pod, terminated, wait_pod, waiting_reason, why_not
 from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
@@ -38,42 +36,6 @@ pytestmark = [
     pytest.mark.real_node,
     pytest.mark.skipif(why_not() is not None, reason=why_not() or ""),
 ]
-
-
-@pytest.fixture
-def core(stack: StackInfo, api_client: k8s.ApiClient) -> k8s.CoreV1Api:
-    if reason := why_not(stack):
-        pytest.skip(reason)
-    return k8s.CoreV1Api(api_client)
-
-
-@pytest.fixture
-def ns(core: k8s.CoreV1Api, namespace: str) -> str:
-    """The test's namespace once its default ServiceAccount exists (pods are refused before)."""
-    watch_until(
-        core.list_namespaced_service_account,
-        lambda _t, sa: sa.metadata.name == "default",
-        namespace=namespace,
-    )
-    return namespace
-
-
-def wait_pod(
-    core: k8s.CoreV1Api,
-    ns: str,
-    name: str,
-    predicate: Callable[[k8s.V1Pod], bool],
-    timeout: int = 120,
-) -> k8s.V1Pod:
-    """The pod once `predicate` holds for it, from a watch (no polling)."""
-    pod: k8s.V1Pod = watch_until(
-        core.list_namespaced_pod,
-        lambda _t, pod: predicate(pod),
-        timeout=timeout,
-        namespace=ns,
-        field_selector=f"metadata.name={name}",
-    )
-    return pod
 
 
 def test_a_pod_runs_a_locally_built_image_to_completed_and_its_log_is_served(

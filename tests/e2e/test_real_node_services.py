@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 
 import pytest
 from kubernetes import client as k8s
 
-from tests.support.kube import watch_until
-from tests.support.realnode import real_node_pod, terminated, why_not
+from tests.support.realnode import real_node_pod, terminated, wait_pod, why_not
 from tests.support.stack import StackInfo
 
 pytestmark = [
@@ -38,37 +36,6 @@ print(urllib.request.urlopen(req, timeout=20, context=ctx).read().decode().strip
 """
 
 SERVE = "exec python3 -m http.server 8080 --directory /tmp/www"
-
-
-@pytest.fixture
-def core(stack: StackInfo, api_client: k8s.ApiClient) -> k8s.CoreV1Api:
-    if reason := why_not(stack):
-        pytest.skip(reason)
-    return k8s.CoreV1Api(api_client)
-
-
-@pytest.fixture
-def ns(core: k8s.CoreV1Api, namespace: str) -> str:
-    """The test's namespace once its default ServiceAccount exists (pods are refused before)."""
-    watch_until(
-        core.list_namespaced_service_account,
-        lambda _t, sa: sa.metadata.name == "default",
-        namespace=namespace,
-    )
-    return namespace
-
-
-def wait_pod(
-    core: k8s.CoreV1Api, ns: str, name: str, predicate: Callable[[k8s.V1Pod], bool]
-) -> k8s.V1Pod:
-    pod: k8s.V1Pod = watch_until(
-        core.list_namespaced_pod,
-        lambda _t, pod: predicate(pod),
-        timeout=120,
-        namespace=ns,
-        field_selector=f"metadata.name={name}",
-    )
-    return pod
 
 
 def ready(pod: k8s.V1Pod) -> bool:

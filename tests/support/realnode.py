@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 
 from kubernetes import client as k8s
 
+from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 
 REAL_NODE_KEY = "mstc.io/real-node"
@@ -73,3 +75,21 @@ def terminated(pod: k8s.V1Pod) -> k8s.V1ContainerStateTerminated | None:
         if status.state and status.state.terminated:
             return status.state.terminated
     return None
+
+
+def wait_pod(
+    core: k8s.CoreV1Api,
+    ns: str,
+    name: str,
+    predicate: Callable[[k8s.V1Pod], bool],
+    timeout: int = 120,
+) -> k8s.V1Pod:
+    """The pod once `predicate` holds for it, from a watch (no polling)."""
+    pod: k8s.V1Pod = watch_until(
+        core.list_namespaced_pod,
+        lambda _t, pod: predicate(pod),
+        timeout=timeout,
+        namespace=ns,
+        field_selector=f"metadata.name={name}",
+    )
+    return pod
