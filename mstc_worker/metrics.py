@@ -88,6 +88,11 @@ class Metrics:
         self._storage_errors = Counter(
             "mstc_storage_errors", "Failed object-storage (MinIO) calls.", registry=registry
         )
+        self._process_restarts = Counter(
+            "mstc_worker_process_restarts",
+            "Worker processes that died and were started again, as the supervisor handled them.",
+            registry=registry,
+        )
         # Every label value exists from the start at 0, so a rate() or an alert on
         # "failed > 0" works before the first failure instead of seeing no series.
         for outcome in OUTCOMES:
@@ -130,6 +135,10 @@ class Metrics:
     def storage_error(self) -> None:
         """Count a failed object-storage call."""
         self._storage_errors.inc()
+
+    def worker_process_restarted(self) -> None:
+        """Count a worker process that died and was started again."""
+        self._process_restarts.inc()
 
     def reply_sent(self) -> None:
         """Count a published reply."""

@@ -341,6 +341,7 @@ class Service:
         Its Jobs are safe already (the restarted process finishes them); they stop counting
         here because the process that would have said they ended is gone.
         """
+        self.metrics.worker_process_restarted()
         self._ready_workers.discard(died.worker)
         for name in [n for n, w in self._active.items() if w == died.worker]:
             del self._active[name]

@@ -132,6 +132,7 @@ def test_metrics_lists_every_metric_at_zero_before_anything_happens(server: Http
         "mstc_broker_reconnects_total",
         "mstc_replies_total",
         "mstc_storage_errors_total",
+        "mstc_worker_process_restarts_total",
     ):
         assert sample(reply.text, name) == 0
     assert "process_resident_memory_bytes" in reply.text
@@ -148,6 +149,7 @@ def test_metrics_show_the_values_recorded(server: HttpServer, metrics: Metrics) 
     metrics.kube_error("rejected")
     metrics.storage_error()
     metrics.reply_sent()
+    metrics.worker_process_restarted()
 
     text = call(server, "/metrics").text
     assert sample(text, 'mstc_requests_total{outcome="succeeded"}') == 2
@@ -164,6 +166,7 @@ def test_metrics_show_the_values_recorded(server: HttpServer, metrics: Metrics) 
     assert sample(text, 'mstc_kube_api_errors_total{kind="rejected"}') == 1
     assert sample(text, "mstc_storage_errors_total") == 1
     assert sample(text, "mstc_replies_total") == 1
+    assert sample(text, "mstc_worker_process_restarts_total") == 1
 
 
 def test_duration_buckets_span_a_second_to_a_day() -> None:

@@ -179,6 +179,21 @@ def test_a_dead_process_s_accepted_jobs_stop_counting(rig: ServiceRig, make_body
     assert [s.route.correlation_id for s in rig.pool.starts()] == ["a", "b", "c"]
 
 
+def test_every_process_death_is_counted_holding_work_or_not(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    restarts = "mstc_worker_process_restarts_total"
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+    holder = rig.pool.worker_of(start)
+
+    rig.pool.die(holder)
+    rig.pool.die(holder)  # the retry is not there yet: died holding nothing
+    rig.settle()
+
+    assert rig.metrics.registry.get_sample_value(restarts) == 2
+
+
 def test_a_transient_start_failure_is_retried_once_then_answered(
     rig: ServiceRig, make_body: MakeBody
 ) -> None:
