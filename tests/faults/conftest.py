@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
-from tests.faults.report import FaultRecord, render_table, update_readme, write_results
+from tests.faults.report import (
+    FaultRecord,
+    fold_phase,
+    read_results,
+    render_table,
+    titled_from,
+    update_readme,
+    write_results,
+)
+from tests.support.jobs_made import JobsMade
 from tests.worker.conftest import (  # noqa: F401  (fixtures, found by pytest by name)
     bucket,
     client,
@@ -68,19 +79,42 @@ def fault(request: pytest.FixtureRequest) -> FaultRecord:
     return record
 
 
+@pytest.fixture
+def jobs_made(api_client: k8s.ApiClient, namespace: str) -> Iterator[JobsMade]:
+    """The Jobs made in the test's namespace, counted by the API server's events from now on.
+
+    Ask for it before the fault (fixtures are set up before the body runs): every "Jobs made"
+    figure of the table is its `count()`, which sees a Job the TTL deleted already.
+    """
+    made = JobsMade(api_client, namespace)
+    made.start()
+    yield made
+    made.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     report = yield
+    if item.nodeid not in _collected:
+        return report
     record = _records.get(item.nodeid)
-    if record is None and item.nodeid in _collected and report.skipped:
+    if record is None and report.outcome != "passed":
+        # Broken or skipped before it asked for `fault`: still its row, never an old one.
         record = _records.setdefault(item.nodeid, FaultRecord(test=item.nodeid))
-    if record is not None and (report.when == "call" or report.outcome != "passed"):
-        record.outcome = report.outcome
-        if report.skipped and isinstance(report.longrepr, tuple):
-            record.detail = str(report.longrepr[2]).removeprefix("Skipped: ")
-        elif report.failed:
-            record.detail = (report.longreprtext.strip().splitlines() or [""])[-1][:200]
+    if record is not None:
+        fold_phase(record, report.when, report.outcome, _detail(report))
     return report
+
+
+def _detail(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        phase = "" if report.when == "call" else f"in {report.when}: "
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else report.longreprtext.strip()
+        return phase + (reason.splitlines() or [""])[0][:200]
+    return ""
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -89,6 +123,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     ordered = [_records[n] for n in sorted(_records, key=_order)]
     # Only a full run of the suite speaks for it: a partial one would shrink the table.
     if _full_run(session):
+        titled_from(ordered, read_results(HERE / "results.json"))
         write_results(ordered, HERE / "results.json")
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         footer = (

@@ -13,7 +13,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["FaultRecord", "render_table", "update_readme", "write_results"]
+__all__ = [
+    "FaultRecord",
+    "fold_phase",
+    "read_results",
+    "render_table",
+    "titled_from",
+    "update_readme",
+    "write_results",
+]
 
 START = "<!-- fault-table:start (written by the fault suite: tests/faults/report.py) -->"
 END = "<!-- fault-table:end -->"
@@ -32,6 +40,42 @@ class FaultRecord:
 
     def saw(self, text: str) -> None:
         self.observed.append(text)
+
+
+def fold_phase(record: FaultRecord, when: str, outcome: str, detail: str) -> None:
+    """Fold one phase's result (setup, call, teardown) into the row.
+
+    The call phase always speaks; setup and teardown only when they did not pass, so a test
+    broken before its body (a fixture failing, before or after `fault`) shows as failed
+    rather than keeping an older row. The first failure's reason is the one kept.
+    """
+    if when != "call" and outcome == "passed":
+        return
+    if record.outcome == "failed":
+        return
+    record.outcome = outcome
+    record.detail = detail
+
+
+def titled_from(records: list[FaultRecord], previous: list[FaultRecord]) -> None:
+    """Give a row that never reached its own description (it broke in setup) the last run's.
+
+    Only the fault and what is expected are taken over; what the system did is never copied.
+    """
+    before = {record.test: record for record in previous}
+    for record in records:
+        old = before.get(record.test)
+        if old is not None and not record.fault:
+            record.fault, record.expected = old.fault, old.expected
+
+
+def read_results(path: Path) -> list[FaultRecord]:
+    """The records a previous run wrote; none if there is no readable file."""
+    try:
+        rows = json.loads(path.read_text())
+        return [FaultRecord(**row) for row in rows]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _cell(text: str) -> str:

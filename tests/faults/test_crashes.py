@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,17 @@ from kubernetes import client as k8s
 import localstack
 from tests.faults.report import FaultRecord
 from tests.support.faultinject import fault_env
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
-from tests.worker.test_service import jobs, pod_fate, request, wait_released
+from tests.worker.test_service import pod_fate, request, wait_released
 
 pytestmark = pytest.mark.stack
+
+# The supervisor's own record of crashes: one per worker process it saw die and restarted.
+RESTARTS = "mstc_worker_process_restarts_total"
 
 
 def worker_children(worker: WorkerProcess) -> list[int]:
@@ -41,10 +46,13 @@ def worker_children(worker: WorkerProcess) -> list[int]:
 
 def test_killed_worker_process_is_replaced_and_the_request_still_replied(
     make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+    api_client: k8s.ApiClient, namespace: str, jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = "one worker process killed (-9) under a running service while its Job runs"
-    fault.expected = "the process is started again and the request still replied, once"
+    fault.expected = (
+        "the process started again (one restart); the request replied exactly once; "
+        "exactly one Job made"
+    )
     worker = make_worker(MSTC_PROCESSES="1")
     cid = client.send(request(bucket, **pod_fate(run_for="6s")), queue=work_queue)
     watch_until(
@@ -54,13 +62,23 @@ def test_killed_worker_process_is_replaced_and_the_request_still_replied(
     os.kill(child, signal.SIGKILL)
     reply = client.wait(cid, timeout=120)
     assert reply["status"] == "succeeded"
-    assert "worker-0 died" in worker.log_text
-    assert worker.get("/healthz")[0] == 200
-    assert worker_children(worker) != [child]
+    restarts = worker.metric(RESTARTS)
+    assert restarts == 1
+    health, _ = worker.get("/healthz")
+    assert health == 200
+    (replacement,) = worker_children(worker)
+    assert replacement != child
     wait_released(api_client, namespace, reply["jobName"])
     client.barrier()
-    assert len(client.replies[cid]) == 1
-    fault.saw("process restarted; 1 reply (succeeded); /healthz 200")
+    replies = client.replies[cid]
+    assert len(replies) == 1
+    made = jobs_made.count()
+    assert made == 1
+    fault.saw(
+        f"process restarts (the service's {RESTARTS}): {restarts:.0f}; {len(replies)} "
+        f"repl{'y' if len(replies) == 1 else 'ies'} ({reply['status']}); Jobs made: {made}; "
+        f"/healthz {health}"
+    )
 
 
 def test_children_exit_when_the_service_process_is_killed(
@@ -85,19 +103,20 @@ def test_children_exit_when_the_service_process_is_killed(
 
 def test_poison_message_ends_in_the_dead_letter_queue_with_its_reason(
     make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+    jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = "a poison message: its handler crashes the worker process every time"
     fault.expected = (
-        "after a bounded number of attempts: dead-lettered with the reason in its headers, "
-        "an error reply, no Job; the worker keeps serving"
+        "exactly two attempts (two process crashes), then: dead-lettered with the reason in "
+        "its headers, one error reply, no Job made; the worker keeps serving"
     )
     dead = f"{work_queue}.dead"
     worker = make_worker(
         **fault_env(crash_on_image="example.invalid/poison:1"), MSTC_DEAD_LETTER_QUEUE=dead
     )
     poison = request(bucket, image="example.invalid/poison:1")
-    reply = client.wait(client.send(poison, queue=work_queue), timeout=120)
+    cid = client.send(poison, queue=work_queue)
+    reply = client.wait(cid, timeout=120)
     assert reply["status"] == "error"
     assert reply["reason"] == "WorkerCrashed"
     assert "twice" in reply["error"]
@@ -106,14 +125,21 @@ def test_poison_message_ends_in_the_dead_letter_queue_with_its_reason(
     assert json.loads(body) == poison
     assert props.headers is not None
     assert "died" in props.headers["x-mstc-reason"]
-    assert jobs(api_client, namespace) == []
+    made = jobs_made.count()
+    assert made == 0
     assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 0
+    client.barrier()
+    replies = len(client.replies[cid])
+    assert replies == 1
     # The worker is still serving.
-    assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
-    crashes = worker.log_text.count("died (exit code")
+    after = client.wait(client.send(request(bucket), queue=work_queue))["status"]
+    assert after == "succeeded"
+    crashes = worker.metric(RESTARTS)
+    assert crashes == 2  # the first try and the one more try; none after the dead letter
     fault.saw(
-        f"{crashes} process crashes, then dead-lettered with x-mstc-reason "
-        f"{props.headers['x-mstc-reason']!r}; reply status error; next request succeeded"
+        f"{crashes:.0f} process crashes (the service's {RESTARTS}), then dead-lettered with "
+        f"x-mstc-reason {props.headers['x-mstc-reason']!r}; {replies} reply, status "
+        f"{reply['status']}; Jobs made: {made}; next request {after}"
     )
 
 
@@ -124,13 +150,17 @@ def test_jobs_longer_than_the_broker_consumer_timeout_still_reply(
     if stack.kind != "local":
         pytest.skip("tunes the local broker's consumer timeout with rabbitmqctl")
     fault.fault = "RabbitMQ's consumer timeout (2 s here) shorter than the Job (10 s)"
-    fault.expected = "the reply still comes, once; the channel is never closed by the broker"
+    fault.expected = (
+        "the reply still comes, exactly once; the channel is never closed by the broker "
+        "(no reconnect)"
+    )
     cfg = localstack.Config.from_env()
     # RabbitMQ closes the channel of a delivery left unacked this long (30 min by default).
     localstack.rabbit_eval(cfg, "application:set_env(rabbit, consumer_timeout, 2000).")
     localstack.rabbit_eval(cfg, "application:set_env(rabbit, channel_tick_interval, 500).")
     try:
         worker = make_worker()  # its channel opens with the short timeout
+        sent = time.monotonic()
         cid = client.send(request(bucket, **pod_fate(run_for="10s")), queue=work_queue)
         # The broker checks the timeout only on a channel that is awake, as a busy worker's
         # is: keep it busy with requests it rejects at once while the long Job runs.
@@ -138,13 +168,18 @@ def test_jobs_longer_than_the_broker_consumer_timeout_still_reply(
             client.send(b"not json", queue=work_queue)
             client.conn.process_data_events(time_limit=0.5)
         reply = client.wait(cid)
+        took = time.monotonic() - sent
         assert reply["status"] == "succeeded"
         reconnects = worker.metric("mstc_broker_reconnects_total")
         assert reconnects == 0
         wait_released(api_client, namespace, reply["jobName"])
         client.barrier()
-        assert len(client.replies[cid]) == 1
+        replies = len(client.replies[cid])
+        assert replies == 1
     finally:
         localstack.rabbit_eval(cfg, "application:set_env(rabbit, consumer_timeout, 1800000).")
         localstack.rabbit_eval(cfg, "application:set_env(rabbit, channel_tick_interval, 60000).")
-    fault.saw("1 reply (succeeded) after 10 s; 0 broker reconnects")
+    fault.saw(
+        f"{replies} reply ({reply['status']}) {took:.0f} s after the request; "
+        f"{reconnects:.0f} broker reconnects"
+    )

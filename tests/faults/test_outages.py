@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 
 import localstack
 from tests.faults.report import FaultRecord
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
@@ -40,10 +41,13 @@ def durable_client(stack: StackInfo) -> Iterator[AmqpClient]:
 def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
     local_cfg: localstack.Config, make_worker: MakeWorker, durable_client: AmqpClient,
     bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
-    fault: FaultRecord,
+    jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = "RabbitMQ restarted with 2 Jobs in flight and 4 requests still queued"
-    fault.expected = "all 6 replied once each, one Job each; the worker reconnects by itself"
+    fault.expected = (
+        "all 6 replied exactly once each, exactly one Job made each; the worker reconnects "
+        "by itself"
+    )
     worker = make_worker(MSTC_CONCURRENCY="2")
     cids = [
         durable_client.send(request(bucket, **pod_fate(run_for="4s")), queue=work_queue)
@@ -65,14 +69,18 @@ def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
         wait_released(api_client, namespace, reply["jobName"])
     durable_client.barrier()
     counts = [len(durable_client.replies[cid]) for cid in cids]
-    assert {r["status"] for r in replies.values()} == {"succeeded"}
+    statuses = {r["status"] for r in replies.values()}
+    assert statuses == {"succeeded"}
     assert counts == [1] * 6
     assert len({r["jobName"] for r in replies.values()}) == 6
+    made = jobs_made.count()
+    assert made == 6
     reconnects = worker.metric("mstc_broker_reconnects_total")
     assert reconnects >= 1
     fault.saw(
-        f"{queued} requests were queued at the restart; 6 replies, 1 each, all succeeded; "
-        f"6 distinct Jobs; worker reconnected {reconnects:.0f} time(s)"
+        f"{queued} requests were queued at the restart; {sum(counts)} replies, per request "
+        f"{sorted(set(counts))}, statuses {sorted(statuses)}; Jobs made: {made}; worker "
+        f"reconnected {reconnects:.0f} time(s)"
     )
 
 
@@ -82,8 +90,8 @@ def test_minio_down_when_the_log_is_stored(
 ) -> None:  # fmt: skip
     fault.fault = "MinIO down when the Job ends and its log is stored"
     fault.expected = (
-        "bounded retries, then a reply that says the log could not be stored; no hang; "
-        "served normally once MinIO is back"
+        "bounded retries, then exactly one reply, with the Job's status, that says the log "
+        "could not be stored; no hang; served normally once MinIO is back"
     )
     make_worker()
     cid = client.send(request(bucket, **pod_fate(run_for="3s")), queue=work_queue)
@@ -101,11 +109,14 @@ def test_minio_down_when_the_log_is_stored(
     assert "log could not be stored" in reply["error"], reply
     assert reply.get("logObject") is None
     wait_released(api_client, namespace, reply["jobName"])
-    assert len(client.replies[cid]) == 1
+    client.barrier()
+    replies = len(client.replies[cid])
+    assert replies == 1
     after = client.wait(client.send(request(bucket), queue=work_queue))
     assert after["status"] == "succeeded"
     assert after["logObject"]
     fault.saw(
-        f"reply {took:.0f} s after MinIO stopped (the Job ran 3 s): status succeeded, "
-        f"error: {reply['error'][:90]}...; the next request's log stored once MinIO was back"
+        f"{replies} reply {took:.0f} s after MinIO stopped (the Job ran 3 s): status "
+        f"{reply['status']}, error: {reply['error'][:90]}...; once MinIO was back the next "
+        f"request {after['status']}, its log stored as {after['logObject']!r}"
     )

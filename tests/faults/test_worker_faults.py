@@ -9,7 +9,10 @@ Job was made for it, and that the Job is let go.
 One step cannot be made exactly-once: a worker killed after its reply was confirmed but
 before it let the Job go leaves a Job that still says "reply owed", and the next worker
 replies again. That duplicate carries the same correlation_id and the same content, so a
-client keeps the first (mstc_client does); the test checks exactly that.
+client keeps the first (mstc_client does); the test checks exactly that, and its row says so.
+
+"Jobs made" is counted from the API server's events (tests/support/jobs_made.py), from before
+the request is sent: a second Job would be seen even after the TTL deleted the first.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from kubernetes import client as k8s
 
 from tests.faults.report import FaultRecord
 from tests.support.faultinject import Step, clear_faults, fault_env
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
-from tests.worker.test_service import jobs, pod_fate, request, wait_released
+from tests.worker.test_service import pod_fate, request, wait_released
 
 pytestmark = pytest.mark.stack
 
@@ -60,14 +64,15 @@ def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
 def test_worker_stopped_at_each_step_still_replies_with_one_job(
     step: Moment, signum: signal.Signals, make_worker: MakeWorker, client: AmqpClient,
     bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
-    fault: FaultRecord,
+    jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = f"worker {SIGNALS[signum]} {STEPS[step]}, then started again"
     exactly_once = step != "before-release"
     fault.expected = (
-        "one Job, one reply, Job let go"
+        "exactly one Job made, exactly one reply, Job let go"
         if exactly_once
-        else "one Job; the reply may come twice, identical, same correlation_id; Job let go"
+        else "exactly one Job made; at least one reply, at most two, identical (same "
+        "correlation_id, Job and status); Job let go"
     )
     faults = fault_env() if step == "while-running" else fault_env(halt_at=step)
     # A delivery handed back after its Job replied finds that Job again only while the Job
@@ -98,8 +103,8 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
     assert reply["status"] == "succeeded", reply
     wait_released(api_client, namespace, reply["jobName"])
     replies = replies_for(client, cid)
-    names = [j.metadata.name for j in jobs(api_client, namespace)]
-    assert names in ([], [reply["jobName"]])
+    made = jobs_made.names()  # from the API server's events: a Job deleted and made again counts
+    assert made == [reply["jobName"]], made
     if exactly_once:
         assert len(replies) == 1, replies
     else:
@@ -107,7 +112,7 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
         assert {(r["jobName"], r["status"]) for r in replies} == {(reply["jobName"], "succeeded")}
     fault.saw(
         f"exit code {code}; {len(replies)} repl{'y' if len(replies) == 1 else 'ies'} "
-        f"({reply['status']}) {took:.0f} s after the stop; Jobs made: 1; Job let go"
+        f"({reply['status']}) {took:.0f} s after the stop; Jobs made: {len(made)}; Job let go"
     )
     # The restarted worker serves new requests.
     assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
