@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import pika
@@ -34,7 +35,10 @@ def test_messages_that_stopped_the_replica_are_answered(
         "a 5000-digit number, a lone surrogate echoed in a rejection, non-UTF-8 "
         "correlation_id and reply_to (each used to crash the service's connection thread)"
     )
-    fault.expected = "each answered (rejected with why, or run), the same worker process serving"
+    fault.expected = (
+        "each answered (rejected with why, or run), the same service process serving, no "
+        "worker process crash"
+    )
     worker = make_worker(MSTC_PROCESSES="1")
     assert worker.proc is not None
     pid = worker.proc.pid
@@ -73,4 +77,11 @@ def test_messages_that_stopped_the_replica_are_answered(
     assert [(cid, reply["status"]) for cid, reply in results] == [("to-bytes", "succeeded")]
     assert worker.proc.poll() is None
     assert worker.proc.pid == pid
-    fault.saw("4 messages, 4 replies (2 rejected, 2 succeeded); the same worker process serving")
+    crashes = worker.metric("mstc_worker_process_restarts_total")  # the service's own count
+    assert crashes == 0
+    answered = [r for items in client.replies.values() for r in items] + [r for _, r in results]
+    by_status = Counter(r["status"] for r in answered)
+    fault.saw(
+        f"4 messages, {len(answered)} replies {dict(sorted(by_status.items()))}; the same "
+        f"service process serving, {crashes:.0f} worker process crashes"
+    )

@@ -29,6 +29,7 @@ import localstack
 from mstc_worker.kube_errors import ATTEMPTS
 from tests.faults.kube_proxy import KubeFaultProxy, Rule, issue_server_cert
 from tests.faults.report import FaultRecord
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import wait_gone
 from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
@@ -98,6 +99,13 @@ def one_reply_each(
     return replies
 
 
+def replied(client: AmqpClient, cids: list[str], replies: list[dict[str, Any]]) -> str:
+    """The replies as measured: how many, their statuses, how many came per request."""
+    statuses = sorted({r["status"] for r in replies})
+    per_request = sorted({len(client.replies[cid]) for cid in cids})
+    return f"{len(replies)}/{len(cids)} replied {'/'.join(statuses)}, per request {per_request}"
+
+
 def nothing_left(api_client: k8s.ApiClient, namespace: str) -> float:
     """Wait until every Job of the namespace is deleted; the seconds it took."""
     started = time.monotonic()
@@ -129,11 +137,15 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
 def test_api_server_restarted_while_jobs_run(
     fault: FaultRecord, stack: StackInfo, make_worker: MakeWorker, client: AmqpClient,
     work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str, minio: Minio,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = (
         "kube-apiserver restarted (SIGTERM, SIGKILL after 5 s, started again) while 3 Jobs run"
     )
-    fault.expected = "watches reconnect and relist; each request replied once; no Job left"
+    fault.expected = (
+        "watches reconnect and relist; each request replied exactly once; exactly one Job made "
+        "each; no Job left"
+    )
     if stack.kind != "local":
         pytest.skip("restarts the local stack's kube-apiserver; this cluster's is not ours")
     cfg = localstack.Config.from_env()
@@ -158,19 +170,20 @@ def test_api_server_restarted_while_jobs_run(
     assert [r["status"] for r in replies] == ["succeeded"] * 3, replies
     for reply in replies:
         assert "SUCCESS" in read_object(minio, reply["logBucket"], reply["logObject"]).decode()
-    names = [r["jobName"] for r in replies]
-    log = worker.log_text
-    created = {name: log.count(f"job {name} created") for name in names}
-    assert created == dict.fromkeys(names, 1), created
-    broken = log.count("watch failed")
+    # The test's own watch lost its place in the restart too: its count re-lists, which could
+    # miss only a Job made and deleted while it was away (none is: the worker holds each).
+    made = jobs_made.names(across_relists=True)
+    assert sorted(made) == sorted(r["jobName"] for r in replies), made
+    broken = worker.log_text.count("watch failed")
     assert broken >= 1, "the worker never noticed the restart"
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     assert localstack.all_running(cfg), localstack.status(cfg)
     fault.saw(
-        f"API server down {down_s:.1f} s (stop {stopped:.1f} s); 3/3 replies succeeded, "
-        f"1 each, logs stored; {broken} watch failures logged; each Job created once; "
-        f"all Jobs gone {gone_s:.1f} s after the last reply; next request succeeded"
+        f"API server down {down_s:.1f} s (stop {stopped:.1f} s); {replied(client, cids, replies)}, "
+        f"logs stored; {broken} watch failures logged; Jobs made: {len(made)} (the count's "
+        f"watch re-listed {jobs_made.relists} time(s)); all Jobs gone {gone_s:.1f} s after the "
+        "last reply; next request succeeded"
     )
 
 
@@ -180,9 +193,13 @@ def test_api_server_restarted_while_jobs_run(
 def test_watch_expired_by_an_error_event_relists_and_finishes_every_job(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "a 410 Gone ERROR event written into every open Job and Pod watch mid-run"
-    fault.expected = "the worker relists, watches again, finishes every Job; one reply each"
+    fault.expected = (
+        "the worker relists, watches again, finishes every Job; exactly one reply and one Job "
+        "made each"
+    )
     proxied_worker(**NO_SWEEP)
     kube_proxy.wait_watches(4, WATCH)  # 2 processes x (jobs, pods)
     cids = [send(client, work_queue, bucket, f"expire-{i}", "3s") for i in range(3)]
@@ -197,12 +214,13 @@ def test_watch_expired_by_an_error_event_relists_and_finishes_every_job(
     relists = len(kube_proxy.exchanges("GET", LIST_JOBS, since=at))
     relists += len(kube_proxy.exchanges("GET", LIST_PODS, since=at))
     assert relists >= 4, f"{relists} lists after the expiry"
-    assert jobs_created(kube_proxy) == 3
+    made = jobs_made.count()
+    assert made == 3
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
         f"{kube_proxy.expired_events} ERROR 410 events injected; {relists} relists followed; "
-        f"3/3 replies succeeded, 1 each; 3 creates; Jobs gone {gone_s:.1f} s after; "
+        f"{replied(client, cids, replies)}; Jobs made: {made}; Jobs gone {gone_s:.1f} s after; "
         "next request succeeded"
     )
 
@@ -210,9 +228,12 @@ def test_watch_expired_by_an_error_event_relists_and_finishes_every_job(
 def test_watch_reopened_into_410_gone_relists_and_finishes_every_job(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "open watches cut, and their re-opening answered HTTP 410 Gone (4 times)"
-    fault.expected = "the worker relists on 410 and watches again; every Job replied once"
+    fault.expected = (
+        "the worker relists on 410 and watches again; exactly one reply and one Job made each"
+    )
     proxied_worker(**NO_SWEEP)
     kube_proxy.wait_watches(4, WATCH)
     cids = [send(client, work_queue, bucket, f"gone-{i}", "3s") for i in range(3)]
@@ -228,12 +249,13 @@ def test_watch_reopened_into_410_gone_relists_and_finishes_every_job(
     relists = len(kube_proxy.exchanges("GET", LIST_JOBS + "|" + LIST_PODS, since=at))
     assert relists >= 8, f"{relists} lists: one after the cut and one after the 410, per watch"
     kube_proxy.wait_watches(4, WATCH)
-    assert jobs_created(kube_proxy) == 3
+    made = jobs_made.count()
+    assert made == 3
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
         f"{kube_proxy.watches_cut} watches cut, {gone.hits} re-opens answered 410, "
-        f"{relists} relists; 3/3 replies succeeded, 1 each; 3 creates; "
+        f"{relists} relists; {replied(client, cids, replies)}; Jobs made: {made}; "
         f"Jobs gone {gone_s:.1f} s after; next request succeeded"
     )
 
@@ -241,9 +263,10 @@ def test_watch_reopened_into_410_gone_relists_and_finishes_every_job(
 def test_watch_reopened_into_server_errors_backs_off_and_recovers(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "open watches cut, and the next 8 watch requests answered 500/503"
-    fault.expected = "the watch backs off and comes back; every Job replied once"
+    fault.expected = "the watch backs off and comes back; exactly one reply and one Job made each"
     proxied_worker(**NO_SWEEP)
     kube_proxy.wait_watches(4, WATCH)
     cids = [send(client, work_queue, bucket, f"wfail-{i}", "2s") for i in range(2)]
@@ -258,12 +281,14 @@ def test_watch_reopened_into_server_errors_backs_off_and_recovers(
     assert [rule.hits for rule in errors] == [4, 4]
     kube_proxy.wait_watches(4, WATCH)
     back_s = max(e.at for e in kube_proxy.exchanges("GET", WATCH, since=at)) - at
-    assert jobs_created(kube_proxy) == 2
+    made = jobs_made.count()
+    assert made == 2
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"4 watches cut; 8 re-opens answered 500/503; all 4 watches back after {back_s:.1f} s; "
-        f"2/2 replies succeeded, 1 each; 2 creates; Jobs gone {gone_s:.1f} s after; "
+        f"{kube_proxy.watches_cut} watches cut; {sum(rule.hits for rule in errors)} re-opens "
+        f"answered 500/503; all 4 watches back after {back_s:.1f} s; "
+        f"{replied(client, cids, replies)}; Jobs made: {made}; Jobs gone {gone_s:.1f} s after; "
         "next request succeeded"
     )
 
@@ -271,9 +296,12 @@ def test_watch_reopened_into_server_errors_backs_off_and_recovers(
 def test_throttled_watch_reopens_no_sooner_than_retry_after(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "open watches cut, and their re-opening answered 429, Retry-After: 3 (once each)"
-    fault.expected = "each watch waits the 3 s it was told, then comes back; every Job replied once"
+    fault.expected = (
+        "each watch waits the 3 s it was told, then comes back; exactly one reply, one Job made"
+    )
     proxied_worker(MSTC_PROCESSES="1", **NO_SWEEP)  # one watch per kind: a clean sequence each
     kube_proxy.wait_watches(2, WATCH)
     cid = send(client, work_queue, bucket, "wthrottle", "3s")
@@ -293,13 +321,16 @@ def test_throttled_watch_reopens_no_sooner_than_retry_after(
         assert [e.status for e in opens[:2]] == [429, 200], opens
         waits[kind] = opens[1].at - opens[0].at
     assert min(waits.values()) >= 2.95, f"Retry-After 3 s, re-opened after {waits}"
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        "2 watches cut, re-opens answered 429 (Retry-After 3); next re-open after "
+        f"{kube_proxy.watches_cut} watches cut, {throttle.hits} re-opens answered 429 "
+        "(Retry-After 3); next re-open after "
         + ", ".join(f"{k} {w:.2f} s" for k, w in waits.items())
-        + f"; 1 reply (succeeded); 1 create; Job gone {gone_s:.1f} s after; "
-        "next request succeeded"
+        + f"; {replied(client, [cid], [reply])}; Jobs made: {made}; Job gone {gone_s:.1f} s "
+        "after; next request succeeded"
     )
 
 
@@ -309,9 +340,10 @@ def test_throttled_watch_reopens_no_sooner_than_retry_after(
 def test_throttled_create_waits_as_told_by_retry_after(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "Job create answered 429 Too Many Requests, Retry-After: 2, twice"
-    fault.expected = "the worker waits 2 s before each retry; one Job, one reply"
+    fault.expected = "the worker waits 2 s before each retry; exactly one Job made, one reply"
     proxied_worker()
     throttle = kube_proxy.add(Rule("POST", JOBS + "$", 429, times=2, retry_after=2))
     cid = send(client, work_queue, bucket, "throttled", "1s")
@@ -323,21 +355,24 @@ def test_throttled_create_waits_as_told_by_retry_after(
     gaps = [b.at - a.at for a, b in itertools.pairwise(creates)]
     assert min(gaps) >= 1.95, gaps  # our own backoff would be 0.2-0.6 s
     assert throttle.hits == 2
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
         f"creates answered {[e.status for e in creates]}; waits between them "
-        f"{', '.join(f'{g:.2f} s' for g in gaps)}; 1 reply (succeeded); "
-        f"Job gone {gone_s:.1f} s after; next request succeeded"
+        f"{', '.join(f'{g:.2f} s' for g in gaps)}; {replied(client, [cid], [reply])}; "
+        f"Jobs made: {made}; Job gone {gone_s:.1f} s after; next request succeeded"
     )
 
 
 def test_create_whose_answer_was_lost_adopts_the_job_it_made(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "Job create reached the API server (201) but the worker was answered 503"
-    fault.expected = "the retry meets 409 and adopts that Job: one Job, one reply"
+    fault.expected = "the retry meets 409 and adopts that Job: exactly one Job made, one reply"
     proxied_worker()
     lost = kube_proxy.add(Rule("POST", JOBS + "$", 503, forward=True))
     cid = send(client, work_queue, bucket, "lost-answer", "1s")
@@ -348,12 +383,13 @@ def test_create_whose_answer_was_lost_adopts_the_job_it_made(
     seen = [(e.upstream_status, e.status) for e in creates]
     assert seen == [(201, 503), (409, 409)], seen
     assert lost.hits == 1
-    assert jobs_created(kube_proxy) == 1
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"creates (server, worker saw): {seen}; Job adopted; 1 reply (succeeded); "
-        f"Job gone {gone_s:.1f} s after; next request succeeded"
+        f"creates (server, worker saw): {seen}; Job adopted; {replied(client, [cid], [reply])}; "
+        f"Jobs made: {made}; Job gone {gone_s:.1f} s after; next request succeeded"
     )
 
 
@@ -375,12 +411,15 @@ FINISHING_CALLS = [
 def test_finishing_call_failing_twice_is_retried(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient,
-    namespace: str, minio: Minio,
+    namespace: str, minio: Minio, jobs_made: JobsMade,
     call: str, method: str, path: str, body: str | None, status: int, retry_after: int | None,
 ) -> None:  # fmt: skip
     hint = f", Retry-After: {retry_after}" if retry_after else ""
     fault.fault = f"{call} ({method}) answered {status}{hint}, twice"
-    fault.expected = "retried; the reply is correct (log stored), sent once; the Job let go"
+    fault.expected = (
+        "retried; the reply is correct (log stored), sent exactly once; one Job made; the Job "
+        "let go"
+    )
     proxied_worker(ttl_s=POD_KEPT_S if path == LOG else 3)
     rule = kube_proxy.add(Rule(method, path, status, times=2, retry_after=retry_after, body=body))
     cid = send(client, work_queue, bucket, "finishing", "1s")
@@ -395,22 +434,28 @@ def test_finishing_call_failing_twice_is_retried(
     gaps = [b.at - a.at for a, b in itertools.pairwise(calls)]
     if retry_after is not None:
         assert min(gaps) >= retry_after - 0.05, f"Retry-After {retry_after} s, waited {gaps}"
-    assert jobs_created(kube_proxy) == 1
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
         f"{call} answered {[e.status for e in calls]}, retried after "
-        f"{', '.join(f'{g:.2f} s' for g in gaps)}; 1 reply (succeeded, log stored and "
-        f"readable); 1 create; Job gone {gone_s:.1f} s after; next request succeeded"
+        f"{', '.join(f'{g:.2f} s' for g in gaps)}; {replied(client, [cid], [reply])} (log "
+        f"stored and readable); Jobs made: {made}; Job gone {gone_s:.1f} s after; "
+        "next request succeeded"
     )
 
 
 def test_create_failing_for_good_ends_in_an_error_reply(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient, namespace: str,
+    jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "every Job create answered 503 Service Unavailable, until cleared"
-    fault.expected = "bounded retries, then one `error` reply naming the cause; worker serves on"
+    fault.expected = (
+        "bounded retries, then exactly one `error` reply naming the cause; no Job made; worker "
+        "serves on"
+    )
     worker = proxied_worker()
     outage = kube_proxy.add(Rule("POST", JOBS + "$", 503, times=None))
     started = time.monotonic()
@@ -424,26 +469,28 @@ def test_create_failing_for_good_ends_in_an_error_reply(
     attempts = len(kube_proxy.exchanges("POST", JOBS + "$"))
     assert attempts == outage.hits
     assert attempts <= 10, f"{attempts} create attempts"  # 5 per delivery, redelivered once
-    assert jobs_created(kube_proxy) == 0
-    assert not k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items
-    assert worker.get("/readyz")[0] == 200
+    made = jobs_made.count()
+    assert made == 0
+    ready, _ = worker.get("/readyz")
+    assert ready == 200
     kube_proxy.clear()
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"{attempts} create attempts in {took_s:.1f} s, then 1 reply: status error, "
-        f"'{reply['error'][:120]}...'; no Job; after clearing, the next request succeeded"
+        f"{attempts} create attempts in {took_s:.1f} s, then {replied(client, [cid], [reply])}: "
+        f"'{reply['error'][:120]}...'; Jobs made: {made}; /readyz {ready}; after clearing, the "
+        "next request succeeded"
     )
 
 
 def test_log_read_failing_for_good_still_replies_and_says_why(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient,
-    namespace: str, minio: Minio,
+    namespace: str, minio: Minio, jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = "every pod log read answered 429 Too Many Requests, Retry-After: 1, until cleared"
     fault.expected = (
-        f"{ATTEMPTS} reads, no hidden extra ones, then one reply with the Job's real status "
-        "and a log file saying why the log is missing"
+        f"{ATTEMPTS} reads, no hidden extra ones, then exactly one reply with the Job's real "
+        "status and a log file saying why the log is missing; one Job made"
     )
     proxied_worker(ttl_s=POD_KEPT_S)
     throttle = kube_proxy.add(Rule("GET", LOG, 429, times=None, retry_after=1))
@@ -457,25 +504,31 @@ def test_log_read_failing_for_good_still_replies_and_says_why(
     assert "could not be read" in text, text
     assert "HTTP 429" in text, text
     kube_proxy.clear()
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"{len(reads)} log reads, all 429, over {reads[-1].at - reads[0].at:.1f} s; 1 reply "
-        f"(succeeded); log object says: {text.strip()[:80]!r}...; Job gone {gone_s:.1f} s "
-        "after; next request succeeded"
+        f"{len(reads)} log reads, answered {sorted({e.status for e in reads})}, over "
+        f"{reads[-1].at - reads[0].at:.1f} s; {replied(client, [cid], [reply])}; log object "
+        f"says: {text.strip()[:80]!r}...; Jobs made: {made}; Job gone {gone_s:.1f} s after; "
+        "next request succeeded"
     )
 
 
 def test_log_read_delayed_past_the_jobs_ttl_says_the_log_is_lost(
     fault: FaultRecord, proxied_worker: ProxiedWorker, kube_proxy: KubeFaultProxy,
     client: AmqpClient, work_queue: str, bucket: str, api_client: k8s.ApiClient,
-    namespace: str, minio: Minio,
+    namespace: str, minio: Minio, jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = (
         "log read throttled (429, Retry-After: 3, twice) past the Job's 1 s TTL, which "
         "deletes the pod while the finalizer still holds the Job"
     )
-    fault.expected = "one reply with the real status; the log file says the log is lost, and why"
+    fault.expected = (
+        "exactly one reply with the real status; the log file says the log is lost, and why; "
+        "one Job made"
+    )
     proxied_worker(ttl_s=1)
     throttle = kube_proxy.add(Rule("GET", LOG, 429, times=2, retry_after=3))
     cid = send(client, work_queue, bucket, "ttl-lost", "1s")
@@ -489,10 +542,13 @@ def test_log_read_delayed_past_the_jobs_ttl_says_the_log_is_lost(
     text = read_object(minio, reply["logBucket"], reply["logObject"]).decode()
     assert "is lost" in text, text  # not an empty file that reads as "printed nothing"
     assert "deleted" in text, text
+    made = jobs_made.count()
+    assert made == 1
     gone_s = nothing_left(api_client, namespace)
     still_serves(client, work_queue, bucket)
     fault.saw(
-        f"log reads answered {[e.status for e in reads]}; 1 reply (succeeded, exit code 0); "
+        f"log reads answered {[e.status for e in reads]}; {replied(client, [cid], [reply])} "
+        f"(exit code {reply['exitCode']}); Jobs made: {made}; "
         f"log object says: {text.strip()[:70]!r}...; Job gone {gone_s:.1f} s after; "
         "next request succeeded"
     )

@@ -119,7 +119,7 @@ def test_a_request_goes_over_tls_to_rabbitmq_and_minio(
         assert time.monotonic() < deadline, _worker_connections(stack)
         time.sleep(0.5)
     fault.saw(
-        f"reply succeeded; log ({len(log_text)} bytes) read back from the TLS MinIO; "
+        f"reply {reply['status']}; log ({len(log_text)} bytes) read back from the TLS MinIO; "
         f"RabbitMQ reports the worker's connection as TLS ({tls_conns[0]['ssl_protocol']})"
     )
 
@@ -157,7 +157,8 @@ def test_an_untrusted_certificate_is_refused_and_said_so(
     text = _wait_log("broker unavailable", lambda: broker_side.log_text)
     assert "certificate verify failed" in text, text
     assert "MSTC_TLS_CA_FILE" in text
-    assert broker_side.get("/readyz")[0] == 503
+    ready, _ = broker_side.get("/readyz")
+    assert ready == 503
     broker_side.stop()
 
     # Plain AMQP, TLS MinIO without the CA: the Job runs; the reply says the log was not stored.
@@ -169,6 +170,6 @@ def test_an_untrusted_certificate_is_refused_and_said_so(
     assert "log could not be stored" in reply["error"]
     assert "CERTIFICATE_VERIFY_FAILED" in reply["error"] or "certificate" in reply["error"]
     fault.saw(
-        "broker: 'certificate verify failed' logged, /readyz 503; MinIO: reply in "
-        f"{took:.0f} s with error '{reply['error'][:80]}...'"
+        f"broker: 'certificate verify failed' logged, /readyz {ready}; MinIO: reply "
+        f"({reply['status']}) in {took:.0f} s with error '{reply['error'][:80]}...'"
     )
