@@ -24,6 +24,7 @@ from mstc_worker.manifest import build_job
 from mstc_worker.protocol import parse_request
 from mstc_worker.settings import load_settings
 from tests.faults.report import FaultRecord
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import WORKER_ACCESS, WORKER_DENIED, sa_allowed
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
@@ -80,7 +81,10 @@ def test_default_credentials_are_refused_unless_allowed(
     finally:
         allowed.stop()
     assert "bad configuration" not in allowed.log_text
-    fault.saw(f"exit code 2 naming {named}; with MSTC_ALLOW_DEFAULT_CREDENTIALS it started")
+    fault.saw(
+        f"exit code {out.returncode} naming {named}; with MSTC_ALLOW_DEFAULT_CREDENTIALS it "
+        "started (/healthz 200)"
+    )
 
 
 def _in_namespace(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
@@ -121,29 +125,34 @@ def test_the_workers_rbac_allows_exactly_what_it_uses(
 
 def test_an_image_outside_the_allow_list_is_refused(
     make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+    api_client: k8s.ApiClient, namespace: str, jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = "a request for an image outside MSTC_IMAGE_ALLOW (registry.example.org/*)"
-    fault.expected = "rejected with the reason, no Job; an allowed image still runs"
+    fault.expected = "rejected with the reason, no Job made; an allowed image still runs"
     make_worker(MSTC_IMAGE_ALLOW="registry.example.org/*")
     reply = client.wait(client.send(request(bucket), queue=work_queue))
     assert reply["status"] == "rejected"
     assert reply["reason"] == "ImageNotAllowed"
-    assert k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items == []
+    made = jobs_made.count()
+    assert made == 0
     allowed = request(bucket, image="registry.example.org/tools/sort:2")
-    assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
-    fault.saw(f"rejected: {reply['error'][:100]}; no Job; registry.example.org image succeeded")
+    after = client.wait(client.send(allowed, queue=work_queue))["status"]
+    assert after == "succeeded"
+    fault.saw(
+        f"{reply['status']}: {reply['error'][:100]}; Jobs made: {made}; registry.example.org "
+        f"image {after}"
+    )
 
 
 def test_labels_and_annotations_outside_the_allow_list_are_refused(
     make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
-    api_client: k8s.ApiClient, namespace: str, fault: FaultRecord,
+    api_client: k8s.ApiClient, namespace: str, jobs_made: JobsMade, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = (
         "requests with `app: minio` as a label or `sidecar.istio.io/inject` as an annotation "
         "(the stack allows only mstc.test/ annotations)"
     )
-    fault.expected = "rejected naming the key and the setting, no Job; mstc.test/ still works"
+    fault.expected = "rejected naming the key and the setting, no Job made; mstc.test/ still works"
     make_worker()
     refused = {
         "labels": ({"app": "minio"}, "MSTC_REQUEST_LABEL_PREFIXES"),
@@ -157,10 +166,12 @@ def test_labels_and_annotations_outside_the_allow_list_are_refused(
         assert f"key '{key}' in '{field}' is not allowed" in reply["error"]
         assert setting in reply["error"]
         errors.append(reply["error"][:70])
-    assert k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items == []
+    made = jobs_made.count()
+    assert made == 0
     allowed = request(bucket, annotations={"mstc.test/run-for": "1s"})
-    assert client.wait(client.send(allowed, queue=work_queue))["status"] == "succeeded"
-    fault.saw(f"rejected: {'; '.join(errors)}; no Job; a mstc.test/ annotation ran")
+    after = client.wait(client.send(allowed, queue=work_queue))["status"]
+    assert after == "succeeded"
+    fault.saw(f"rejected: {'; '.join(errors)}; Jobs made: {made}; a mstc.test/ annotation: {after}")
 
 
 # --- Pod Security: what the worker's own token can and cannot run -----------------------------
@@ -270,9 +281,11 @@ def test_a_privileged_or_host_path_job_is_refused_with_the_workers_token(
     event = _first_event(api_client, namespace, name)
     assert event.reason == "FailedCreate", event
     assert 'violates PodSecurity "baseline:latest"' in event.message
-    assert _pods_since(api_client, namespace, name, before) == []
+    pods = _pods_since(api_client, namespace, name, before)
+    assert pods == []
     fault.saw(
-        f"warning on create: {warning[:90]}; event {event.reason}: {event.message[-90:]}; no pod"
+        f"warning on create: {warning[:90]}; event {event.reason}: {event.message[-90:]}; "
+        f"pod events seen: {len(pods)}"
     )
 
 
@@ -295,7 +308,8 @@ def test_the_workers_own_jobs_are_admitted_under_pod_security(
         parse_request(body.encode(), settings=settings), request_id="ps-1", settings=settings
     )
     job["metadata"]["finalizers"] = []  # no worker here to let it go
-    assert _create_job(worker, namespace, job) == ""
+    warning = _create_job(worker, namespace, job)
+    assert warning == ""
     event = _first_event(api_client, namespace, job["metadata"]["name"])
     assert event.reason == "SuccessfulCreate", event.message
-    fault.saw(f"created with no warning; event {event.reason}: {event.message[-60:]}")
+    fault.saw(f"created, warning: {warning or 'none'}; event {event.reason}: {event.message[-60:]}")
