@@ -35,12 +35,12 @@ RESTARTS = "mstc_worker_process_restarts_total"
 def worker_children(worker: WorkerProcess) -> list[int]:
     """PIDs of the service's spawned worker processes (not multiprocessing's helpers)."""
     assert worker.proc is not None
-    pid = worker.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    # A process is listed under the thread that started it: a restarted one under the
+    # service's pool thread, not its main thread.
+    tasks = Path(f"/proc/{worker.proc.pid}/task").glob("*/children")
+    children = sorted({int(child) for task in tasks for child in task.read_text().split()})
     return [
-        int(child)
-        for child in children
-        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
 
 
