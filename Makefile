@@ -78,8 +78,8 @@ test: install stack-deps stack-build lint ## THE test command: lint, then the wh
 	$(PY) coverage combine --quiet
 	$(PY) coverage report
 
-test-deploy: install stack-deps stack-build ## chart, RBAC and example-job tests on the local stack
-	$(PY) pytest tests/deploy
+test-deploy: install stack-deps stack-build ## chart, RBAC and example-job tests on the local stack, and the uninstall fault row
+	$(PY) pytest tests/deploy tests/faults/test_uninstall.py
 
 chart-lint: stack-build ## helm lint --strict the chart
 	source $(MSTC_STACK_DIR)/env.sh 2>/dev/null; $${HELM_BIN:-helm} lint --strict $(CHART)
