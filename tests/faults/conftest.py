@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from tests.faults.report import (
     FaultRecord,
     fold_phase,
+    is_full_run,
     read_results,
     render_table,
     titled_from,
@@ -53,16 +54,9 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 
 def _full_run(session: pytest.Session) -> bool:
-    """Every fault file collected, nothing deselected, every collected test recorded."""
-    files = {Path(nodeid.split("::")[0]).name for nodeid in _collected}
     every_file = {path.name for path in HERE.glob("test_*.py")}
-    return (
-        bool(_collected)
-        and files == every_file
-        and not _deselected
-        and set(_collected) <= set(_records)
-        and not session.config.option.collectonly
-    )
+    full = is_full_run(_collected, every_file, _deselected, set(_records))
+    return full and not session.config.option.collectonly
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "FaultRecord",
     "fold_phase",
+    "is_full_run",
     "read_results",
     "render_table",
     "titled_from",
@@ -55,6 +56,15 @@ def fold_phase(record: FaultRecord, when: str, outcome: str, detail: str) -> Non
         return
     record.outcome = outcome
     record.detail = detail
+
+
+def is_full_run(
+    collected: list[str], every_file: set[str], deselected: list[str], recorded: set[str]
+) -> bool:
+    """Whether a run speaks for the suite: every fault file collected, nothing deselected,
+    and a row for every collected test (a test stopped short by -x has none)."""
+    files = {Path(nodeid.split("::")[0]).name for nodeid in collected}
+    return bool(collected) and files == every_file and not deselected and set(collected) <= recorded
 
 
 def titled_from(records: list[FaultRecord], previous: list[FaultRecord]) -> None:

@@ -10,6 +10,7 @@ from tests.faults.report import (
     START,
     FaultRecord,
     fold_phase,
+    is_full_run,
     read_results,
     render_table,
     titled_from,
@@ -94,3 +95,15 @@ def test_the_readme_block_is_replaced_between_its_markers(tmp_path: Path) -> Non
     assert readme.read_text() == f"before\n{START}\nnew table\n\nfooter\n{END}\nafter\n"
     (tmp_path / "other.md").write_text("no markers")
     assert not update_readme(tmp_path / "other.md", "t", "f")
+
+
+FILES = {"test_a.py", "test_b.py"}
+RUN = ["tests/faults/test_a.py::test_1", "tests/faults/test_b.py::test_2"]
+
+
+def test_a_full_run_is_every_file_nothing_deselected_every_test_recorded() -> None:
+    assert is_full_run(RUN, FILES, [], set(RUN))
+    assert not is_full_run(RUN[:1], FILES, [], set(RUN[:1]))  # one file only
+    assert not is_full_run(RUN, FILES, [RUN[1] + "[x]"], set(RUN))  # -k deselected one
+    assert not is_full_run(RUN, FILES, [], {RUN[0]})  # stopped short: no row for the second
+    assert not is_full_run([], set(), [], set())  # nothing collected speaks for nothing
