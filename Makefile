@@ -132,4 +132,5 @@ realnode-up: stack-deps realnode-deps realnode-build ## the local stack with a r
 	MSTC_STACK_REAL_NODE=1 $(STACK) up
 
 test-real-node: install stack-deps realnode-deps realnode-build ## the real node's tests (own stack)
-	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py
+	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py \
+	  tests/e2e/test_real_node_chart.py
