@@ -17,6 +17,8 @@ IMAGE_TAG ?= dev
 WORKER_IMAGE ?= mstc-cloud-worker:$(IMAGE_TAG)
 JOB_IMAGE ?= mstc-example-job:$(IMAGE_TAG)
 KIND_CLUSTER ?= mstc
+# `make demo` on another cluster than kind's (the real node: KUBE_CONTEXT=mstc-local).
+KUBE_CONTEXT ?=
 CHART := charts/mstc-cloud-worker
 
 .PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint check format test \
@@ -96,7 +98,7 @@ kind-up: images ## a kind cluster with the images loaded and the chart installed
 	  --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
 
 demo: ## the example job through `mstc run` on the kind cluster of `make kind-up`; prints the result
-	KIND_CLUSTER=$(KIND_CLUSTER) JOB_IMAGE=$(JOB_IMAGE) examples/demo.sh
+	KIND_CLUSTER=$(KIND_CLUSTER) JOB_IMAGE=$(JOB_IMAGE) KUBE_CONTEXT=$(KUBE_CONTEXT) examples/demo.sh
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
