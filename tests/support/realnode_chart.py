@@ -141,10 +141,14 @@ def unroute_namespace(core: k8s.CoreV1Api, *, created: bool) -> None:
 
 
 def install(stack: StackInfo, core: k8s.CoreV1Api, *values: str) -> Installed:
-    """The chart in mstc-dev (routed to the real node), all its pods Ready."""
+    """The chart in mstc-dev (routed to the real node), all its pods Ready.
+
+    helm's wait stays inside pytest's 300 s per test, so a release that never gets Ready
+    fails here, with its pods' states, rather than being cut off by the timeout plugin.
+    """
     out = helm(
         stack, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
-        *image_values(stack), *values, "--wait", "--timeout", "6m", timeout=420,
+        *image_values(stack), *values, "--wait", "--timeout", "4m", timeout=270,
     )  # fmt: skip
     if out.returncode != 0:
         raise AssertionError(f"helm install failed: {out.stderr.strip()}\n{pod_states(core)}")
