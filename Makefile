@@ -17,6 +17,8 @@ IMAGE_TAG ?= dev
 WORKER_IMAGE ?= mstc-cloud-worker:$(IMAGE_TAG)
 JOB_IMAGE ?= mstc-example-job:$(IMAGE_TAG)
 KIND_CLUSTER ?= mstc
+# `make demo` on another cluster than kind's (the real node: KUBE_CONTEXT=mstc-local).
+KUBE_CONTEXT ?=
 CHART := charts/mstc-cloud-worker
 
 .PHONY: help install stack-deps stack-build stack-up stack-down stack-status run lint check format test \
@@ -96,7 +98,7 @@ kind-up: images ## a kind cluster with the images loaded and the chart installed
 	  --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
 
 demo: ## the example job through `mstc run` on the kind cluster of `make kind-up`; prints the result
-	KIND_CLUSTER=$(KIND_CLUSTER) JOB_IMAGE=$(JOB_IMAGE) examples/demo.sh
+	KIND_CLUSTER=$(KIND_CLUSTER) JOB_IMAGE=$(JOB_IMAGE) KUBE_CONTEXT=$(KUBE_CONTEXT) examples/demo.sh
 
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
@@ -132,4 +134,5 @@ realnode-up: stack-deps realnode-deps realnode-build ## the local stack with a r
 	MSTC_STACK_REAL_NODE=1 $(STACK) up
 
 test-real-node: install stack-deps realnode-deps realnode-build ## the real node's tests (own stack)
-	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py
+	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py \
+	  tests/e2e/test_real_node_chart.py

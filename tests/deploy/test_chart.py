@@ -172,8 +172,7 @@ def test_non_default_values_reach_the_objects(stack: StackInfo) -> None:
     binding = find(objects, "RoleBinding", "t-mstc-cloud-worker-job-runner")
     assert binding["subjects"][0]["name"] == "mstc-custom"
     # The broker's definitions follow the renamed queue, policy included.
-    config = find(objects, "ConfigMap", "mstc-work-queue-config")
-    topology = json.loads(config["data"]["topology.json"])
+    topology = _definitions(objects, "mstc-work-queue")
     assert {q["name"] for q in topology["queues"]} >= {"custom.work"}
     assert topology["policies"][0]["pattern"] == r"^custom\.work$"
     rabbit = find(objects, "Deployment", "mstc-work-queue")["spec"]["template"]["spec"]
@@ -248,6 +247,13 @@ def test_plain_manifest_grants_what_the_chart_grants(stack: StackInfo) -> None:
 # --- the broker definitions, imported by a real RabbitMQ ------------------------------------
 
 
+def _definitions(objects: list[dict[str, Any]], secret: str) -> dict[str, Any]:
+    """The one definitions file RabbitMQ imports at boot, from the broker's Secret."""
+    data = find(objects, "Secret", secret)["data"]["definitions.json"]
+    definitions: dict[str, Any] = json.loads(base64.b64decode(data))
+    return definitions
+
+
 def _management(stack: StackInfo, method: str, path: str, body: Any = None) -> int:
     user, password = stack.env["WORK_QUEUE_USER"], stack.env["WORK_QUEUE_PASS"]
     req = urllib.request.Request(
@@ -282,18 +288,12 @@ def test_rabbitmq_imports_the_definitions_and_dead_letters_rejected_requests(
     objects = render(
         stack, {"mstc-work-queue.auth.username": user, "mstc-work-queue.auth.password": password}
     )
-    topology = json.loads(
-        find(objects, "ConfigMap", "t-mstc-work-queue-config")["data"]["topology.json"]
-    )
-    users = json.loads(
-        base64.b64decode(find(objects, "Secret", "t-mstc-work-queue")["data"]["users.json"])
-    )
-    definitions = _in_vhost({**topology, **users}, vhost)
+    definitions = _in_vhost(_definitions(objects, "t-mstc-work-queue"), vhost)
     assert _management(stack, "POST", "/api/definitions", definitions) in (200, 201, 204)
     quoted = urllib.parse.quote(vhost, safe="")
     try:
         host, port = stack.env["WORK_QUEUE_HOST"], int(stack.env["WORK_QUEUE_PORT"])
-        # The user from users.json logs in with the plain password of the Secret.
+        # The user of the definitions logs in with the plain password of the Secret.
         params = pika.ConnectionParameters(host, port, vhost, pika.PlainCredentials(user, password))
         conn = pika.BlockingConnection(params)
         try:
@@ -323,7 +323,7 @@ def test_rabbitmq_imports_the_definitions_and_dead_letters_rejected_requests(
         _management(stack, "DELETE", f"/api/users/{urllib.parse.quote(user, safe='')}")
 
 
-def test_rabbitmq_conf_sets_the_consumer_timeout_and_definitions_path(stack: StackInfo) -> None:
+def test_rabbitmq_conf_sets_the_consumer_timeout_and_the_definitions_file(stack: StackInfo) -> None:
     conf = find(
         render(stack, {"mstc-work-queue.consumerTimeoutMs": "600000"}),
         "ConfigMap",
@@ -341,8 +341,14 @@ def test_rabbitmq_conf_sets_the_consumer_timeout_and_definitions_path(stack: Sta
     assert lines["definitions.import_backend"] == "local_filesystem"
     rabbit = find(render(stack, {}), "Deployment", "t-mstc-work-queue")["spec"]["template"]["spec"]
     (container,) = rabbit["containers"]
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert lines["definitions.local.path"] in mounts
+    # One regular file, the Secret's definitions.json: RabbitMQ 3.10 reads this path as a
+    # file only (a directory fails its boot with eisdir).
+    (mount,) = [
+        m for m in container["volumeMounts"] if m["mountPath"] == lines["definitions.local.path"]
+    ]
+    assert mount["subPath"] == "definitions.json"
+    (volume,) = [v for v in rabbit["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "t-mstc-work-queue"
 
 
 def test_by_default_requests_set_no_keys_and_the_namespace_is_left_alone(

@@ -69,8 +69,8 @@ def test_install_generates_credentials_that_are_not_the_defaults(
     assert (rabbit["username"], rabbit["password"]) != ("guest", "guest")
     assert len(minio["rootPassword"]) == len(rabbit["password"]) == 32
     # RabbitMQ's definitions hold the same user the worker logs in with.
-    users = json.loads(rabbit["users.json"])
-    assert users["users"] == [
+    definitions = json.loads(rabbit["definitions.json"])
+    assert definitions["users"] == [
         {"name": rabbit["username"], "password": rabbit["password"], "tags": "administrator"}
     ]
 
@@ -115,7 +115,7 @@ def test_install_creates_rbac_and_broker_config(
         ("ServiceAccount", release.service_account)
     ]
     config = core.read_namespaced_config_map(f"{release.rabbit}-config", release.namespace)
-    topology = json.loads(config.data["topology.json"])
+    topology = json.loads(_secret(core, release.rabbit, release.namespace)["definitions.json"])
     assert {q["name"] for q in topology["queues"]} == {
         "mstc.queue.work",
         "mstc.queue.results",
