@@ -20,11 +20,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Lock
 
 from mstc_worker.messages import (
     PoolMessage,
@@ -45,12 +45,20 @@ class _Outbox:
     """A process's way back to the pool: each message is in the pipe when `put` returns.
 
     (multiprocessing's Queue writes from a background thread, so a process killed just
-    after saying something may have said nothing.) The lock keeps the threads of one
-    process from interleaving their writes.
+    after saying something may have said nothing.) The lock, made in the process that
+    writes, keeps the threads of one process from interleaving their writes.
     """
 
-    def __init__(self, conn: Connection, lock: Lock) -> None:
-        self._conn, self._lock = conn, lock
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> Connection:
+        return self._conn
+
+    def __setstate__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()  # a lock does not cross processes: a new one
 
     def put(self, message: WorkerToService) -> None:
         with self._lock:
@@ -92,7 +100,7 @@ class WorkerPool:
         answers, writer = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(self._settings, index, self.size, inbox, _Outbox(writer, self._ctx.Lock())),
+            args=(self._settings, index, self.size, inbox, _Outbox(writer)),
             name=f"worker-{index}",
             daemon=True,
         )

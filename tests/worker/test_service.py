@@ -21,7 +21,7 @@ from minio import Minio
 from tests.support.kube import wait_gone, watch_until
 from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
-from tests.support.worker import AmqpClient, WorkerProcess
+from tests.support.worker import AmqpClient, WorkerProcess, queue_message_stats
 from tests.worker.conftest import MakeWorker
 
 pytestmark = pytest.mark.stack
@@ -319,6 +319,25 @@ def test_in_flight_jobs_are_capped_and_the_rest_waits_in_the_queue(
     )
     assert most == 2
     assert {client.wait(cid)["status"] for cid in cids} == {"succeeded"}
+
+
+def test_at_the_cap_queued_requests_are_never_redelivered(
+    stack: StackInfo, make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str
+) -> None:
+    client.channel.queue_declare(work_queue, durable=True)  # as the worker declares it
+    cids = [
+        client.send(request(bucket, jobName=f"q{n}", **pod_fate(run_for="1s")), queue=work_queue)
+        for n in range(20)
+    ]
+    make_worker(MSTC_CONCURRENCY="2")  # 20 waiting: the worker is at its cap at once
+    statuses = [client.wait(cid, timeout=300)["status"] for cid in cids]
+    assert statuses == ["succeeded"] * 20
+    # The broker's own count, not the worker's view: each request delivered once, none
+    # handed back (a consumer cancelled at the cap returns what it has buffered, redelivered).
+    stats = queue_message_stats(stack, work_queue, until=lambda s: s.get("ack", 0) >= 20)
+    assert (stats.get("redeliver", 0), stats.get("deliver_get")) == (0, 20)
+    client.barrier()
+    assert sorted(len(client.replies[cid]) for cid in cids) == [1] * 20
 
 
 def test_watches_do_not_grow_with_jobs_in_flight(
