@@ -21,7 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -33,12 +33,17 @@ from mstc_worker.messages import (
     WorkerDied,
     WorkerToService,
 )
-from mstc_worker.runner import worker_main
+from mstc_worker.runner import Outbox, worker_main
 from mstc_worker.settings import Settings
 
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
+
+ProcessMain = Callable[
+    [Settings, int, int, "multiprocessing.queues.Queue[ServiceToWorker]", Outbox], None
+]
+"""What a worker process runs: `runner.worker_main`, unless a test gives a stand-in."""
 
 
 class _Outbox:
@@ -78,8 +83,9 @@ class _Incarnation:
 class WorkerPool:
     """`settings.processes` worker processes, each answering on a pipe of its own."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, main: ProcessMain = worker_main) -> None:
         self._settings = settings
+        self._main = main
         self._ctx = multiprocessing.get_context("spawn")
         self._numbers = [itertools.count(1) for _ in range(self.size)]
         self._workers: list[_Incarnation] = []
@@ -99,7 +105,7 @@ class WorkerPool:
         inbox: multiprocessing.queues.Queue[ServiceToWorker] = self._ctx.Queue()
         answers, writer = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
-            target=worker_main,
+            target=self._main,
             args=(self._settings, index, self.size, inbox, _Outbox(writer)),
             name=f"worker-{index}",
             daemon=True,
