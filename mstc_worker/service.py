@@ -93,9 +93,10 @@ log = logging.getLogger(__name__)
 ATTEMPTS_HEADER = "x-mstc-attempts"
 """How many times this worker put the request back for another try (absent: none)."""
 
-HOLD_LIMIT_S = 600.0
+HOLD_LIMIT_S = 300.0
 """A request held at the cap this long goes back to the queue: well inside RabbitMQ's
-consumer timeout (30 min by default), after which it would close the whole channel."""
+consumer timeout (30 min by default and in the chart, which lets it be set lower), after
+which the broker would close the whole channel and every unacked delivery on it."""
 
 _HOLD_CHECK_S = 30.0
 
