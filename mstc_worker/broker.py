@@ -279,6 +279,30 @@ class Broker:
             self._calls.pop(correlation_id, None)
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
 
+    def republish(self, delivery: Delivery, *, headers: Mapping[str, Any]) -> None:
+        """Put `delivery` back at the end of the work queue (confirmed), then ack it.
+
+        A requeue (nack) would mark it redelivered and, at the head of the queue, hand it
+        straight back; this keeps its identity (reply route, ids) and takes `headers`.
+        """
+        props = pika.BasicProperties(
+            content_type="application/json",
+            correlation_id=delivery.correlation_id,
+            message_id=delivery.message_id,
+            reply_to=delivery.reply_to,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            headers=dict(headers),
+        )
+        channel = self._require_channel()
+        try:
+            channel.basic_publish("", self._settings.work_queue, delivery.body, props,
+                                  mandatory=True)  # fmt: skip
+        except pika.exceptions.UnroutableError:
+            raise BrokerUnavailable(f"work queue {self._settings.work_queue!r} is gone") from None
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(f"republishing a request failed: {exc!r}") from exc
+        self.ack(delivery)
+
     def _open_reply_queue(self, channel: BlockingChannel) -> str:
         declared = channel.queue_declare("", exclusive=True, auto_delete=True)
         name = str(declared.method.queue)

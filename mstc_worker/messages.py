@@ -18,6 +18,7 @@ __all__ = [
     "JobEnded",
     "JobFinished",
     "JobProgress",
+    "JobReceived",
     "JobStartFailed",
     "PoolMessage",
     "ReleaseJob",
@@ -68,6 +69,19 @@ class WorkerReady:
     """The worker's watches have listed everything once: it misses no ending from now on."""
 
     worker: int
+
+
+@dataclass(frozen=True)
+class JobReceived:
+    """The process took `key` out of its inbox and works on it from now on.
+
+    Said (and written through to the pool) before any work starts, so that when a process
+    dies the service can tell a request it was handling, which may be what killed it, from
+    one still waiting in its inbox, which did nothing wrong and is simply sent again.
+    """
+
+    worker: int
+    key: int
 
 
 @dataclass(frozen=True)
@@ -135,14 +149,26 @@ class Trouble:
 
 @dataclass(frozen=True)
 class WorkerDied:
-    """Said by the pool, not a worker: process `worker` died and was started again."""
+    """Said by the pool, not a worker: process `worker` died and was started again.
+
+    `incarnation` is the one that died (the pool numbers each process it starts under an
+    index); everything that incarnation said came before this message.
+    """
 
     worker: int
+    incarnation: int
     exit_code: int | None
 
 
 WorkerToService = (
-    WorkerReady | JobAccepted | JobStartFailed | JobFinished | JobProgress | JobEnded | Trouble
+    WorkerReady
+    | JobReceived
+    | JobAccepted
+    | JobStartFailed
+    | JobFinished
+    | JobProgress
+    | JobEnded
+    | Trouble
 )
 
 PoolMessage = WorkerToService | WorkerDied

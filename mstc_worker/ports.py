@@ -66,6 +66,13 @@ class BrokerPort(Protocol):
         The reply queue is the connection's own; BrokerUnavailable if it could not be sent.
         """
 
+    def republish(self, delivery: Delivery, *, headers: Mapping[str, Any]) -> None:
+        """Put `delivery` back at the end of the work queue with `headers`, then ack it.
+
+        Confirmed before the ack; unlike a requeue it does not mark the message redelivered.
+        BrokerUnavailable if it could not be published (the delivery is then unsettled).
+        """
+
     def ack(self, delivery: Delivery) -> None: ...
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None: ...
@@ -77,14 +84,19 @@ class BrokerPort(Protocol):
 
 
 class PoolPort(Protocol):
-    """The worker processes of one replica, addressed by index (0..size-1)."""
+    """The worker processes of one replica, addressed by index (0..size-1).
+
+    The process under an index is replaced when it dies; each one started is an incarnation,
+    numbered per index, and `WorkerDied` names the incarnation that died.
+    """
 
     @property
     def size(self) -> int: ...
 
     def start(self) -> None: ...
 
-    def send(self, index: int, message: ServiceToWorker) -> None: ...
+    def send(self, index: int, message: ServiceToWorker) -> int:
+        """Put `message` in process `index`'s inbox; the incarnation that inbox belongs to."""
 
     def all_alive(self) -> bool: ...
 

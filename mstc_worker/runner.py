@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.queues import Queue
-from typing import Any
+from typing import Any, Protocol
 
 from mstc_worker import manifest
 from mstc_worker.errors import PermanentError, TransientError
@@ -38,6 +38,7 @@ from mstc_worker.messages import (
     JobEnded,
     JobFinished,
     JobProgress,
+    JobReceived,
     JobStartFailed,
     ReleaseJob,
     StartJob,
@@ -52,7 +53,7 @@ from mstc_worker.protocol import Outcome, error_outcome
 from mstc_worker.settings import Settings
 from mstc_worker.storage import Storage
 
-__all__ = ["Runner", "shard_of", "worker_main"]
+__all__ = ["Outbox", "Runner", "shard_of", "worker_main"]
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,14 @@ def shard_of(job_name: str, count: int) -> int:
     return zlib.crc32(job_name.encode()) % count
 
 
+class Outbox(Protocol):
+    """Where a worker process says things to the service (the pool gives it)."""
+
+    def put(self, message: WorkerToService) -> None: ...
+
+
 def worker_main(
-    settings: Settings, index: int, count: int, inbox: Queue[Any], outbox: Queue[Any]
+    settings: Settings, index: int, count: int, inbox: Queue[Any], outbox: Outbox
 ) -> None:
     """Entry point of a spawned worker process."""
     configure_logging(settings, process_name=f"worker-{index}")
@@ -168,6 +175,9 @@ class Runner:
 
     def handle(self, message: StartJob | ReleaseJob) -> None:
         if isinstance(message, StartJob):
+            # Said before any work on it: if this process dies now, the service knows the
+            # request may be what killed it (and one still in the inbox is not).
+            self._emit(JobReceived(self._index, message.key))
             self._pool.submit(self._start_job, message)
         else:
             self._pool.submit(self._release, message.job_name)

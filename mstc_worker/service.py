@@ -8,18 +8,30 @@ Owns the main process's side of a request's life, and the rules that keep work s
 * A bad request gets a `rejected` reply and is acked at once: never requeued in a loop.
 * Replies are published with confirms, from the connection's own thread; only then is the
   worker process told to let the Job go (remove its finalizer).
-* At most `concurrency` requests are in flight per replica: consuming pauses at the limit,
-  and the rest waits in the queue where another replica can take it.
+* At most `concurrency` requests are in flight per replica. A request that arrives at the
+  limit is held (unacked, so at most the prefetch of them) until a slot frees; the consumer
+  is never cancelled for it, because pika hands back what it has buffered then, marked
+  redelivered, and the broker pushes it again at once. One held too long for RabbitMQ's
+  consumer timeout goes back to the end of the queue (republished, then acked).
+* Another try is counted by the worker in the request's `x-mstc-attempts` header, set when
+  it puts a request back; `redelivered` says nothing (a broker returns messages for many
+  reasons that are not the request's fault).
+* A worker process that dies costs a request a try only if the process had taken it from
+  its inbox (`JobReceived`); one still waiting there is sent to the new process. The
+  service knows which incarnation of a process it gave each request, so what it hears about
+  one incarnation never touches a request given to the next.
 * A REST request goes through the work queue like any other (`_execute` publishes it with a
   reply queue of the connection's own and waits), so the cap, the acks and a request's
   identity are the AMQP ones; at most `http_max_waiting` REST callers wait at a time.
-* SIGTERM: stop consuming, give in-flight requests the grace period, then hand back whatever
-  is left (unaccepted deliveries return to the queue; running Jobs are adopted by the next
-  worker through their annotations).
+* SIGTERM: stop consuming, hand held requests back to the queue, give in-flight requests the
+  grace period, then hand back whatever is left (unaccepted deliveries return to the queue;
+  running Jobs are adopted by the next worker through their annotations).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import itertools
 import json
@@ -31,7 +43,7 @@ import uuid
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from types import FrameType
-from typing import assert_never
+from typing import Any, assert_never
 
 from mstc_worker import manifest
 from mstc_worker.errors import RequestRejected
@@ -40,6 +52,7 @@ from mstc_worker.messages import (
     JobEnded,
     JobFinished,
     JobProgress,
+    JobReceived,
     JobStartFailed,
     PoolMessage,
     ReleaseJob,
@@ -77,13 +90,40 @@ __all__ = ["Service"]
 log = logging.getLogger(__name__)
 
 
+ATTEMPTS_HEADER = "x-mstc-attempts"
+"""How many times this worker put the request back for another try (absent: none)."""
+
+HOLD_LIMIT_S = 300.0
+"""A request held at the cap this long goes back to the queue: well inside RabbitMQ's
+consumer timeout (30 min by default and in the chart, which lets it be set lower), after
+which the broker would close the whole channel and every unacked delivery on it."""
+
+_HOLD_CHECK_S = 30.0
+
+
 @dataclass
 class _Pending:
-    """A request handed to a worker process and not yet accepted (no Job yet)."""
+    """A request without a Job yet: held at the cap, or handed to a worker process."""
 
     delivery: Delivery
-    worker: int  # the process holding it
-    route: manifest.ReplyRoute
+    worker: int  # the index of the process whose shard its Job is in
+    start: StartJob
+    since: float  # monotonic time it arrived
+    incarnation: int | None = None  # the process it was handed to; None while held
+    received: bool = False  # that process took it from its inbox
+
+    @property
+    def route(self) -> manifest.ReplyRoute:
+        return self.start.route
+
+
+def attempts_of(delivery: Delivery) -> int:
+    """How many times the worker has put this request back already (its own header)."""
+    value = delivery.headers.get(ATTEMPTS_HEADER, 0)
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0  # not ours to trust: a client's header counts as none
 
 
 def crash_reply(reason: str) -> Reply:
@@ -119,8 +159,10 @@ class Service:
         self.pool = pool
         self._ready_workers: set[int] = set()
         self._keys = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
-        self._active: dict[str, int] = {}  # accepted Job -> the process that made it
+        self._held: collections.deque[_Pending] = collections.deque()  # at the cap, in order
+        self._pending: dict[int, _Pending] = {}  # by key: handed to a process
+        # Accepted Job -> the process (index, incarnation) that made it.
+        self._active: dict[str, tuple[int, int | None]] = {}
         self._rest_callers = threading.BoundedSemaphore(settings.http_max_waiting)
         self._stop = threading.Event()
         self._draining = threading.Event()
@@ -136,6 +178,7 @@ class Service:
         self.http.start()
         self.pool.start()
         threading.Thread(target=self._pump, name="pump", daemon=True).start()
+        threading.Thread(target=self._watch_held, name="held", daemon=True).start()
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
             self.broker.run(self._stop, self._on_delivery)
@@ -150,7 +193,7 @@ class Service:
         if self._draining.is_set():
             return
         self._draining.set()
-        self.broker.submit(self.broker.pause)
+        self.broker.submit(self._stop_consuming)
         threading.Thread(target=self._drain_then_stop, name="shutdown", daemon=True).start()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -167,6 +210,10 @@ class Service:
         if self.in_flight:
             log.info("grace period over: %d requests handed back for adoption", self.in_flight)
         self._stop.set()  # closing the channel returns unacked deliveries to the queue
+
+    def _stop_consuming(self) -> None:
+        self.broker.pause()
+        self._capacity_changed()  # hands back what is held
 
     def _pump(self) -> None:
         """Carry worker messages to the connection's thread, where replies and acks go out."""
@@ -235,27 +282,53 @@ class Service:
         key = next(self._keys)
         name = manifest.job_name_for(request.job_name, request_id)
         worker = shard_of(name, self.pool.size)
-        self._pending[key] = _Pending(delivery, worker, route)
-        self.pool.send(worker, StartJob(key, request, request_id, route))
+        start = StartJob(key, request, request_id, route)
+        self._held.append(_Pending(delivery, worker, start, since=time.monotonic()))
         self._capacity_changed()
 
+    def _send(self, pending: _Pending) -> None:
+        """Hand a request to the process of its shard, remembering which incarnation took it."""
+        self._pending[pending.start.key] = pending
+        pending.incarnation = self.pool.send(pending.worker, pending.start)
+
     def _capacity_changed(self) -> None:
+        """Start held requests while there is room; hand them back once draining."""
+        if self._draining.is_set():
+            while self._held:  # not accepted: back to the queue, nothing lost
+                self.broker.nack(self._held.popleft().delivery, requeue=True)
+        while self._held and self.in_flight < self.settings.concurrency:
+            self._send(self._held.popleft())
         self.metrics.set_in_flight(self.in_flight)
         if self._draining.is_set():  # wakes the drain as soon as the last one is done
             if self.in_flight:
                 self._drained.clear()
             else:
                 self._drained.set()
-        full = self.in_flight >= self.settings.concurrency
-        if full and not self.broker.paused:
-            self.broker.pause()
-        elif not full and self.broker.paused and not self._draining.is_set():
-            self.broker.resume()
+
+    def _watch_held(self) -> None:
+        while not self._stop.wait(_HOLD_CHECK_S):
+            self.broker.submit(self._return_long_held)
+
+    def _return_long_held(self) -> None:
+        """Put back at the end of the queue what has been held for `HOLD_LIMIT_S`."""
+        cutoff = time.monotonic() - HOLD_LIMIT_S
+        while self._held and self._held[0].since <= cutoff:
+            delivery = self._held.popleft().delivery
+            log.info("request %s held %.0f s at the cap: back to the queue",
+                     delivery.correlation_id, HOLD_LIMIT_S)  # fmt: skip
+            self.broker.republish(delivery, headers=delivery.headers)
+
+    def _put_back(self, delivery: Delivery) -> None:
+        """Another try, counted: to the end of the queue with its attempts header raised."""
+        headers: dict[str, Any] = {**delivery.headers, ATTEMPTS_HEADER: attempts_of(delivery) + 1}
+        self.broker.republish(delivery, headers=headers)
 
     # --- worker messages (connection thread) -----------------------------------------------
 
     def _on_worker_message(self, message: PoolMessage) -> None:
         match message:
+            case JobReceived():
+                self._received(message)
             case JobAccepted():
                 self._accepted(message)
             case JobProgress():
@@ -277,9 +350,19 @@ class Service:
                 assert_never(message)
         self._capacity_changed()
 
+    def _received(self, message: JobReceived) -> None:
+        pending = self._pending.get(message.key)
+        if pending is not None:
+            pending.received = True
+
     def _accepted(self, message: JobAccepted) -> None:
-        pending = self._pending.pop(message.key)
-        self._active[message.job_name] = message.worker
+        pending = self._pending.pop(message.key, None)
+        if pending is None:
+            # About a request dealt with already (sent again, or put back, when its process
+            # died): its next try finds this Job and is acked then.
+            log.info("job %s: accepted for a request no longer waiting", message.job_name)
+            return
+        self._active[message.job_name] = (pending.worker, pending.incarnation)
         self.broker.ack(pending.delivery)
         if pending.route.progress:
             route = pending.route
@@ -296,11 +379,13 @@ class Service:
                 assert_never(boundary)
 
     def _start_failed(self, message: JobStartFailed) -> None:
-        pending = self._pending.pop(message.key)
+        pending = self._pending.pop(message.key, None)
+        if pending is None:
+            return  # about a request dealt with already (see `_accepted`)
         delivery = pending.delivery
-        if message.transient and not delivery.redelivered:
+        if message.transient and attempts_of(delivery) < 1:
             # Kubernetes is unreachable even after retries: give the request another go later.
-            self.broker.nack(delivery, requeue=True)
+            self._put_back(delivery)
             return
         reply = reply_for(message.outcome)
         self.metrics.request_done(reply.status.value, None)
@@ -336,20 +421,27 @@ class Service:
         self.metrics.reply_sent()
 
     def _worker_died(self, died: WorkerDied) -> None:
-        """Deal with what a dead process held: retry its requests once, then dead-letter them.
+        """Deal with what a dead incarnation held: retry its requests once, then dead-letter.
 
-        Its Jobs are safe already (the restarted process finishes them); they stop counting
-        here because the process that would have said they ended is gone.
+        Only what that incarnation took from its inbox is charged to the crash; the rest is
+        sent again, to the new process. Its Jobs are safe already (the restarted process
+        finishes them); they stop counting here because the process that would have said
+        they ended is gone. Requests given to the new incarnation are not touched.
         """
         self.metrics.worker_process_restarted()
         self._ready_workers.discard(died.worker)
-        for name in [n for n, w in self._active.items() if w == died.worker]:
+        dead = (died.worker, died.incarnation)
+        for name in [n for n, w in self._active.items() if w == dead]:
             del self._active[name]
-        for key in [k for k, p in self._pending.items() if p.worker == died.worker]:
+        for key in [k for k, p in self._pending.items() if (p.worker, p.incarnation) == dead]:
             pending = self._pending.pop(key)
             delivery = pending.delivery
-            if not delivery.redelivered:
-                self.broker.nack(delivery, requeue=True)  # maybe bad luck: one more try
+            if not pending.received:  # still in the dead one's inbox: it did nothing wrong
+                start = dataclasses.replace(pending.start, key=next(self._keys))
+                self._send(dataclasses.replace(pending, start=start, incarnation=None))
+                continue
+            if attempts_of(delivery) < 1:
+                self._put_back(delivery)  # maybe bad luck: one more try
                 continue
             reason = f"a worker process died (exit code {died.exit_code}) handling it twice"
             reply = crash_reply(reason)

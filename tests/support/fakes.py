@@ -12,12 +12,13 @@ deliveries unacked; a consumer window handed over in one go and dispatched one b
 was not yet dispatched when the consumer is cancelled going back to the queue marked
 redelivered (pika's `basic_cancel` rejects it); a closed connection returning every unacked
 delivery the same way; settling a delivery twice is an error; a settle of a delivery from an
-older connection is ignored (as `broker.Broker` does). A request the service sends itself
-(`call`) joins the work queue with the reply queue `REPLY_QUEUE`; a reply published there goes
-to its caller, or to the results queue if the caller has gone, and closing the connection
-tells every caller still waiting that its reply will not come. Work submitted to the fake broker
-that raises fails the test at once, where the real broker logs it and carries on: a test should
-see it.
+older connection is ignored (as `broker.Broker` does); a republished delivery is acked and
+joins the end of the queue with the headers given, not marked redelivered. A request the
+service sends itself (`call`) joins the work queue with the reply queue `REPLY_QUEUE`; a
+reply published there goes to its caller, or to the results queue if the caller has gone, and
+closing the connection tells every caller still waiting that its reply will not come. Work
+submitted to the fake broker that raises fails the test at once, where the real broker logs
+it and carries on: a test should see it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
     JobFinished,
+    JobReceived,
     JobStartFailed,
     PoolMessage,
     ServiceToWorker,
@@ -144,6 +146,14 @@ class FakeBroker:
         self.journal.append(("call", queue, correlation_id))
         self.calls[correlation_id] = on_reply
         self.enqueue(body, reply_to=REPLY_QUEUE, correlation_id=correlation_id)
+
+    def republish(self, delivery: Delivery, *, headers: Mapping[str, Any]) -> None:
+        message = self._settle(delivery)
+        self.journal.append(("republish", delivery.tag))
+        if message is not None:
+            self.queue.append(Message(message.body, message.reply_to, message.correlation_id,
+                                      message.message_id, dict(headers)))  # fmt: skip
+            self.journal.append(("ack", delivery.tag))
 
     def ack(self, delivery: Delivery) -> None:
         if self._settle(delivery) is not None:
@@ -266,10 +276,16 @@ def _redelivered(message: Message) -> Message:
 
 
 class FakePool:
-    """Worker processes that only ever say what the test makes them say (a `ports.PoolPort`)."""
+    """Worker processes that only ever say what the test makes them say (a `ports.PoolPort`).
+
+    Each index starts at incarnation 1; `die` starts the next one at once (as the real pool
+    does before its `WorkerDied` is read), so what is sent after it goes to the new process.
+    """
 
     def __init__(self, size: int, *, journal: Journal | None = None) -> None:
         self._size = size
+        self.incarnations = [1] * size
+        self.received: set[int] = set()  # keys a process said it took from its inbox
         self.journal: Journal = journal if journal is not None else []
         self.sent: list[tuple[int, ServiceToWorker]] = []
         self.outbox: collections.deque[PoolMessage] = collections.deque()
@@ -285,9 +301,10 @@ class FakePool:
     def start(self) -> None:
         self.started = True
 
-    def send(self, index: int, message: ServiceToWorker) -> None:
+    def send(self, index: int, message: ServiceToWorker) -> int:
         self.sent.append((index, message))
         self.journal.append(("send", index, message))
+        return self.incarnations[index]
 
     def all_alive(self) -> bool:
         return all(self.alive)
@@ -311,13 +328,21 @@ class FakePool:
     def say(self, message: PoolMessage) -> None:
         self.outbox.append(message)
 
+    def receive(self, start: StartJob) -> None:
+        """The process took `start` from its inbox (said once; `accept` and `fail_start` do)."""
+        if start.key not in self.received:
+            self.received.add(start.key)
+            self.say(JobReceived(self.worker_of(start), start.key))
+
     def accept(self, start: StartJob, *, adopted: bool = False) -> str:
         """The process made (or found) the Job for `start`; returns the Job's name."""
+        self.receive(start)
         name = job_name(start)
         self.say(JobAccepted(self.worker_of(start), start.key, name, adopted))
         return name
 
     def fail_start(self, start: StartJob, outcome: Outcome, *, transient: bool) -> None:
+        self.receive(start)
         self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient))
 
     def finish(self, start: StartJob, outcome: Outcome) -> None:
@@ -331,8 +356,10 @@ class FakePool:
         self.say(JobEnded(self.worker_of(start), job_name(start)))
 
     def die(self, worker: int, exit_code: int | None = -9) -> None:
-        """The process died and the pool started it again."""
-        self.say(WorkerDied(worker, exit_code))
+        """The process died and the pool started the next incarnation under its index."""
+        dead = self.incarnations[worker]
+        self.incarnations[worker] += 1
+        self.say(WorkerDied(worker, dead, exit_code))
 
 
 def job_name(start: StartJob) -> str:

@@ -7,6 +7,7 @@ way clients do: publish a JSON request with reply_to and correlation_id, wait fo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def queue_message_stats(
+    stack: StackInfo, queue: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60
+) -> dict[str, Any]:
+    """RabbitMQ's own counts for `queue` (management API `message_stats`), once `until` holds.
+
+    The broker samples them every few seconds; `until` names a count the test knows the
+    final value of, so the sample read is known to cover everything before it.
+    """
+    user, password = stack.env["WORK_QUEUE_USER"], stack.env["WORK_QUEUE_PASS"]
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    url = f"{stack.env['MSTC_RABBITMQ_MANAGEMENT_URL']}/api/queues/%2F/{urllib.parse.quote(queue)}"
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            stats: dict[str, Any] = json.loads(resp.read()).get("message_stats", {})
+        if until(stats):
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue {queue}: counts still {stats} after {timeout} s")
+        time.sleep(0.5)  # the broker publishes a new sample every few seconds; nothing to await
 
 
 class WorkerProcess:

@@ -93,8 +93,9 @@ def test_a_rest_request_waits_its_turn_at_the_cap(make_rig: MakeRig, make_body: 
 
     caller = Caller(rig, make_body(jobName="rest"))
     rig.settle()
-    assert len(rig.pool.starts()) == 1  # at the cap: the REST request waits in the queue
-    assert len(rig.broker.queue) == 1
+    assert len(rig.pool.starts()) == 1  # at the cap: the REST request waits its turn, held
+    [(_, _, rest_id)] = rig.events("call")
+    assert [d.correlation_id for d, _ in rig.broker.unacked.values()] == [rest_id]
 
     rig.pool.finish(first, succeeded(first_name))
     rig.pool.end(first)

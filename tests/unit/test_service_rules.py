@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from mstc_worker import service
 from mstc_worker.messages import ReleaseJob, WorkerReady
 from mstc_worker.protocol import Outcome, Status
 from tests.support.fakes import job_name
@@ -85,22 +86,22 @@ def test_the_reply_is_published_before_the_job_is_released(
     ]
 
 
-def test_consuming_pauses_at_the_cap_and_resumes_when_a_slot_frees(
+def test_a_request_at_the_cap_is_held_and_starts_when_a_slot_frees(
     rig: ServiceRig, make_body: MakeBody
 ) -> None:
     for n in range(3):
         rig.broker.enqueue(make_body(jobName=f"job-{n}"), reply_to=CLIENT, correlation_id=str(n))
     rig.settle()
     first, second = rig.pool.starts()
-    assert rig.broker.paused
-    assert [m.correlation_id for m in rig.broker.queue] == ["2"]
+    assert [m.correlation_id for m in rig.broker.queue] == ["2"]  # the prefetch is full
 
-    # Accepted Jobs still count: acking opens the prefetch window, but consuming stays paused.
+    # Accepted Jobs still count: acking opens the prefetch window, the third one comes and
+    # is held (unacked), not handed to a process.
     for start in (first, second):
         rig.pool.accept(start)
     rig.settle()
-    assert rig.broker.paused
     assert len(rig.pool.starts()) == 2
+    assert [d.correlation_id for d, _ in rig.broker.unacked.values()] == ["2"]
 
     # Finished and replied is not enough either: the slot frees when the Job ends.
     rig.pool.finish(first, succeeded(job_name(first)))
@@ -110,24 +111,85 @@ def test_consuming_pauses_at_the_cap_and_resumes_when_a_slot_frees(
     rig.settle()
 
     assert [s.route.correlation_id for s in rig.pool.starts()] == ["0", "1", "2"]
-    assert rig.events("pause", "resume") == [("pause",), ("resume",), ("pause",)]
+    assert rig.events("pause", "resume", "returned", "nack", "republish") == []
 
 
-def test_a_dead_process_s_unaccepted_request_gets_one_more_try(
+def test_a_request_still_in_a_dead_process_s_inbox_is_sent_again_uncharged(
+    make_rig: MakeRig, make_body: MakeBody
+) -> None:
+    rig = make_rig(MSTC_PROCESSES="1", MSTC_CONCURRENCY="2")
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [lost] = rig.pool.starts()
+
+    rig.pool.die(0)  # before it took the request from its inbox
+    rig.settle()
+
+    _, again = rig.pool.starts()
+    assert (again.route.correlation_id, again.key != lost.key) == ("1", True)
+    assert rig.events("ack", "nack", "republish") == []  # the same delivery, still ours
+    assert rig.dead_letters() == []
+    # What the dead incarnation may have said late about its key changes nothing.
+    rig.pool.accept(lost)
+    rig.settle()
+    assert rig.events("ack") == []
+    rig.pool.accept(again)
+    rig.settle()
+    assert rig.events("ack", "nack", "republish") == [("ack", 1)]
+    assert rig.service.in_flight == 1
+
+
+def test_a_request_sent_to_the_new_process_before_the_death_is_heard_is_untouched(
+    make_rig: MakeRig, make_body: MakeBody
+) -> None:
+    rig = make_rig(MSTC_PROCESSES="1", MSTC_CONCURRENCY="2")
+    rig.broker.enqueue(make_body(), reply_to=CLIENT, correlation_id="1")
+    rig.pool.die(0)  # the pool has started incarnation 2 already ...
+    rig.broker.dispatch()  # ... and the request goes to it, before WorkerDied is handled
+    rig.settle()
+
+    [start] = rig.pool.starts()
+    assert rig.events("ack", "nack", "republish") == []
+    rig.pool.accept(start)
+    rig.settle()
+    assert rig.events("ack", "nack", "republish") == [("ack", 1)]
+    assert rig.service.in_flight == 1
+    assert rig.dead_letters() == []
+
+
+def test_a_request_a_dead_process_was_handling_gets_one_more_try_counted_in_a_header(
     rig: ServiceRig, make_body: MakeBody
 ) -> None:
-    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1", headers={"x-client": "a"})
     [start] = rig.pool.starts()
+    rig.pool.receive(start)
 
     rig.pool.die(rig.pool.worker_of(start))
     rig.settle()
 
-    assert rig.events("nack")[0] == ("nack", 1, True)
+    assert rig.events("ack", "nack", "republish")[:2] == [("republish", 1), ("ack", 1)]
     assert rig.replies_to(CLIENT) == []
     assert rig.dead_letters() == []
-    # The requeued request comes back, marked redelivered, and goes to a process again.
+    # Back at the end of the queue with the count, not marked redelivered; it comes again.
     _, retry = rig.pool.starts()
-    assert (retry.route.correlation_id, rig.broker.unacked[2][0].redelivered) == ("1", True)
+    [(delivery, _)] = rig.broker.unacked.values()
+    assert (retry.route.correlation_id, delivery.redelivered) == ("1", False)
+    assert delivery.headers == {"x-client": "a", "x-mstc-attempts": 1}
+
+
+def test_a_redelivered_request_still_gets_its_one_more_try(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    # Redelivered by the broker for reasons of its own (a lost connection, a cancelled
+    # consumer): not a try of this request.
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1", redelivered=True)
+    [start] = rig.pool.starts()
+    rig.pool.receive(start)
+    rig.pool.die(rig.pool.worker_of(start))
+    rig.settle()
+
+    assert rig.dead_letters() == []
+    assert rig.replies_to(CLIENT) == []
+    assert len(rig.pool.starts()) == 2
 
 
 def test_a_request_that_crashes_a_process_twice_is_dead_lettered_and_answered(
@@ -136,6 +198,7 @@ def test_a_request_that_crashes_a_process_twice_is_dead_lettered_and_answered(
     rig.request(make_body(), reply_to=CLIENT, correlation_id="1", headers={"x-client": "a"})
     for attempt in (0, 1):
         start = rig.pool.starts()[attempt]
+        rig.pool.receive(start)
         rig.pool.die(rig.pool.worker_of(start), exit_code=-9)
         rig.settle()
 
@@ -149,8 +212,9 @@ def test_a_request_that_crashes_a_process_twice_is_dead_lettered_and_answered(
     assert (reply["status"], reply["reason"]) == ("error", "WorkerCrashed")
     assert reply["result"].startswith("WorkerCrashed: a worker process died")
     dead_queue = rig.settings.dead_letter_queue
-    assert rig.events("publish", "ack", "nack") == [
-        ("nack", 1, True),
+    assert rig.events("publish", "ack", "nack", "republish") == [
+        ("republish", 1),
+        ("ack", 1),
         ("publish", dead_queue, "1"),
         ("publish", CLIENT, "1"),
         ("ack", 2),
@@ -167,7 +231,7 @@ def test_a_dead_process_s_accepted_jobs_stop_counting(rig: ServiceRig, make_body
     for start in rig.pool.starts():
         rig.pool.accept(start)
     rig.settle()
-    assert rig.broker.paused
+    assert len(rig.pool.starts()) == 2  # "c" is held at the cap
 
     dying = {rig.pool.worker_of(s) for s in rig.pool.starts()}
     for worker in dying:
@@ -206,8 +270,21 @@ def test_a_transient_start_failure_is_retried_once_then_answered(
 
     [reply] = rig.replies_to(CLIENT)
     assert (reply["status"], reply["result"]) == ("error", "KubeUnavailable: no API server")
-    assert rig.events("ack", "nack") == [("nack", 1, True), ("ack", 2)]
+    assert rig.events("ack", "nack", "republish") == [("republish", 1), ("ack", 1), ("ack", 2)]
     assert rig.dead_letters() == []
+
+
+def test_a_transient_start_failure_of_a_redelivered_request_is_retried(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1", redelivered=True)
+    unreachable = Outcome(status=Status.ERROR, reason="KubeUnavailable", error="no API server",
+                          error_type="KubeUnavailable")  # fmt: skip
+    rig.pool.fail_start(rig.pool.starts()[0], unreachable, transient=True)
+    rig.settle()
+
+    assert rig.replies_to(CLIENT) == []
+    assert len(rig.pool.starts()) == 2
 
 
 def test_readiness_needs_every_process_ready_and_ends_with_the_drain(rig: ServiceRig) -> None:
@@ -271,11 +348,6 @@ def test_after_the_grace_what_is_left_is_handed_back(
     assert json.loads(rig.broker.queue[0].body)["jobName"] == "waiting"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14, point 5: pausing at the cap cancels the consumer, and pika returns the "
-    "rest of the prefetch window to the queue marked redelivered",
-)
 def test_at_the_cap_no_delivery_is_handed_over_only_to_be_returned(
     rig: ServiceRig, make_body: MakeBody
 ) -> None:
@@ -293,3 +365,51 @@ def test_at_the_cap_no_delivery_is_handed_over_only_to_be_returned(
 
     assert rig.events("returned") == []
     assert not [m.correlation_id for m in rig.broker.queue if m.redelivered]
+
+
+def test_a_request_held_too_long_goes_back_to_the_end_of_the_queue(
+    make_rig: MakeRig, make_body: MakeBody, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = make_rig(MSTC_CONCURRENCY="1")
+    rig.request(make_body(jobName="running"), reply_to=CLIENT, correlation_id="running")
+    [running] = rig.pool.starts()
+    rig.pool.accept(running)
+    rig.settle()
+    rig.request(make_body(jobName="held"), reply_to=CLIENT, correlation_id="held")
+    rig.service._return_long_held()
+    assert rig.events("republish") == []  # not yet
+
+    monkeypatch.setattr(service, "HOLD_LIMIT_S", 0.0)
+    rig.service._return_long_held()  # what the service's timer does
+    rig.settle()
+
+    # Acked and published again (RabbitMQ closes a channel that holds one past its consumer
+    # timeout), with no attempt counted and not marked redelivered.
+    assert rig.events("republish", "ack", "nack")[-2:] == [("republish", 2), ("ack", 2)]
+    [(delivery, _)] = rig.broker.unacked.values()  # it came straight back, and is held
+    assert (delivery.correlation_id, delivery.redelivered) == ("held", False)
+    assert "x-mstc-attempts" not in delivery.headers
+    assert len(rig.pool.starts()) == 1
+
+
+def test_sigterm_hands_held_requests_back_to_the_queue(
+    make_rig: MakeRig, make_body: MakeBody
+) -> None:
+    rig = make_rig(MSTC_CONCURRENCY="1", MSTC_SHUTDOWN_GRACE_SECONDS="60")
+    rig.request(make_body(jobName="running"), reply_to=CLIENT, correlation_id="running")
+    [running] = rig.pool.starts()
+    rig.pool.accept(running)
+    rig.settle()
+    rig.request(make_body(jobName="held"), reply_to=CLIENT, correlation_id="held")
+
+    rig.service.stop()
+    rig.settle()
+    assert [m.correlation_id for m in rig.broker.queue] == ["held"]
+    assert len(rig.pool.starts()) == 1
+    rig.pool.finish(running, succeeded(job_name(running)))
+    rig.pool.end(running)
+    rig.settle()
+
+    assert rig.broker.stop_requested.wait(5)
+    assert [m.correlation_id for m in rig.broker.queue] == ["held"]
+    assert len(rig.pool.starts()) == 1

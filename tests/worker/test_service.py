@@ -6,6 +6,7 @@ Requests carry KWOK annotations (see stack/kwok/stages.yaml) to choose how their
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from minio import Minio
 from tests.support.kube import wait_gone, watch_until
 from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
-from tests.support.worker import AmqpClient, WorkerProcess
+from tests.support.worker import AmqpClient, WorkerProcess, queue_message_stats
 from tests.worker.conftest import MakeWorker
 
 pytestmark = pytest.mark.stack
@@ -319,6 +320,51 @@ def test_in_flight_jobs_are_capped_and_the_rest_waits_in_the_queue(
     )
     assert most == 2
     assert {client.wait(cid)["status"] for cid in cids} == {"succeeded"}
+
+
+def test_at_the_cap_queued_requests_are_never_redelivered(
+    stack: StackInfo, make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str
+) -> None:
+    client.channel.queue_declare(work_queue, durable=True)  # as the worker declares it
+    cids = [
+        client.send(request(bucket, jobName=f"q{n}", **pod_fate(run_for="1s")), queue=work_queue)
+        for n in range(20)
+    ]
+    make_worker(MSTC_CONCURRENCY="2")  # 20 waiting: the worker is at its cap at once
+    statuses = [client.wait(cid, timeout=300)["status"] for cid in cids]
+    assert statuses == ["succeeded"] * 20
+    # The broker's own count, not the worker's view: each request delivered once, none
+    # handed back (a consumer cancelled at the cap returns what it has buffered, redelivered).
+    stats = queue_message_stats(stack, work_queue, until=lambda s: s.get("ack", 0) >= 20)
+    assert (stats.get("redeliver", 0), stats.get("deliver_get")) == (0, 20)
+    client.barrier()
+    assert sorted(len(client.replies[cid]) for cid in cids) == [1] * 20
+
+
+def test_sigterm_at_the_cap_hands_held_requests_back_and_loses_nothing(
+    stack: StackInfo, make_worker: MakeWorker, client: AmqpClient, bucket: str,
+    work_queue: str, api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    client.channel.queue_declare(work_queue, durable=True)  # as the worker declares it
+    cids = [
+        client.send(request(bucket, jobName=f"d{n}", **pod_fate(run_for="10s")), queue=work_queue)
+        for n in range(6)
+    ]
+    worker = make_worker(MSTC_CONCURRENCY="2", MSTC_SHUTDOWN_GRACE_SECONDS="60")
+    # Two Jobs run and two more requests are held by the worker (delivered, not acked).
+    queue_message_stats(stack, work_queue, until=lambda s: s.get("deliver_get", 0) >= 4)
+    assert len(jobs(api_client, namespace)) == 2
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=90) == 0
+    client.barrier()
+    assert sorted(len(client.replies.get(cid, [])) for cid in cids) == [0] * 4 + [1] * 2
+    assert client.channel.queue_declare(work_queue, passive=True).method.message_count == 4
+
+    worker.start()  # the next worker takes what was handed back
+    assert {client.wait(cid, timeout=120)["status"] for cid in cids} == {"succeeded"}
+    client.barrier()
+    assert sorted(len(client.replies[cid]) for cid in cids) == [1] * 6
 
 
 def test_watches_do_not_grow_with_jobs_in_flight(
