@@ -8,7 +8,12 @@ to end on the real stack in tests/faults/test_request_identity.py.
 
 from __future__ import annotations
 
+import pytest
+
+from mstc_worker.errors import RequestRejected
 from mstc_worker.manifest import job_name_for, request_identity
+from mstc_worker.protocol import parse_request
+from mstc_worker.settings import Settings
 from tests.support.fakes import job_name
 from tests.support.service_rig import ServiceRig
 from tests.unit.conftest import MakeBody, MakeSettings
@@ -71,3 +76,20 @@ def test_a_message_without_ids_keeps_its_job_across_a_redelivery(
     _, again = rig.pool.starts()
     assert again.route.correlation_id is None
     assert job_name(again) == job_name(first)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"inputBucket": "mstc-worker-replies"}, "inputBucket"),
+        ({"outputBucket": "mstc-worker-replies"}, "outputBucket"),
+        ({"inputBucketUrl": "http://minio:9000/mstc-worker-replies"}, "inputBucket"),
+    ],
+)
+def test_a_request_may_not_name_the_bucket_of_the_reply_records(
+    settings: Settings, make_body: MakeBody, fields: dict[str, str], field: str
+) -> None:
+    body = make_body(without=("inputBucket",) if "inputBucketUrl" in fields else (), **fields)
+    with pytest.raises(RequestRejected, match="MSTC_REPLY_RECORDS_BUCKET") as caught:
+        parse_request(body, settings=settings)
+    assert caught.value.field == field
