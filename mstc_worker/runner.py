@@ -15,8 +15,8 @@ answered from the record instead of being run again. A periodic sweep retries wh
 event-driven attempt could not finish (a claim left by a dead worker goes stale); it reads
 the watch's view of the shard, not the API server. A process decodes only the watch events
 of its own shard's Jobs and pods. A claim holds as long as its holder works: from the claim
-until the Job is let go after its reply, the process renews it every third of the stale
-time, so a slow finish is never taken for a dead one and finished (and replied) twice.
+until the Job is let go after its reply, the process renews it (`claims`), so a slow finish
+is never taken for a dead one and finished (and replied) twice.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from mstc_worker import manifest
+from mstc_worker.claims import ClaimKeeper
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
 from mstc_worker.logs import configure_logging
@@ -151,8 +152,13 @@ class Runner:
             kube, self._on_job, self._on_pod, self._on_job_gone, keep=self._in_shard
         )
         self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
-        self._renewer = threading.Thread(
-            target=self._renew_claims, name=f"renew-{index}", daemon=True
+        self._claims = ClaimKeeper(
+            kube,
+            self._holder,
+            stale_after_s=settings.claim_stale_seconds,
+            stop=self._stop,
+            on_trouble=lambda: self._emit(Trouble(self._index, "kube", "transient")),
+            name=f"renew-{index}",
         )
 
     def _in_shard(self, job_name: str) -> bool:
@@ -169,7 +175,7 @@ class Runner:
     def start(self) -> None:
         self._watcher.start()
         self._sweeper.start()
-        self._renewer.start()
+        self._claims.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,7 +191,7 @@ class Runner:
     # --- creating ---------------------------------------------------------------------------
 
     def _start_job(self, start: StartJob) -> None:
-        request_id = start.request_id
+        request_id = start.request_id  # read first: a stand-in start fails on it (fault hook)
         recorded = self._records.find(request_id)
         if recorded is not None:  # answered before, and its Job may be gone: not run again
             self._answer_again(start, recorded)
@@ -213,7 +219,7 @@ class Runner:
             return
         if not created and manifest.FINALIZER not in view.finalizers:
             # Answered and let go between the look at the records and the create.
-            self._answer_again(start, self._records.find(start.request_id), name)
+            self._answer_again(start, self._records.find(request_id), name)
             return
         with self._lock:
             self._mine.add(name)
@@ -286,6 +292,7 @@ class Runner:
             self._claimed.pop(name, None)
             self._told_running.discard(name)
             self._released.pop(name, None)
+        self._claims.drop(name)
         if mine:
             self._emit(JobEnded(self._index, name))
 
@@ -346,9 +353,10 @@ class Runner:
             if not reported:
                 with self._lock:
                     self._busy.discard(name)
-                    # Not working on it any more: the claim is not renewed (the sweep's
-                    # retry claims it again, which renews it).
                     self._claimed.pop(name, None)
+                # Not working on it any more: the claim is not renewed (the sweep's retry
+                # claims it again, which renews it).
+                self._claims.drop(name)
 
     def _try_finish(self, name: str, seen: JobView | None) -> bool:
         # A view straight from the watch is fresh enough: the claim is conditional on its
@@ -369,6 +377,7 @@ class Runner:
             return False  # replied and let go already (the view we started from was old)
         with self._lock:
             self._claimed[name] = claimed
+        self._claims.hold(name)
         if stuck is not None or job.state is JobState.TIMED_OUT:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
@@ -410,33 +419,7 @@ class Runner:
                 self._claimed.pop(name, None)
                 if known is not None:
                     self._released[name] = known.uid
+            self._claims.drop(name)
         finally:
             with self._lock:
                 self._busy.discard(name)
-
-    # --- renewing claims --------------------------------------------------------------------
-
-    def _renew_claims(self) -> None:
-        """Keep every claim this process holds fresh until its Job is let go."""
-        interval = self._settings.claim_stale_seconds / 3
-        while not self._stop.wait(interval):
-            with self._lock:
-                held = list(self._claimed)
-            for name in held:
-                self._renew(name)
-
-    def _renew(self, name: str) -> None:
-        try:
-            kept = self._kube.renew_claim(name, self._holder)
-        except (TransientError, PermanentError) as exc:
-            # The next round tries again; a claim goes stale only after three misses.
-            self._emit(Trouble(self._index, "kube", "transient"))
-            log.warning("job %s: claim not renewed this round: %s", name, exc)
-            return
-        if kept:
-            return
-        with self._lock:
-            held = self._claimed.pop(name, None) is not None
-        if held:
-            # Nothing already sent is taken back; another worker may now finish it too.
-            log.error("job %s: claim lost (taken over or the Job is gone) while finishing", name)

@@ -40,11 +40,8 @@ def held_since(jobs: k8s.BatchV1Api, namespace: str, name: str, holder: str, ago
 
 
 def test_only_the_holder_renews_its_claim_and_a_lost_claim_says_so(
-    kube: KubeClient,
-    settings: Settings,
-    batch: k8s.BatchV1Api,
-    namespace: str,  # noqa: F811
-) -> None:
+    kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api, namespace: str,  # noqa: F811
+) -> None:  # fmt: skip
     job, _ = kube.create_job(job_manifest(settings))
     wait_job(batch, namespace, job.name, "Complete")
     held_since(batch, namespace, job.name, "me", ago=50)
@@ -76,11 +73,8 @@ def test_only_the_holder_renews_its_claim_and_a_lost_claim_says_so(
 
 
 def test_claiming_again_a_job_one_holds_renews_the_claim(
-    kube: KubeClient,
-    settings: Settings,
-    batch: k8s.BatchV1Api,
-    namespace: str,  # noqa: F811
-) -> None:
+    kube: KubeClient, settings: Settings, batch: k8s.BatchV1Api, namespace: str,  # noqa: F811
+) -> None:  # fmt: skip
     job, _ = kube.create_job(job_manifest(settings))
     wait_job(batch, namespace, job.name, "Complete")
     held_since(batch, namespace, job.name, "me", ago=50)
