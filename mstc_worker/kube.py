@@ -335,9 +335,9 @@ class KubeClient:
             now = datetime.now(UTC)
             if claim_held_elsewhere(current, holder, stale_after_s=stale_after_s, now=now):
                 return None
+            # Ours already (a retry after a failed finish): claiming again renews it, so it
+            # cannot go stale under us while we finish.
             held = current.annotations.get(CLAIMED_BY_ANNOTATION)
-            if held == holder:
-                return self.get_job(job.name)  # ours already: a fresh view, not a stale one
             body, content_type = _claim_patch(current, held, claim_annotations(holder, now))
             try:
                 raw = self._json(
@@ -355,6 +355,28 @@ class KubeClient:
                     raise
             current = self.get_job(job.name)
         return None
+
+    def renew_claim(self, name: str, holder: str) -> bool:
+        """Stamp `holder`'s claim on Job `name` with the time now; False if it is not held.
+
+        The holder renews while it finishes the Job, so that a slow finish (log reads,
+        storage retries, a broker outage before the reply) never looks like a dead holder.
+        A JSON patch that tests the holder first: a claim another worker took over (or a Job
+        that is gone) is never written back, and the caller learns that it lost the claim.
+        """
+        stamp = claim_annotations(holder, datetime.now(UTC))[CLAIMED_AT_ANNOTATION]
+        patch = [
+            {"op": "test", "path": _annotation_path(CLAIMED_BY_ANNOTATION), "value": holder},
+            {"op": "add", "path": _annotation_path(CLAIMED_AT_ANNOTATION), "value": stamp},
+        ]
+        try:
+            self._json(f"renew claim on Job {name}", "PATCH", f"{_JOBS}/{name}",
+                       body=patch, content_type=_JSON_PATCH)  # fmt: skip
+        except KubeRejected as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
 
     def release(self, name: str, *, known: JobView | None = None) -> None:
         """Remove FINALIZER from the Job, letting Kubernetes delete it; a missing Job is fine.

@@ -9,7 +9,9 @@ Kubernetes adapter submits it as is.
 Naming: the Java worker used ``<jobName>-<uuid4>``, which Kubernetes refused for
 jobNames with capitals, underscores or too many characters, and which changed on
 every delivery. Here the shape stays, but the jobName is sanitised to DNS-1123
-and the uuid is derived from the request id.
+and the uuid is derived from the request id, which `request_identity` makes from the
+message's id, where its reply goes and a digest of its body (not from the id alone:
+clients number their requests alike, and two of them must never share a Job).
 
 The label, annotation and finalizer names come from `names`, which the Kubernetes adapter
 reads too; they are re-exported here for the callers that use them with the request data.
@@ -17,6 +19,8 @@ reads too; they are re-exported here for the callers that use them with the requ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +74,7 @@ __all__ = [
     "job_labels",
     "job_name_for",
     "log_object_name",
+    "request_identity",
     "sanitise_job_name",
 ]
 
@@ -95,6 +100,24 @@ def sanitise_job_name(job_name: str) -> str:
     return sanitise_dns1123_label(job_name)
 
 
+def request_identity(message_id: str | None, reply_to: str, body: bytes) -> str:
+    """The request id of a message: 64 hex digits from its id, its reply queue and its body.
+
+    `message_id` is the client's id for the request (its correlation_id, else its
+    message_id); `reply_to` is where its reply goes ('' = the results queue). All three
+    count: two clients that both number their requests from "1" reply to different
+    queues (and mostly send different bodies), so they never share a Job, while a
+    redelivery carries the very same three and so finds its own Job (and its reply
+    record) again. A message with no id at all is identified by its route and body
+    alone: the same body sent twice to the same reply queue is one request, answered
+    once, instead of a fresh id per delivery that made every redelivery a second Job.
+    """
+    digest = hashlib.sha256(body).hexdigest()
+    # JSON keeps the parts apart unambiguously (no id is not the empty id).
+    parts = json.dumps([message_id, reply_to, digest], ensure_ascii=True)
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
 def job_name_for(job_name: str, request_id: str) -> str:
     """The unique Job name ``<sanitised jobName>-<uuid>``, the same for the same request id.
 
@@ -103,7 +126,7 @@ def job_name_for(job_name: str, request_id: str) -> str:
     """
     if not request_id:
         # An empty id would give every id-less request the same Job.
-        raise ValueError("request_id must not be empty; use the correlation_id or message_id")
+        raise ValueError("request_id must not be empty; use request_identity")
     base = sanitise_dns1123_label(job_name, max_length=_BASE_MAX)
     return f"{base}-{uuid.uuid5(JOB_NAME_NAMESPACE, request_id)}"
 
@@ -131,7 +154,7 @@ def build_job(
     settings: Settings,
     route: ReplyRoute | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job for `request`, named from `request_id` (correlation_id or message_id)."""
+    """The batch/v1 Job for `request`, named from `request_id` (see `request_identity`)."""
     unique_name = job_name_for(request.job_name, request_id)
     route = route or ReplyRoute()
     annotations = {

@@ -96,7 +96,11 @@ class JobAccepted:
 
 @dataclass(frozen=True)
 class JobStartFailed:
-    """No Job could be made for the request; `transient` says whether to try again later."""
+    """No Job was made for the request; the service answers with `outcome` and acks it.
+
+    Either none could be made (`transient` says whether to try again later), or none need be:
+    the request was answered already, and `outcome` is that answer, from its record.
+    """
 
     worker: int
     key: int

@@ -85,6 +85,7 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
     image = _required_text(data, "image", '"image": "python:3.12"')
     job_name = _required_text(data, "jobName", '"jobName": "my-analysis"')
     buckets = fields.buckets(data)
+    _check_buckets(buckets, settings)
     _check_image(image, settings)
     timeout = fields.java_int(
         data,
@@ -185,6 +186,21 @@ def _required_text(data: dict[str, Any], field: str, example: str) -> str:
             f"Field '{field}' must be a string, e.g. {example}; got {describe(value)}.", field=field
         )
     return value
+
+
+def _check_buckets(buckets: fields.Buckets, settings: Settings) -> None:
+    """Refuse the worker's own bucket: a Job's credentials must never reach its records."""
+    own = settings.reply_records_bucket
+    for field, name in (
+        ("inputBucket", buckets.input_bucket),
+        ("outputBucket", buckets.output_bucket),
+    ):
+        if name == own:
+            raise RequestRejected(
+                f"Bucket '{own}' is the worker's own (MSTC_REPLY_RECORDS_BUCKET) and may not "
+                "be used by a request; use another bucket.",
+                field=field,
+            )
 
 
 def _check_image(image: str, settings: Settings) -> None:

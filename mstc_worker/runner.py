@@ -9,10 +9,14 @@ Who finishes a Job: every process of every replica sees every ending; the proces
 shard (a hash of the Job's name) covers it claims the Job on the API server with an
 optimistic update, and only the winner reads the log, stores it and reports the outcome.
 The Job keeps its finalizer until the service confirms the reply was published, so a crash
-at any moment leaves a Job that the next worker finishes. A periodic sweep retries what an
+at any moment leaves a Job that the next worker finishes. The outcome is recorded (`replies`)
+before the reply goes out, and a request whose Job is gone but whose reply is on record is
+answered from the record instead of being run again. A periodic sweep retries what an
 event-driven attempt could not finish (a claim left by a dead worker goes stale); it reads
 the watch's view of the shard, not the API server. A process decodes only the watch events
-of its own shard's Jobs and pods.
+of its own shard's Jobs and pods. A claim holds as long as its holder works: from the claim
+until the Job is let go after its reply, the process renews it (`claims`), so a slow finish
+is never taken for a dead one and finished (and replied) twice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from multiprocessing.queues import Queue
 from typing import Any, Protocol
 
 from mstc_worker import manifest
+from mstc_worker.claims import ClaimKeeper
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
 from mstc_worker.logs import configure_logging
@@ -50,6 +55,7 @@ from mstc_worker.messages import (
 )
 from mstc_worker.outcome import OutcomeBuilder, pod_order
 from mstc_worker.protocol import Outcome, error_outcome
+from mstc_worker.replies import ReplyRecords
 from mstc_worker.settings import Settings
 from mstc_worker.storage import Storage
 
@@ -148,10 +154,19 @@ class Runner:
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
         self._outcomes = OutcomeBuilder(kube, storage, self._storage_trouble)
+        self._records = ReplyRecords(settings, storage)
         self._watcher = JobWatcher(
             kube, self._on_job, self._on_pod, self._on_job_gone, keep=self._in_shard
         )
         self._sweeper = threading.Thread(target=self._sweep, name=f"sweep-{index}", daemon=True)
+        self._claims = ClaimKeeper(
+            kube,
+            self._holder,
+            stale_after_s=settings.claim_stale_seconds,
+            stop=self._stop,
+            on_trouble=lambda: self._emit(Trouble(self._index, "kube", "transient")),
+            name=f"renew-{index}",
+        )
 
     def _in_shard(self, job_name: str) -> bool:
         return shard_of(job_name, self._count) == self._index
@@ -167,6 +182,7 @@ class Runner:
     def start(self) -> None:
         self._watcher.start()
         self._sweeper.start()
+        self._claims.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,6 +201,11 @@ class Runner:
     # --- creating ---------------------------------------------------------------------------
 
     def _start_job(self, start: StartJob) -> None:
+        request_id = start.request_id  # read first: a stand-in start fails on it (fault hook)
+        recorded = self._records.find(request_id)
+        if recorded is not None:  # answered before, and its Job may be gone: not run again
+            self._answer_again(start, recorded)
+            return
         job = manifest.build_job(
             start.request, request_id=start.request_id, settings=self._settings, route=start.route
         )
@@ -206,10 +227,26 @@ class Runner:
             )
             self._emit(JobStartFailed(self._index, start.key, outcome, False))
             return
+        if not created and manifest.FINALIZER not in view.finalizers:
+            # Answered and let go between the look at the records and the create.
+            self._answer_again(start, self._records.find(request_id), name)
+            return
         with self._lock:
             self._mine.add(name)
         log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
         self._emit(JobAccepted(self._index, start.key, name, adopted=not created))
+
+    def _answer_again(self, start: StartJob, outcome: Outcome | None, name: str = "") -> None:
+        """Answer a request whose Job ran and was answered already, from its record."""
+        if outcome is None:
+            outcome = error_outcome(
+                PermanentError(f"Job {name} ran for this request and was answered already; "
+                               "that answer is no longer on record"),
+                namespace=self._settings.namespace,
+            )  # fmt: skip
+        log.info("request %s answered again from its record (Job %s)", start.request_id,
+                 outcome.job_name or name)  # fmt: skip
+        self._emit(JobStartFailed(self._index, start.key, outcome, False))
 
     # --- watching -------------------------------------------------------------------------
 
@@ -265,6 +302,7 @@ class Runner:
             self._claimed.pop(name, None)
             self._told_running.discard(name)
             self._released.pop(name, None)
+        self._claims.drop(name)
         if mine:
             self._emit(JobEnded(self._index, name))
 
@@ -325,6 +363,10 @@ class Runner:
             if not reported:
                 with self._lock:
                     self._busy.discard(name)
+                    self._claimed.pop(name, None)
+                # Not working on it any more: the claim is not renewed (the sweep's retry
+                # claims it again, which renews it).
+                self._claims.drop(name)
 
     def _try_finish(self, name: str, seen: JobView | None) -> bool:
         # A view straight from the watch is fresh enough: the claim is conditional on its
@@ -345,11 +387,14 @@ class Runner:
             return False  # replied and let go already (the view we started from was old)
         with self._lock:
             self._claimed[name] = claimed
+        self._claims.hold(name)
         if stuck is not None or job.state is JobState.TIMED_OUT:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
         outcome = self._outcome(claimed, stuck)
         log.info("job %s ended: %s %s", name, outcome.status.value, outcome.reason or "")
+        # Before the reply: whoever sees the request again after the Job is gone answers it so.
+        self._records.save(claimed.annotations.get(manifest.REQUEST_ID_ANNOTATION, ""), outcome)
         self._emit(
             JobFinished(
                 self._index,
@@ -384,6 +429,7 @@ class Runner:
                 self._claimed.pop(name, None)
                 if known is not None:
                     self._released[name] = known.uid
+            self._claims.drop(name)
         finally:
             with self._lock:
                 self._busy.discard(name)

@@ -249,8 +249,11 @@ class Service:
             # the replica (and then every replica the message is redelivered to).
             self._unhandled(delivery, exc)
             return
-        # The Job's name comes from the request id, so a redelivery finds the same Job.
-        request_id = delivery.correlation_id or delivery.message_id or str(uuid.uuid4())
+        # The Job's name comes from the request id, so a redelivery finds the same Job; the
+        # id covers the reply queue and the body too, so two clients' "1" are two requests.
+        request_id = manifest.request_identity(
+            delivery.correlation_id or delivery.message_id, delivery.reply_to or "", delivery.body
+        )
         # Progress messages only for a client that asked: a Java-era client takes the first
         # message on its callback queue as the reply.
         progress = bool(delivery.reply_to) and wants_progress(delivery.headers)

@@ -155,6 +155,21 @@ class Settings(BaseSettings):
         "Seconds a finished Job is kept before Kubernetes deletes it.",
         ge=0,
     )
+    reply_records_bucket: str = _setting(
+        "mstc-worker-replies",
+        "MSTC_REPLY_RECORDS_BUCKET",
+        "The worker's own bucket for the replies it sent (to answer a request sent again "
+        "after its Job is gone); requests may not name it, so no Job can reach it.",
+        min_length=3,
+        max_length=63,
+    )
+    reply_record_seconds: int = _setting(
+        172_800,
+        "MSTC_REPLY_RECORD_SECONDS",
+        "Seconds a sent reply is kept and sent again to the same request, instead of "
+        "running it a second time (at least a day).",
+        ge=86_400,
+    )
     job_run_as_non_root: bool = _setting(
         False,
         "MSTC_JOB_RUN_AS_NON_ROOT",

@@ -1,5 +1,8 @@
 """The MinIO adapter: store a Job's log as a text object, creating the bucket when missing.
 
+Also keeps small private objects for the worker itself (its reply records, see `replies`):
+in a bucket of its own, made on first use with a lifecycle rule that expires them.
+
 The only module that imports the minio library. It owns the S3 calls the worker makes
 and the translation of their failures into the worker's error tree: an unreachable
 server, 5xx and throttling are `StorageUnavailable` (retried here, bounded), a refusal
@@ -19,7 +22,9 @@ import logging
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error, ServerError
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -49,6 +54,7 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _CONNECTION_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket"})
 
 
 class StorageUnavailable(TransientError):
@@ -140,13 +146,16 @@ class Storage:
 
         self._retrying(translated)
 
-    def _put(self, bucket: str, object_name: str, data: bytes) -> None:
+    def _put(
+        self,
+        bucket: str,
+        object_name: str,
+        data: bytes,
+        *,
+        content_type: str = "text/plain; charset=utf-8",
+    ) -> None:
         self._client.put_object(
-            bucket,
-            object_name,
-            io.BytesIO(data),
-            length=len(data),
-            content_type="text/plain; charset=utf-8",
+            bucket, object_name, io.BytesIO(data), length=len(data), content_type=content_type
         )
 
     def _make_bucket(self, bucket: str) -> None:
@@ -156,3 +165,61 @@ class Storage:
             # Another worker storing a log in the same bucket may have just created it.
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise
+
+    # --- the worker's own objects -----------------------------------------------------------
+
+    def put_private(self, bucket: str, object_name: str, data: bytes, *, expire_days: int) -> None:
+        """Store JSON `data` in the worker's own `bucket`, retried like `put_text`.
+
+        A missing bucket is made, with a lifecycle rule that deletes its objects
+        `expire_days` days after they were written (a backstop: readers check the age).
+        """
+        what = f"store {bucket}/{object_name}"
+
+        def attempt() -> None:
+            try:
+                self._put(bucket, object_name, data, content_type="application/json")
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise
+                self._make_bucket(bucket)
+                self._expire_after(bucket, expire_days)
+                self._put(bucket, object_name, data, content_type="application/json")
+
+        def translated() -> None:
+            try:
+                attempt()
+            except (MinioException, ValueError, *_CONNECTION_ERRORS) as exc:
+                raise _translate(what, exc) from exc
+
+        self._retrying(translated)
+
+    def get_private(self, bucket: str, object_name: str) -> bytes | None:
+        """The object's bytes, or None if it (or its bucket) does not exist; one try only.
+
+        Not retried: a caller that cannot tell goes on as if it were missing, and a MinIO
+        that is down must not hold up every request by the length of a retry policy.
+        """
+        what = f"read {bucket}/{object_name}"
+        try:
+            response = self._client.get_object(bucket, object_name)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        except S3Error as exc:
+            if exc.code in _MISSING_CODES:
+                return None
+            raise _translate(what, exc) from exc
+        except (MinioException, ValueError, *_CONNECTION_ERRORS) as exc:
+            raise _translate(what, exc) from exc
+
+    def _expire_after(self, bucket: str, days: int) -> None:
+        rule = Rule(ENABLED, rule_filter=Filter(prefix=""), rule_id="mstc-expire",
+                    expiration=Expiration(days=days))  # fmt: skip
+        try:
+            self._client.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
+        except S3Error as exc:
+            # Records still expire for readers (they check the age); only the space stays.
+            log.warning("minio: no lifecycle rule on %s, its objects stay: %s", bucket, exc)

@@ -41,15 +41,18 @@ class Rule:
     target (path and query, so ``watch=true`` can be matched); `body`, when given, is
     searched in the request body. With `forward` the request reaches the API server first
     and only its answer is replaced: a create that worked but whose answer was lost.
+    `delay` holds the request that many seconds first (a slow API server); a rule with
+    status None then passes the API server's own answer on.
     """
 
     method: str
     path: str
-    status: int
+    status: int | None
     times: int | None = 1
     retry_after: int | None = None
     body: str | None = None
     forward: bool = False
+    delay: float = 0.0
     hits: int = 0
 
     def matches(self, method: str, target: str, body: bytes) -> bool:

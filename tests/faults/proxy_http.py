@@ -59,9 +59,10 @@ class Watch:
 class Answer(Protocol):
     """The answer a backend chose for one request (a rule, in kube_proxy)."""
 
-    status: int
+    status: int | None  # None: the API server's own answer (after `delay`)
     retry_after: int | None
     forward: bool  # ask the API server first, then replace its answer
+    delay: float  # seconds the request is held before anything else happens
 
 
 class Backend(Protocol):
@@ -116,6 +117,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         rule = proxy.rule_for(self.command, self.path, body)
+        if rule is not None and rule.delay:
+            time.sleep(rule.delay)  # the fault itself: an API server slow to answer
+        if rule is not None and rule.status is None:
+            rule = None  # delayed only: from here on, as if no rule had matched
         upstream_status: int | None = None
         if rule is None or rule.forward:
             try:
@@ -139,6 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
                 proxy.record(arrived, self.command, self.path, status, False, status, body)
                 self._answer(status, response.getheaders(), data)
                 return
+        assert rule.status is not None  # a rule without a status was dropped above
         proxy.record(arrived, self.command, self.path, rule.status, True, upstream_status, body)
         headers = [("Content-Type", "application/json")]
         if rule.retry_after is not None:

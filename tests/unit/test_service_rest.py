@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from mstc_worker.manifest import request_identity
 from mstc_worker.messages import ReleaseJob
 from mstc_worker.protocol import Outcome, Status
 from tests.support.fakes import REPLY_QUEUE
@@ -62,14 +63,16 @@ def test_a_rest_request_goes_through_the_work_queue_and_is_answered_from_its_rep
     make_rig: MakeRig, make_body: MakeBody
 ) -> None:
     rig = make_rig(MSTC_CONCURRENCY="2")
-    caller = Caller(rig, make_body())
+    body = make_body()
+    caller = Caller(rig, body)
     rig.settle()
 
     [(_, queue, correlation_id)] = rig.events("call")
     assert queue == rig.settings.work_queue
     [start] = rig.pool.starts()
-    # Its identity is the fresh correlation id, and its reply goes to the connection's queue.
-    assert start.request_id == correlation_id
+    # Its identity comes from the fresh correlation id, the connection's queue (where its
+    # reply goes) and the body, as any client's request's does.
+    assert start.request_id == request_identity(correlation_id, REPLY_QUEUE, body)
     assert (start.route.reply_to, start.route.correlation_id) == (REPLY_QUEUE, correlation_id)
     assert rig.events("ack") == []  # acked, as any request, only once its Job exists
     name = rig.pool.accept(start)
