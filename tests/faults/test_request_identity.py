@@ -30,6 +30,7 @@ from tests.faults.test_kube_faults import (  # noqa: F401  (fixtures, found by p
     kube_proxy,
     proxied_worker,
 )
+from tests.support.jobs_made import JobsMade
 from tests.support.kube import wait_gone
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
@@ -51,14 +52,14 @@ def replies(client: AmqpClient, cid: str, count: int, timeout: float = 90) -> li
 
 def test_two_clients_both_sending_correlation_id_1_get_a_job_and_a_reply_each(
     fault: FaultRecord, stack: StackInfo, make_worker: MakeWorker, client: AmqpClient,
-    work_queue: str, bucket: str,
+    work_queue: str, bucket: str, jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = (
         "reused correlation ids: two clients each send correlation id '1', the same jobName "
         "and the same body"
     )
     fault.expected = "two requests: a Job each, one reply each, to the client that sent it"
-    worker = make_worker()
+    make_worker()
     other = AmqpClient(stack)
     try:
         body = request(bucket, jobName="reused", **pod_fate(run_for="2s"))
@@ -74,14 +75,17 @@ def test_two_clients_both_sending_correlation_id_1_get_a_job_and_a_reply_each(
     assert [mine["status"], theirs["status"]] == ["succeeded"] * 2, (mine, theirs)
     names = [mine["jobName"], theirs["jobName"]]
     assert names[0] != names[1], names
-    created = [worker.log_text.count(f"job {name} created") for name in names]
-    assert created == [1, 1], created
-    fault.saw(f"2 Jobs ({', '.join(names)}), each created once; 1 reply each, both succeeded")
+    made = jobs_made.names()
+    assert sorted(made) == sorted(names), made
+    fault.saw(
+        f"Jobs made: {len(made)} ({', '.join(names)}); replies per client: {counts}, "
+        f"statuses: {mine['status']}, {theirs['status']}"
+    )
 
 
 def test_a_request_sent_again_after_its_job_is_gone_is_answered_from_its_record(
     fault: FaultRecord, make_worker: MakeWorker, client: AmqpClient, work_queue: str,
-    bucket: str, api_client: k8s.ApiClient, namespace: str,
+    bucket: str, api_client: k8s.ApiClient, namespace: str, jobs_made: JobsMade,
 ) -> None:  # fmt: skip
     fault.fault = (
         "reused correlation ids: a request published again, same id, queue and body, after "
@@ -102,13 +106,15 @@ def test_a_request_sent_again_after_its_job_is_gone_is_answered_from_its_record(
     client.settle(ONE_REPLY_SETTLE_S)
     assert len(client.replies[cid]) == 2, client.replies[cid]
     assert second == first  # the same answer, to the same start time: it did not run again
-    log = worker.log_text
-    assert log.count(f"job {first['jobName']} created") == 1, log[-3000:]
-    assert "answered again from its record" in log
-    assert not k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items
+    made = jobs_made.count()
+    assert made == 1, jobs_made.names()
+    assert "answered again from its record" in worker.log_text
+    left = len(k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items)
+    assert left == 0
     fault.saw(
-        f"Job deleted {gone_s:.1f} s after the reply; sent again: the same reply (succeeded, "
-        f"started {first['startedAt']}), from the record; the Job created once, none left"
+        f"Job deleted {gone_s:.1f} s after the reply; sent again: the same reply "
+        f"({second['status']}, started {second['startedAt']}), from the record; "
+        f"Jobs made: {made}, left: {left}"
     )
 
 
@@ -137,6 +143,6 @@ def test_a_message_without_ids_redelivered_keeps_its_one_job(
     seen = [(e.upstream_status, e.status) for e in creates]
     assert jobs_created(kube_proxy) == 1, seen
     fault.saw(
-        f"creates (server, worker saw): {seen}; requeued once, the redelivery adopted the Job; "
-        "1 Job, 1 reply (succeeded)"
+        f"creates (server, worker saw): {seen}; the redelivery adopted the Job; Jobs made: "
+        f"{jobs_created(kube_proxy)}, replies: {len(client.replies[''])} ({reply['status']})"
     )
