@@ -243,6 +243,7 @@ class Service:
             self._reply(rejection_reply(exc, delivery.body), delivery.reply_to or "",
                         delivery.correlation_id)  # fmt: skip
             self.broker.ack(delivery)
+            self.metrics.request_done(Status.REJECTED.value, None)
             return
         except Exception as exc:
             # This runs on the connection's thread: a bug here must cost one message, not
@@ -475,6 +476,7 @@ class Service:
         try:
             request = parse_request(body, settings=self.settings)
         except RequestRejected as exc:
+            self.metrics.request_done(Status.REJECTED.value, None)
             return 400, rejection_reply(exc, body).result
         # Each caller holds a server thread while it waits: a bound keeps them from piling up.
         if not self._rest_callers.acquire(blocking=False):

@@ -137,6 +137,7 @@ def test_a_rest_request_rejected_on_sight_is_400_and_never_queued(make_rig: Make
     assert text.startswith("Invalid request")
     assert rig.broker.wait_for_work(0) is False
     assert rig.broker.queue == collections.deque()
+    assert rig.requests_done("rejected") == 1
 
 
 def test_a_failed_start_answers_500_with_the_java_text(

@@ -64,6 +64,7 @@ def test_a_rejected_request_is_replied_and_acked_at_once(rig: ServiceRig) -> Non
     assert reply["status"] == "rejected"
     assert rig.events("publish", "ack", "nack") == [("publish", CLIENT, "7"), ("ack", 1)]
     assert rig.broker.unacked == {}
+    assert rig.requests_done("rejected") == 1
 
 
 def test_the_reply_is_published_before_the_job_is_released(
