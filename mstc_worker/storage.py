@@ -16,9 +16,13 @@ from __future__ import annotations
 import http.client
 import io
 import logging
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 
 import urllib3
 from minio import Minio
+from minio.credentials.providers import AssumeRoleProvider
 from minio.error import MinioException, S3Error, ServerError
 from tenacity import (
     RetryCallState,
@@ -32,7 +36,7 @@ from tenacity import (
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.settings import Settings
 
-__all__ = ["Storage", "StorageRejected", "StorageUnavailable"]
+__all__ = ["Storage", "StorageRejected", "StorageUnavailable", "TemporaryCredentials"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ class Storage:
     """Writes objects to the MinIO the settings name, with the worker's own credentials."""
 
     def __init__(self, settings: Settings, *, client: Minio | None = None) -> None:
+        self._settings = settings
         self._client = client or Minio(
             settings.s3_endpoint,
             access_key=settings.minio_root_user,
@@ -156,3 +161,63 @@ class Storage:
             # Another worker storing a log in the same bucket may have just created it.
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise
+
+    # --- a Job's own credentials (job_access) ----------------------------------------------
+
+    def job_credentials(self, policy: str, duration_seconds: int) -> TemporaryCredentials:
+        """Temporary credentials limited by the session `policy`, from MinIO's STS AssumeRole.
+
+        Signed with the worker's own key (MINIO_ROOT_USER/PASSWORD): MinIO accepts AssumeRole
+        from its root user and from any ordinary user, and what the credentials may do is
+        the intersection of `policy` with that user's own policy. Raises StorageUnavailable
+        once the retries are spent, StorageRejected at once (e.g. the key may not assume).
+        """
+
+        def translated() -> TemporaryCredentials:
+            try:
+                credentials = self._assume_role(policy, duration_seconds).retrieve()
+            except (MinioException, ValueError, ET.ParseError, *_CONNECTION_ERRORS) as exc:
+                raise _translate_sts(exc) from exc
+            if credentials.session_token is None:
+                raise StorageRejected("MinIO's AssumeRole answer holds no session token")
+            return TemporaryCredentials(
+                credentials.access_key, credentials.secret_key, credentials.session_token
+            )
+
+        return self._retrying(translated)
+
+    def _assume_role(self, policy: str, duration_seconds: int) -> AssumeRoleProvider:
+        settings = self._settings
+        scheme = "https" if settings.s3_secure else "http"
+        ca_file = str(settings.tls_ca_file) if settings.tls_ca_file else None
+        return AssumeRoleProvider(
+            sts_endpoint=f"{scheme}://{settings.s3_endpoint}",
+            access_key=settings.minio_root_user,
+            secret_key=settings.minio_root_password.get_secret_value(),
+            duration_seconds=duration_seconds,
+            policy=policy,
+            http_client=_http_client(ca_file),
+        )
+
+
+@dataclass(frozen=True)
+class TemporaryCredentials:
+    """A key that MinIO's STS made: all three parts are needed to sign a request."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+
+
+_STS_STATUS = re.compile(r"failed with HTTP status code (\d+)")
+
+
+def _translate_sts(exc: Exception) -> TransientError | PermanentError:
+    """The worker's error for a failed AssumeRole (the library reports only the status)."""
+    what = "get a Job's temporary MinIO credentials"
+    match = _STS_STATUS.search(str(exc)) if isinstance(exc, ValueError) else None
+    if match is None:
+        return _translate(what, exc)
+    status = int(match.group(1))
+    text = f"{what}: MinIO's STS answered HTTP {status}"
+    return StorageUnavailable(text) if status == 429 or status >= 500 else StorageRejected(text)
