@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import urllib3
 from minio import Minio
-from minio.credentials.providers import AssumeRoleProvider
-from minio.error import MinioException, S3Error, ServerError
+from minio.credentials.providers import AssumeRoleProvider, StaticProvider
+from minio.error import MinioAdminException, MinioException, S3Error, ServerError
+from minio.minioadmin import MinioAdmin
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -36,7 +37,15 @@ from tenacity import (
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.settings import Settings
 
-__all__ = ["Storage", "StorageRejected", "StorageUnavailable", "TemporaryCredentials"]
+__all__ = [
+    "CLIENT_POLICY",
+    "CLIENT_POLICY_NAME",
+    "Storage",
+    "StorageRejected",
+    "StorageUnavailable",
+    "TemporaryCredentials",
+    "add_client_user",
+]
 
 log = logging.getLogger(__name__)
 
@@ -221,3 +230,71 @@ def _translate_sts(exc: Exception) -> TransientError | PermanentError:
     status = int(match.group(1))
     text = f"{what}: MinIO's STS answered HTTP {status}"
     return StorageUnavailable(text) if status == 429 or status >= 500 else StorageRejected(text)
+
+
+# --- the clients' MinIO user (the chart's post-install hook, `mstc-worker add-client-user`) ---
+
+CLIENT_POLICY_NAME = "mstc-client"
+# S3 data calls on every bucket: what `mstc` and mstc_client do (look up and create buckets,
+# list, read, write and delete objects). No admin call, no bucket deletion and no bucket
+# settings (policies, notifications, ...), which could open a bucket to anyone.
+CLIENT_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetBucketLocation",
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:CreateBucket",
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": ["arn:aws:s3:::*"],
+        }
+    ],
+}
+
+
+def add_client_user(settings: Settings, access_key: str, secret_key: str) -> None:
+    """Make (or update) the MinIO user `access_key` with the policy CLIENT_POLICY_NAME.
+
+    Signed with the worker's MinIO key, which must be allowed to administer users (MinIO's
+    root key in the chart). Idempotent: the policy is replaced, the user's secret set again.
+    Raises StorageUnavailable once the retries are spent, StorageRejected at once.
+    """
+    ca_file = str(settings.tls_ca_file) if settings.tls_ca_file else None
+    admin = MinioAdmin(
+        endpoint=settings.s3_endpoint,
+        credentials=StaticProvider(
+            settings.minio_root_user, settings.minio_root_password.get_secret_value()
+        ),
+        secure=settings.s3_secure,
+        http_client=_http_client(ca_file),
+    )
+
+    def attempt() -> None:
+        try:
+            admin.policy_add(CLIENT_POLICY_NAME, policy=CLIENT_POLICY)
+            admin.user_add(access_key, secret_key)
+            admin.policy_set(CLIENT_POLICY_NAME, user=access_key)
+        except MinioAdminException as exc:
+            status = int(exc._code) if exc._code.isdigit() else 0
+            text = f"add the MinIO client user {access_key!r}: {exc}"
+            if status == 429 or status >= 500:
+                raise StorageUnavailable(text) from exc
+            raise StorageRejected(text) from exc
+        except (MinioException, ValueError, *_CONNECTION_ERRORS) as exc:
+            raise _translate(f"add the MinIO client user {access_key!r}", exc) from exc
+
+    Retrying(
+        retry=retry_if_exception_type(StorageUnavailable),
+        stop=stop_after_attempt(_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=4.0) + wait_random(0, 0.25),
+        before_sleep=_log_retry,
+        reraise=True,
+    )(attempt)
