@@ -342,6 +342,7 @@ def test_the_workers_own_jobs_are_admitted_under_pod_security(
         parse_request(body.encode(), settings=settings), request_id="ps-1", settings=settings
     )
     job["metadata"]["finalizers"] = []  # no worker here to let it go
+    job["spec"].pop("suspend")  # nor to give it its credentials Secret and resume it
     assert _create_job(worker, namespace, job) == ""
     event = _first_event(api_client, namespace, job["metadata"]["name"])
     assert event.reason == "SuccessfulCreate", event.message
