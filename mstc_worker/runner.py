@@ -196,20 +196,22 @@ class Runner:
             )
             self._emit(JobStartFailed(self._index, start.key, outcome, False))
             return
-        if view.suspended and not self._start_with_credentials(start, view):
+        if view.suspended and not self._start_with_credentials(start, view, created=created):
             return
         with self._lock:
             self._mine.add(name)
         log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
         self._emit(JobAccepted(self._index, start.key, name, adopted=not created))
 
-    def _start_with_credentials(self, start: StartJob, job: JobView) -> bool:
+    def _start_with_credentials(self, start: StartJob, job: JobView, *, created: bool) -> bool:
         """Give a suspended Job its own MinIO credentials, then resume it; False if that failed.
 
         The Job was created suspended so that no pod starts before its Secret exists, and
-        the Secret names the Job's uid as its owner, so it goes when the Job goes. A Job
-        that failed here never ran: it is deleted and let go, and the request reported as
-        not started (a transient failure is tried again by the service's rules).
+        the Secret names the Job's uid as its owner, so it goes when the Job goes. On failure
+        the request is reported as not started (a transient failure is tried again by the
+        service's rules); a Job this call created never ran and is deleted and let go. An
+        adopted one is left: another delivery of the request may be resuming it right now,
+        and the next delivery adopts it again.
         """
         try:
             self._give_credentials(start.request, job)
@@ -219,7 +221,8 @@ class Runner:
             storage = isinstance(exc, StorageUnavailable | StorageRejected)
             self._emit(Trouble(self._index, "storage" if storage else "kube", kind))
             log.warning("job %s: no credentials, not started: %s", job.name, exc)
-            self._abandon(job.name)
+            if created:
+                self._abandon(job.name)
             outcome = error_outcome(exc, namespace=self._settings.namespace)
             self._emit(JobStartFailed(self._index, start.key, outcome, transient))
             return False
