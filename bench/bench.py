@@ -203,6 +203,7 @@ class Bench:
             route = ReplyRoute("amq.gen-bench", request_id)
             job = manifest.build_job(request, request_id=request_id, settings=settings, route=route)
             job["metadata"]["finalizers"] = []
+            job["spec"].pop("suspend", None)  # nothing in the bare loop would resume it
             jobs.append(job)
         return jobs
 

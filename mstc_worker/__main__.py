@@ -2,7 +2,9 @@
 
 `mstc-worker release [--timeout SECONDS]` instead lets go of every Job the worker holds in
 its namespace, answering what it still owes (see `release`); the chart's pre-delete hook runs
-it. Both read the same settings.
+it. `mstc-worker add-client-user` makes the clients' MinIO user (key from MSTC_CLIENT_ACCESS_KEY
+and MSTC_CLIENT_SECRET_KEY, see `storage.add_client_user`); the chart's post-install hook runs
+it. All read the same settings.
 
 Bad configuration ends the process at once with exit code 2 and one line per problem, naming
 the environment variable, before anything connects anywhere. This is also where the service
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +30,7 @@ from mstc_worker.ports import HttpEndpoints
 from mstc_worker.release import release_all
 from mstc_worker.service import Service
 from mstc_worker.settings import Settings, load_settings
+from mstc_worker.storage import add_client_user
 
 __all__ = ["build_service", "main"]
 
@@ -42,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mstc-worker: bad configuration:\n{exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings, process_name="main")
+    if command is not None and command.command == "add-client-user":
+        return _add_client_user(settings)
     if command is not None:
         return _release(settings, command.timeout)
     log.info(
@@ -66,7 +72,29 @@ def _parse(args: Sequence[str]) -> argparse.Namespace:
         default=60.0,
         help="seconds to wait for live workers' claims before letting go regardless (60)",
     )
+    commands.add_parser(
+        "add-client-user",
+        help="make the clients' MinIO user (MSTC_CLIENT_ACCESS_KEY, MSTC_CLIENT_SECRET_KEY)",
+    )
     return parser.parse_args(args)
+
+
+def _add_client_user(settings: Settings) -> int:
+    # Not worker settings: only this command reads them (the chart's hook sets them).
+    access_key = os.environ.get("MSTC_CLIENT_ACCESS_KEY", "")
+    secret_key = os.environ.get("MSTC_CLIENT_SECRET_KEY", "")
+    if len(access_key) < 3 or len(secret_key) < 8:
+        log.error(
+            "add-client-user: set MSTC_CLIENT_ACCESS_KEY (3+) and MSTC_CLIENT_SECRET_KEY (8+)"
+        )
+        return 2
+    try:
+        add_client_user(settings, access_key, secret_key)
+    except (TransientError, PermanentError) as exc:
+        log.error("add-client-user: %s", exc)
+        return 1
+    log.info("add-client-user: MinIO user %s has the policy mstc-client", access_key)
+    return 0
 
 
 def _release(settings: Settings, timeout_s: float) -> int:

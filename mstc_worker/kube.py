@@ -77,6 +77,7 @@ SELECTOR = f"{LABEL_CREATED_BY}={CREATED_BY}"
 _TIMEOUT = (5.0, 30.0)
 _JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 _PODS = "/api/v1/namespaces/{namespace}/pods"
+_SECRETS = "/api/v1/namespaces/{namespace}/secrets"
 _MERGE_PATCH = "application/merge-patch+json"
 _JSON_PATCH = "application/json-patch+json"
 
@@ -220,6 +221,36 @@ class KubeClient:
         """
         query = {"propagationPolicy": "Background"}
         self._json_or_none(f"delete Job {name}", "DELETE", f"{_JOBS}/{name}", query=query)
+
+    # --- a Job's credentials Secret (job_access) -------------------------------------------
+
+    def create_secret(self, manifest: Mapping[str, Any]) -> bool:
+        """Create the Secret; False when one of that name exists already (kept as it is).
+
+        The worker may only create Secrets (not read, change or delete them), so a Secret
+        left by an earlier delivery of the same request stays: it belongs to the same Job.
+        """
+        body = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        name = body["metadata"]["name"]
+
+        def create() -> bool:
+            try:
+                # The answer echoes the Secret's data: read and dropped, never logged.
+                _body(self._send(f"create Secret {name}", "POST", _SECRETS, body=body))
+            except KubeRejected as exc:
+                if exc.status != 409:
+                    raise
+                return False
+            return True
+
+        return self._retrying(create)
+
+    def resume_job(self, name: str) -> None:
+        """Let a suspended Job start its pod (a no-op for one that runs or ran already)."""
+        patch = {"spec": {"suspend": False}}
+        self._json(
+            f"resume Job {name}", "PATCH", f"{_JOBS}/{name}", body=patch, content_type=_MERGE_PATCH
+        )
 
     # --- pods and logs ---------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class JobView:
     started_at: datetime | None
     finished_at: datetime | None
     ready: int = 0  # pods running and ready: the Job has started for the user's eyes
+    suspended: bool = False  # spec.suspend: no pod until resumed (see job_access)
 
     @property
     def ended(self) -> bool:
@@ -140,6 +141,7 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
         started_at=_time(status.get("startTime")),
         finished_at=finished_at,
         ready=int(status.get("ready") or 0),
+        suspended=bool((obj.get("spec") or {}).get("suspend")),
     )
 
 

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from mstc_worker.job_access import credentials_secret_name
 from mstc_worker.kube_syntax import DNS1123_LABEL_MAX, sanitise_dns1123_label
 from mstc_worker.names import (
     CLAIMED_AT_ANNOTATION,
@@ -32,6 +33,9 @@ from mstc_worker.names import (
     CORRELATION_ID_ANNOTATION,
     CREATED_BY,
     FINALIZER,
+    JOB_ACCESS_KEY,
+    JOB_SECRET_KEY,
+    JOB_SESSION_TOKEN,
     LABEL_CREATED_BY,
     LABEL_INSTANCE,
     LABEL_NAME,
@@ -170,6 +174,18 @@ def build_job(
     if route.progress:
         annotations[PROGRESS_ANNOTATION] = "true"
     labels = job_labels(request, unique_name)
+    spec: dict[str, Any] = {
+        # One try unless asked: a failed container usually fails again, and a
+        # retry would double the run time before the reply.
+        "backoffLimit": request.backoff_limit,
+        # The cluster enforces the timeout even if no worker is watching.
+        "activeDeadlineSeconds": request.timeout_minutes * 60,
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+    }
+    if not settings.job_root_credentials:
+        # No pod before the Job's credentials Secret exists: it can only be made once the
+        # Job has a uid to be owned by; the worker then resumes the Job (runner).
+        spec["suspend"] = True
     pod_metadata: dict[str, Any] = {"labels": dict(labels)}
     if request.annotations:
         pod_metadata["annotations"] = dict(request.annotations)
@@ -184,12 +200,7 @@ def build_job(
             "finalizers": [FINALIZER],
         },
         "spec": {
-            # One try unless asked: a failed container usually fails again, and a
-            # retry would double the run time before the reply.
-            "backoffLimit": request.backoff_limit,
-            # The cluster enforces the timeout even if no worker is watching.
-            "activeDeadlineSeconds": request.timeout_minutes * 60,
-            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            **spec,
             "template": {
                 "metadata": pod_metadata,
                 "spec": {
@@ -199,7 +210,7 @@ def build_job(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": _pod_security(settings),
-                    "containers": [_container(request, settings)],
+                    "containers": [_container(request, settings, unique_name)],
                 },
             },
         },
@@ -223,12 +234,12 @@ def _container_security(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _container(request: Request, settings: Settings) -> dict[str, Any]:
+def _container(request: Request, settings: Settings, unique_name: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": sanitise_job_name(request.job_name),
         "image": request.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(request, settings),
+        "env": _env(request, settings, unique_name),
         "securityContext": _container_security(settings),
     }
     if request.command:
@@ -257,7 +268,7 @@ def _secret(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _env(request: Request, settings: Settings) -> list[dict[str, Any]]:
+def _env(request: Request, settings: Settings, unique_name: str) -> list[dict[str, Any]]:
     """The container's env: the contract's variables first, then the request's own."""
     env = [_value("MSTC_JOB", "true")]
     # The URL variables only when the request used the URL form (seed 001's Jobs
@@ -272,10 +283,29 @@ def _env(request: Request, settings: Settings) -> list[dict[str, Any]]:
         env.append(_value("FILE_PREFIX", request.prefix))
     env.append(_value("MINIO_SERVICE_HOST", settings.minio_service_host))
     env.append(_value("MINIO_SERVICE_PORT", str(settings.minio_service_port)))
-    # Credentials by reference: the manifest (and the API server's audit log)
-    # never holds them.
-    secret = settings.minio_secret_name
-    env.append(_secret("MINIO_ROOT_USER", secret, MINIO_SECRET_USER_KEY))
-    env.append(_secret("MINIO_ROOT_PASSWORD", secret, MINIO_SECRET_PASSWORD_KEY))
+    env.extend(_credentials(settings, unique_name))
     env.extend(_value(name, value) for name, value in request.env.items())
     return env
+
+
+def _credentials(settings: Settings, unique_name: str) -> list[dict[str, Any]]:
+    """The MinIO key, by reference: the manifest (and the API server's audit log) never holds it.
+
+    By default the Job's own temporary key (see `job_access`), under the Java-era names images
+    read and the standard AWS ones; the shared key of MSTC_MINIO_SECRET_NAME only when the
+    operator opted in with MSTC_JOB_ROOT_CREDENTIALS.
+    """
+    if settings.job_root_credentials:
+        secret = settings.minio_secret_name
+        return [
+            _secret("MINIO_ROOT_USER", secret, MINIO_SECRET_USER_KEY),
+            _secret("MINIO_ROOT_PASSWORD", secret, MINIO_SECRET_PASSWORD_KEY),
+        ]
+    secret = credentials_secret_name(unique_name)
+    return [
+        _secret("MINIO_ROOT_USER", secret, JOB_ACCESS_KEY),
+        _secret("MINIO_ROOT_PASSWORD", secret, JOB_SECRET_KEY),
+        _secret("AWS_ACCESS_KEY_ID", secret, JOB_ACCESS_KEY),
+        _secret("AWS_SECRET_ACCESS_KEY", secret, JOB_SECRET_KEY),
+        _secret("AWS_SESSION_TOKEN", secret, JOB_SESSION_TOKEN),
+    ]

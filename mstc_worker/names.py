@@ -16,6 +16,9 @@ __all__ = [
     "CORRELATION_ID_ANNOTATION",
     "CREATED_BY",
     "FINALIZER",
+    "JOB_ACCESS_KEY",
+    "JOB_SECRET_KEY",
+    "JOB_SESSION_TOKEN",
     "LABEL_CREATED_BY",
     "LABEL_INSTANCE",
     "LABEL_NAME",
@@ -65,3 +68,7 @@ REPLY_ANNOTATIONS = (
 # Key names inside the Secret the chart creates, not credentials.
 MINIO_SECRET_USER_KEY = "rootUser"  # noqa: S105
 MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
+# Key names inside the Secret the worker makes for each Job (its temporary MinIO credentials).
+JOB_ACCESS_KEY = "accessKey"
+JOB_SECRET_KEY = "secretKey"  # noqa: S105
+JOB_SESSION_TOKEN = "sessionToken"  # noqa: S105

@@ -61,6 +61,10 @@ RESERVED_ENV_NAMES = frozenset(
         "MINIO_SERVICE_PORT",
         "MINIO_ROOT_USER",
         "MINIO_ROOT_PASSWORD",
+        # A Job's own storage credentials (job_access).
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
     }
 )
 RESERVED_ENV_PREFIX = "MSTC_"

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.queues import Queue
 from typing import Any, Protocol
 
-from mstc_worker import manifest
+from mstc_worker import job_access, manifest
 from mstc_worker.claims import ClaimKeeper
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
@@ -54,10 +54,10 @@ from mstc_worker.messages import (
     WorkerToService,
 )
 from mstc_worker.outcome import OutcomeBuilder, pod_order
-from mstc_worker.protocol import Outcome, error_outcome
+from mstc_worker.protocol import Outcome, Request, error_outcome
 from mstc_worker.replies import ReplyRecords
 from mstc_worker.settings import Settings
-from mstc_worker.storage import Storage
+from mstc_worker.storage import Storage, StorageRejected, StorageUnavailable
 
 __all__ = ["Outbox", "Runner", "shard_of", "worker_main"]
 
@@ -231,6 +231,8 @@ class Runner:
             # Answered and let go between the look at the records and the create.
             self._answer_again(start, self._records.find(request_id), name)
             return
+        if view.suspended and not self._start_with_credentials(start, view, created=created):
+            return
         with self._lock:
             self._mine.add(name)
         log.info("job %s %s in %s", name, "created" if created else "adopted", view.namespace)
@@ -247,6 +249,55 @@ class Runner:
         log.info("request %s answered again from its record (Job %s)", start.request_id,
                  outcome.job_name or name)  # fmt: skip
         self._emit(JobStartFailed(self._index, start.key, outcome, False))
+
+    def _start_with_credentials(self, start: StartJob, job: JobView, *, created: bool) -> bool:
+        """Give a suspended Job its own MinIO credentials, then resume it; False if that failed.
+
+        The Job was created suspended so that no pod starts before its Secret exists, and
+        the Secret names the Job's uid as its owner, so it goes when the Job goes. On failure
+        the request is reported as not started (a transient failure is tried again by the
+        service's rules); a Job this call created never ran and is deleted and let go. An
+        adopted one is left: another delivery of the request may be resuming it right now,
+        and the next delivery adopts it again.
+        """
+        try:
+            self._give_credentials(start.request, job)
+        except (PermanentError, TransientError) as exc:
+            transient = isinstance(exc, TransientError)
+            kind: TroubleKind = "transient" if transient else "rejected"
+            storage = isinstance(exc, StorageUnavailable | StorageRejected)
+            self._emit(Trouble(self._index, "storage" if storage else "kube", kind))
+            log.warning("job %s: no credentials, not started: %s", job.name, exc)
+            if created:
+                self._abandon(job.name)
+            outcome = error_outcome(exc, namespace=self._settings.namespace)
+            self._emit(JobStartFailed(self._index, start.key, outcome, transient))
+            return False
+        return True
+
+    def _give_credentials(self, request: Request, job: JobView) -> None:
+        policy = job_access.session_policy(
+            request.input_bucket, request.output_bucket, request.prefix
+        )
+        seconds = job_access.credential_seconds(request.timeout_minutes * 60)
+        key = self._storage.job_credentials(policy, seconds)
+        secret = job_access.credentials_secret(
+            job.name,
+            job.uid,
+            access_key=key.access_key,
+            secret_key=key.secret_key,
+            session_token=key.session_token,
+        )
+        self._kube.create_secret(secret)
+        self._kube.resume_job(job.name)
+
+    def _abandon(self, name: str) -> None:
+        """Delete a Job that never ran and drop its finalizer (best effort)."""
+        try:
+            self._kube.delete_job(name)
+            self._kube.release(name)
+        except (PermanentError, TransientError) as exc:
+            log.warning("job %s: could not delete the unstarted Job: %s", name, exc)
 
     # --- watching -------------------------------------------------------------------------
 

@@ -253,7 +253,8 @@ class Settings(BaseSettings):
     minio_secret_name: str = _setting(
         "mstc-minio",
         "MSTC_MINIO_SECRET_NAME",
-        "Kubernetes Secret (keys rootUser, rootPassword) Jobs read MinIO credentials from.",
+        "Kubernetes Secret (keys rootUser, rootPassword) Jobs read MinIO credentials from "
+        "when MSTC_JOB_ROOT_CREDENTIALS is on.",
     )
     log_format: Literal["text", "json"] = _setting(
         "text", "MSTC_LOG_FORMAT", "Log line format: text or json."
@@ -294,6 +295,16 @@ class Settings(BaseSettings):
         "MSTC_SHUTDOWN_GRACE_SECONDS",
         "Seconds in-flight requests get to finish after SIGTERM.",
         ge=0,
+    )
+
+    # Storage credentials of Jobs (mstc_worker/job_access.py).
+    job_root_credentials: bool = _setting(
+        False,
+        "MSTC_JOB_ROOT_CREDENTIALS",
+        "Give every Job the MinIO key of the MSTC_MINIO_SECRET_NAME Secret (MinIO's root key "
+        "in the chart), as the Java worker did. Off by default: each Job gets temporary "
+        "credentials that read only its input bucket and prefix and write only its output "
+        "bucket and prefix. Only for job images that cannot send a session token.",
     )
 
     @field_validator("namespace")

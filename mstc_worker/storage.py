@@ -19,12 +19,17 @@ from __future__ import annotations
 import http.client
 import io
 import logging
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 
 import urllib3
 from minio import Minio
 from minio.commonconfig import ENABLED, Filter
-from minio.error import MinioException, S3Error, ServerError
+from minio.credentials.providers import AssumeRoleProvider, StaticProvider
+from minio.error import MinioAdminException, MinioException, S3Error, ServerError
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from minio.minioadmin import MinioAdmin
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -37,7 +42,16 @@ from tenacity import (
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.settings import Settings
 
-__all__ = ["Storage", "StorageRejected", "StorageUnavailable"]
+__all__ = [
+    "CLIENT_POLICY",
+    "CLIENT_POLICY_NAME",
+    "Storage",
+    "StorageRejected",
+    "StorageUnavailable",
+    "TemporaryCredentials",
+    "add_client_user",
+    "client_policy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +118,7 @@ class Storage:
     """Writes objects to the MinIO the settings name, with the worker's own credentials."""
 
     def __init__(self, settings: Settings, *, client: Minio | None = None) -> None:
+        self._settings = settings
         self._client = client or Minio(
             settings.s3_endpoint,
             access_key=settings.minio_root_user,
@@ -223,3 +238,147 @@ class Storage:
         except S3Error as exc:
             # Records still expire for readers (they check the age); only the space stays.
             log.warning("minio: no lifecycle rule on %s, its objects stay: %s", bucket, exc)
+
+    # --- a Job's own credentials (job_access) ----------------------------------------------
+
+    def job_credentials(self, policy: str, duration_seconds: int) -> TemporaryCredentials:
+        """Temporary credentials limited by the session `policy`, from MinIO's STS AssumeRole.
+
+        Signed with the worker's own key (MINIO_ROOT_USER/PASSWORD): MinIO accepts AssumeRole
+        from its root user and from any ordinary user, and what the credentials may do is
+        the intersection of `policy` with that user's own policy. Raises StorageUnavailable
+        once the retries are spent, StorageRejected at once (e.g. the key may not assume).
+        """
+
+        def translated() -> TemporaryCredentials:
+            try:
+                credentials = self._assume_role(policy, duration_seconds).retrieve()
+            except (MinioException, ValueError, ET.ParseError, *_CONNECTION_ERRORS) as exc:
+                raise _translate_sts(exc) from exc
+            if credentials.session_token is None:
+                raise StorageRejected("MinIO's AssumeRole answer holds no session token")
+            return TemporaryCredentials(
+                credentials.access_key, credentials.secret_key, credentials.session_token
+            )
+
+        return self._retrying(translated)
+
+    def _assume_role(self, policy: str, duration_seconds: int) -> AssumeRoleProvider:
+        settings = self._settings
+        scheme = "https" if settings.s3_secure else "http"
+        ca_file = str(settings.tls_ca_file) if settings.tls_ca_file else None
+        return AssumeRoleProvider(
+            sts_endpoint=f"{scheme}://{settings.s3_endpoint}",
+            access_key=settings.minio_root_user,
+            secret_key=settings.minio_root_password.get_secret_value(),
+            duration_seconds=duration_seconds,
+            policy=policy,
+            http_client=_http_client(ca_file),
+        )
+
+
+@dataclass(frozen=True)
+class TemporaryCredentials:
+    """A key that MinIO's STS made: all three parts are needed to sign a request."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+
+
+_STS_STATUS = re.compile(r"failed with HTTP status code (\d+)")
+
+
+def _translate_sts(exc: Exception) -> TransientError | PermanentError:
+    """The worker's error for a failed AssumeRole (the library reports only the status)."""
+    what = "get a Job's temporary MinIO credentials"
+    match = _STS_STATUS.search(str(exc)) if isinstance(exc, ValueError) else None
+    if match is None:
+        return _translate(what, exc)
+    status = int(match.group(1))
+    text = f"{what}: MinIO's STS answered HTTP {status}"
+    return StorageUnavailable(text) if status == 429 or status >= 500 else StorageRejected(text)
+
+
+# --- the clients' MinIO user (the chart's post-install hook, `mstc-worker add-client-user`) ---
+
+CLIENT_POLICY_NAME = "mstc-client"
+# S3 data calls on every bucket: what `mstc` and mstc_client do (look up and create buckets,
+# list, read, write and delete objects). No admin call, no bucket deletion and no bucket
+# settings (policies, notifications, ...), which could open a bucket to anyone.
+CLIENT_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetBucketLocation",
+                "s3:ListBucket",
+                "s3:ListBucketMultipartUploads",
+                "s3:CreateBucket",
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": ["arn:aws:s3:::*"],
+        }
+    ],
+}
+
+
+def client_policy(own_bucket: str) -> dict[str, object]:
+    """CLIENT_POLICY with every call on the worker's `own_bucket` (its reply records) denied.
+
+    Clients name their data buckets freely, so the grant is on every bucket; the worker's
+    records say what each request was answered and are no client's business.
+    """
+    deny = {
+        "Effect": "Deny",
+        "Action": ["s3:*"],
+        "Resource": [f"arn:aws:s3:::{own_bucket}", f"arn:aws:s3:::{own_bucket}/*"],
+    }
+    return {**CLIENT_POLICY, "Statement": [*CLIENT_POLICY["Statement"], deny]}
+
+
+def add_client_user(settings: Settings, access_key: str, secret_key: str) -> None:
+    """Make (or update) the MinIO user `access_key` with the policy CLIENT_POLICY_NAME.
+
+    Signed with the worker's MinIO key, which must be allowed to administer users (MinIO's
+    root key in the chart). Idempotent: the policy is replaced, the user's secret set again.
+    Raises StorageUnavailable once the retries are spent, StorageRejected at once.
+    """
+    ca_file = str(settings.tls_ca_file) if settings.tls_ca_file else None
+    admin = MinioAdmin(
+        endpoint=settings.s3_endpoint,
+        credentials=StaticProvider(
+            settings.minio_root_user, settings.minio_root_password.get_secret_value()
+        ),
+        secure=settings.s3_secure,
+        http_client=_http_client(ca_file),
+    )
+
+    def attempt() -> None:
+        try:
+            admin.policy_add(
+                CLIENT_POLICY_NAME, policy=client_policy(settings.reply_records_bucket)
+            )
+            admin.user_add(access_key, secret_key)
+            admin.policy_set(CLIENT_POLICY_NAME, user=access_key)
+        except MinioAdminException as exc:
+            status = int(exc._code) if exc._code.isdigit() else 0
+            text = f"add the MinIO client user {access_key!r}: {exc}"
+            if status == 429 or status >= 500:
+                raise StorageUnavailable(text) from exc
+            raise StorageRejected(text) from exc
+        except (MinioException, ValueError, *_CONNECTION_ERRORS) as exc:
+            raise _translate(f"add the MinIO client user {access_key!r}", exc) from exc
+
+    Retrying(
+        retry=retry_if_exception_type(StorageUnavailable),
+        stop=stop_after_attempt(_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.5, max=4.0) + wait_random(0, 0.25),
+        before_sleep=_log_retry,
+        reraise=True,
+    )(attempt)

@@ -2,8 +2,11 @@
 
 The variable names are the worker's own (and the Java worker's before it), so one `env.sh` or
 one Kubernetes Secret configures both sides: `MSTC_AMQP_URL` or `WORK_QUEUE_HOST/PORT/USER/PASS`
-for the broker, `MSTC_S3_ENDPOINT` or `MINIO_SERVICE_HOST/PORT` plus
-`MINIO_ROOT_USER/PASSWORD` for storage, `MSTC_EXCHANGE` and `MSTC_WORK_QUEUE` for the topology.
+for the broker, `MSTC_S3_ENDPOINT` or `MINIO_SERVICE_HOST/PORT` plus a MinIO key for storage,
+`MSTC_EXCHANGE` and `MSTC_WORK_QUEUE` for the topology. The key is any MinIO user's that may
+read and write the buckets used (the chart makes one, see its NOTES): `MSTC_S3_ACCESS_KEY` and
+`MSTC_S3_SECRET_KEY`, else the Java-era names `MINIO_ROOT_USER/PASSWORD`, which never had to be
+the root key.
 A few settings only a submitter has start with `MSTC_` too (`MSTC_BUCKET`, ...). Empty values
 count as unset, as they do for the worker. Secrets never appear in `repr` or in error messages.
 """
@@ -64,8 +67,8 @@ class ClientConfig:
             amqp_url=_amqp_url(values),
             s3_endpoint=s3_endpoint,
             s3_secure=s3_secure,
-            s3_access_key=values.get("MINIO_ROOT_USER", "minioadmin"),
-            s3_secret_key=values.get("MINIO_ROOT_PASSWORD", "minioadmin"),
+            s3_access_key=_first(values, "MSTC_S3_ACCESS_KEY", "MINIO_ROOT_USER", "minioadmin"),
+            s3_secret_key=_first(values, "MSTC_S3_SECRET_KEY", "MINIO_ROOT_PASSWORD", "minioadmin"),
             exchange=values.get("MSTC_EXCHANGE", "mstc.exchange"),
             work_queue=values.get("MSTC_WORK_QUEUE", "mstc.queue.work"),
             bucket=values.get("MSTC_BUCKET", "mstc"),
@@ -77,6 +80,11 @@ class ClientConfig:
             declare_topology=values.get("MSTC_DECLARE_TOPOLOGY", "true").lower()
             not in ("0", "false", "no"),
         )
+
+
+def _first(values: Mapping[str, str], name: str, fallback: str, default: str) -> str:
+    """`name`'s value, else `fallback`'s, else `default`."""
+    return values.get(name, values.get(fallback, default))
 
 
 def _number(values: Mapping[str, str], name: str, default: float, *, low: float) -> float:

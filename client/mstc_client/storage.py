@@ -158,8 +158,9 @@ class Storage:
             return action()
         except MinioException as exc:
             raise StorageError(
-                f"MinIO at {where} refused to {what}: {exc}. Check MINIO_ROOT_USER/"
-                "MINIO_ROOT_PASSWORD and the bucket name."
+                f"MinIO at {where} refused to {what}: {exc}. Check the key (MSTC_S3_ACCESS_KEY/"
+                "MSTC_S3_SECRET_KEY or MINIO_ROOT_USER/MINIO_ROOT_PASSWORD), that its user may "
+                "use this bucket, and the bucket name."
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if isinstance(exc, OSError) and exc.filename is not None:

@@ -3,6 +3,8 @@
 What seed 001's test image did, for real. The worker gives a Job these variables:
 
 - MINIO_SERVICE_HOST, MINIO_SERVICE_PORT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD: the object store;
+  the key is the Job's own temporary one, which needs AWS_SESSION_TOKEN too (absent only when
+  the operator gives Jobs the root key, MSTC_JOB_ROOT_CREDENTIALS);
 - INPUT_BUCKET / OUTPUT_BUCKET (or the older INPUT_BUCKET_URL / OUTPUT_BUCKET_URL, whose path
   is the bucket), the output defaulting to the input bucket;
 - FILE_PREFIX: the object-name prefix of this run's inputs and outputs (optional).
@@ -12,6 +14,10 @@ to the output bucket, then ``<prefix>-summary.json`` (``summary.json`` without a
 prints SUCCESS as its last line. Anything wrong ends it with FAILURE: <reason> and exit code 1,
 which the worker reports as a failed Job. Objects this job or the worker wrote earlier (sorted
 files, summaries, logs) are not inputs, so a run can share its bucket with its outputs.
+
+The Job's key may read only the input bucket under the prefix and write only the output bucket
+under the prefix: so the job lists (with the prefix) rather than asking whether a bucket exists,
+and creates the output bucket rather than looking it up.
 
 Only the `minio` package is needed.
 """
@@ -27,6 +33,7 @@ import sys
 from urllib.parse import urlsplit
 
 from minio import Minio
+from minio.error import S3Error
 
 SORTED_SUFFIX = ".sorted"
 
@@ -67,6 +74,15 @@ def sort_text(data: bytes) -> bytes | None:
     return "".join(line + "\n" for line in sorted(text.splitlines())).encode()
 
 
+def make_bucket(s3: Minio, bucket: str) -> None:
+    """Create `bucket` unless it exists (a Job's key may create it, not look it up)."""
+    try:
+        s3.make_bucket(bucket)
+    except S3Error as exc:
+        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
 def run(env: dict[str, str]) -> dict[str, object]:
     for name in ("MINIO_SERVICE_HOST", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
         if not env.get(name):
@@ -81,18 +97,20 @@ def run(env: dict[str, str]) -> dict[str, object]:
         endpoint,
         access_key=env["MINIO_ROOT_USER"],
         secret_key=env["MINIO_ROOT_PASSWORD"],
+        session_token=env.get("AWS_SESSION_TOKEN") or None,
         secure=False,
     )
-    if not s3.bucket_exists(source):
-        raise JobError(f"input bucket {source!r} does not exist")
-    if not s3.bucket_exists(target):
-        s3.make_bucket(target)
-
-    names = sorted(
-        obj.object_name
-        for obj in s3.list_objects(source, prefix=prefix, recursive=True)
-        if obj.object_name and not obj.is_dir and not is_output(obj.object_name, prefix)
-    )
+    try:
+        names = sorted(
+            obj.object_name
+            for obj in s3.list_objects(source, prefix=prefix, recursive=True)
+            if obj.object_name and not obj.is_dir and not is_output(obj.object_name, prefix)
+        )
+    except S3Error as exc:
+        if exc.code == "NoSuchBucket":
+            raise JobError(f"input bucket {source!r} does not exist") from exc
+        raise
+    make_bucket(s3, target)
     if not names:
         raise JobError(f"no input objects under prefix {prefix!r} in bucket {source!r}")
 

@@ -164,6 +164,17 @@ def test_url_settings_win_and_take_missing_credentials_from_the_java_names() -> 
     assert (cfg.s3_endpoint, cfg.s3_secure) == ("s3.example.org:443", True)
 
 
+def test_any_minio_key_by_its_own_names_before_the_java_ones() -> None:
+    both = {
+        "MSTC_S3_ACCESS_KEY": "mstc-client", "MSTC_S3_SECRET_KEY": "client-secret",
+        "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret",
+    }  # fmt: skip
+    cfg = ClientConfig.from_env(both)
+    assert (cfg.s3_access_key, cfg.s3_secret_key) == ("mstc-client", "client-secret")
+    java = ClientConfig.from_env({"MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-secret"})
+    assert (java.s3_access_key, java.s3_secret_key) == ("root", "root-secret")
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 import pytest
 from minio import Minio
 
+from mstc_worker.job_access import credential_seconds, session_policy
+from mstc_worker.settings import load_settings
+from mstc_worker.storage import Storage
 from tests.deploy.conftest import ROOT
 from tests.support.s3 import read_object
 from tests.support.stack import StackInfo
@@ -90,6 +93,33 @@ def test_sorts_the_runs_inputs_into_the_output_bucket(
     assert summary["skipped"] == ["run-1-image.bin"]
     outputs = {obj.object_name for obj in s3.list_objects(target, recursive=True)}
     assert outputs == {"run-1-a.txt.sorted", "run-1/nested/b.txt.sorted", "run-1-summary.json"}
+
+
+def test_runs_with_the_jobs_own_key_scoped_to_its_buckets_and_prefix(
+    stack: StackInfo, s3: Minio, buckets: list[str]
+) -> None:
+    """What the worker gives a Job by default: a temporary key plus its session token."""
+    source, target = buckets
+    s3.make_bucket(source)
+    put(s3, source, "run-1-a.txt", b"pear\napple\n")
+    put(s3, source, "run-2-other.txt", b"not mine\n")
+    policy = session_policy(source, target, "run-1")
+    key = Storage(load_settings(stack.env)).job_credentials(policy, credential_seconds(900))
+
+    out = run_job(
+        stack,
+        INPUT_BUCKET=source,
+        OUTPUT_BUCKET=target,
+        FILE_PREFIX="run-1",
+        MINIO_ROOT_USER=key.access_key,
+        MINIO_ROOT_PASSWORD=key.secret_key,
+        AWS_SESSION_TOKEN=key.session_token,
+    )
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert read_object(s3, target, "run-1-a.txt.sorted") == b"apple\npear\n"
+    outputs = {obj.object_name for obj in s3.list_objects(target, recursive=True)}
+    assert outputs == {"run-1-a.txt.sorted", "run-1-summary.json"}
 
 
 def test_seed_001_url_form_writes_beside_the_inputs_and_reruns_cleanly(

@@ -303,7 +303,11 @@ def test_worker_runs_a_request_with_the_charts_service_account(
             log.release_conn()
         job = batch.read_namespaced_job(reply["jobName"], release.namespace)
         env = {e.name: e for e in job.spec.template.spec.containers[0].env}
-        assert env["MINIO_ROOT_USER"].value_from.secret_key_ref.name == release.minio
+        # The Job's own MinIO key, in a Secret the worker made (secrets: create) for it.
+        own = f"{reply['jobName']}-storage"
+        assert env["MINIO_ROOT_USER"].value_from.secret_key_ref.name == own
+        secret = k8s.CoreV1Api(api_client).read_namespaced_secret(own, release.namespace)
+        assert [ref.uid for ref in secret.metadata.owner_references] == [job.metadata.uid]
         assert "Forbidden" not in worker.log_text
     finally:
         worker.stop()

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 from kubernetes import watch as k8s_watch
+from minio import Minio
+from minio.credentials.providers import StaticProvider
+from minio.error import MinioAdminException
+from minio.minioadmin import MinioAdmin
 
 from mstc_worker.manifest import build_job
 from mstc_worker.protocol import parse_request
@@ -29,6 +34,7 @@ from tests.support.kube import WORKER_ACCESS, WORKER_DENIED, sa_allowed
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
+from tests.worker.test_job_credentials import as_job, job_key, put, refused
 from tests.worker.test_service import request
 
 pytestmark = pytest.mark.stack
@@ -87,6 +93,47 @@ def test_default_credentials_are_refused_unless_allowed(
     )
 
 
+def test_a_jobs_credentials_are_refused_outside_their_scope(
+    stack: StackInfo, fault: FaultRecord
+) -> None:
+    fault.fault = (
+        "a Job's own MinIO key (request: input bucket A, output bucket B, prefix run-1) used on "
+        "another bucket, another prefix, for a delete and for an admin call"
+    )
+    fault.expected = "MinIO refuses each (AccessDenied / 403); A/run-1 reads and B/run-1 writes"
+    user, password = stack.s3_keys
+    root = Minio(stack.s3_host, access_key=user, secret_key=password, secure=False)
+    inputs, outputs, other = (f"{role}-{uuid.uuid4().hex[:12]}" for role in ("in", "out", "x"))
+    for bucket in (inputs, outputs, other):
+        root.make_bucket(bucket)
+        put(root, bucket, "run-1-a.txt")
+        put(root, bucket, "run-2-a.txt")
+    key = job_key(stack, inputs, outputs, "run-1")
+    job = as_job(stack, key)
+    job.stat_object(inputs, "run-1-a.txt")
+    put(job, outputs, "run-1-b.txt")
+    codes = {
+        "other prefix (input)": refused(lambda: job.stat_object(inputs, "run-2-a.txt")),
+        "other prefix (output)": refused(lambda: put(job, outputs, "run-2-b.txt")),
+        "other bucket": refused(lambda: job.stat_object(other, "run-1-a.txt")),
+        "write to input": refused(lambda: put(job, inputs, "run-1-b.txt")),
+        "delete": refused(lambda: job.remove_object(outputs, "run-1-a.txt")),
+    }
+    assert set(codes.values()) == {"AccessDenied"}, codes
+    admin = MinioAdmin(
+        endpoint=stack.s3_host,
+        credentials=StaticProvider(key.access_key, key.secret_key, key.session_token),
+        secure=False,
+    )
+    with pytest.raises(MinioAdminException) as caught:
+        admin.user_add("intruder", "intruder-secret-1")
+    assert caught.value._code == "403"
+    fault.saw(
+        f"{len(codes)} S3 calls outside the scope refused ({', '.join(codes)}: AccessDenied); "
+        "admin user add: 403; A/run-1 read and B/run-1 written"
+    )
+
+
 def _in_namespace(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
     """config/service-account.yaml's objects moved into `namespace` (its Namespace left out)."""
     moved = []
@@ -105,8 +152,8 @@ def test_the_workers_rbac_allows_exactly_what_it_uses(
 ) -> None:
     fault.fault = "the worker's ServiceAccount (config/service-account.yaml) asks for more"
     fault.expected = (
-        "SubjectAccessReview: its verbs allowed in its namespace only; secrets, exec, "
-        "changing pods, RBAC and other kinds denied"
+        "SubjectAccessReview: its verbs allowed in its namespace only; reading or changing "
+        "secrets, exec, changing pods, RBAC and other kinds denied"
     )
     objects = list(yaml.safe_load_all((ROOT / "config" / "service-account.yaml").read_text()))
     k8s_utils.create_from_yaml(api_client, yaml_objects=_in_namespace(objects, namespace))
@@ -118,8 +165,8 @@ def test_the_workers_rbac_allows_exactly_what_it_uses(
         assert not sa_allowed(api_client, namespace, sa, namespace, access), access
     fault.saw(
         f"{len(WORKER_ACCESS)} needed accesses allowed in its namespace and denied in another; "
-        f"{len(WORKER_DENIED)} others denied (secrets, pods create/delete, exec, jobs update, "
-        "deployments, roles)"
+        f"{len(WORKER_DENIED)} others denied (secrets but create, pods create/delete, exec, "
+        "jobs update, deployments, roles)"
     )
 
 
@@ -308,6 +355,7 @@ def test_the_workers_own_jobs_are_admitted_under_pod_security(
         parse_request(body.encode(), settings=settings), request_id="ps-1", settings=settings
     )
     job["metadata"]["finalizers"] = []  # no worker here to let it go
+    job["spec"].pop("suspend")  # nor to give it its credentials Secret and resume it
     warning = _create_job(worker, namespace, job)
     assert warning == ""
     event = _first_event(api_client, namespace, job["metadata"]["name"])

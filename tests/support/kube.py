@@ -138,11 +138,16 @@ WORKER_ACCESS = [
     ),
     *((verb, "", "pods", "") for verb in ("get", "list", "watch")),
     ("get", "", "pods", "log"),
+    ("create", "", "secrets", ""),
 ]
 # A sample of what it must not be allowed: secrets, changing pods, exec, RBAC, other kinds.
 WORKER_DENIED = [
     ("get", "", "secrets", ""),
     ("list", "", "secrets", ""),
+    ("watch", "", "secrets", ""),
+    ("patch", "", "secrets", ""),
+    ("update", "", "secrets", ""),
+    ("delete", "", "secrets", ""),
     ("delete", "apps", "deployments", ""),
     ("create", "", "pods", ""),
     ("delete", "", "pods", ""),

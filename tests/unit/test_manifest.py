@@ -286,7 +286,7 @@ def test_name_form_sets_no_url_variables_and_prefix_when_given(
     assert values["FILE_PREFIX"] == "run-1"
 
 
-def test_minio_endpoint_is_the_in_cluster_one_and_credentials_come_from_the_secret(
+def test_minio_endpoint_is_the_in_cluster_one_and_credentials_come_from_the_jobs_secret(
     make_settings: MakeSettings, make_body: MakeBody
 ) -> None:
     settings = make_settings(
@@ -298,11 +298,33 @@ def test_minio_endpoint_is_the_in_cluster_one_and_credentials_come_from_the_secr
     values = _values(job)
     assert (values["MINIO_SERVICE_HOST"], values["MINIO_SERVICE_PORT"]) == ("minio.storage", "9000")
     refs = {var["name"]: var["valueFrom"] for var in _env(job) if "valueFrom" in var}
+    own = f"{job['metadata']['name']}-storage"
+    assert refs == {
+        "MINIO_ROOT_USER": {"secretKeyRef": {"name": own, "key": "accessKey"}},
+        "MINIO_ROOT_PASSWORD": {"secretKeyRef": {"name": own, "key": "secretKey"}},
+        "AWS_ACCESS_KEY_ID": {"secretKeyRef": {"name": own, "key": "accessKey"}},
+        "AWS_SECRET_ACCESS_KEY": {"secretKeyRef": {"name": own, "key": "secretKey"}},
+        "AWS_SESSION_TOKEN": {"secretKeyRef": {"name": own, "key": "sessionToken"}},
+    }
+    # No trace of the shared (root) Secret or of any key in the Job.
+    assert '"creds"' not in json.dumps(job)
+    assert "rootUser" not in json.dumps(job)
+    assert "minioadmin" not in json.dumps(job)
+    # Created suspended: no pod may start before the worker has made that Secret.
+    assert job["spec"]["suspend"] is True
+
+
+def test_root_credentials_only_when_the_operator_opts_in(
+    make_settings: MakeSettings, make_body: MakeBody
+) -> None:
+    settings = make_settings(MSTC_MINIO_SECRET_NAME="creds", MSTC_JOB_ROOT_CREDENTIALS="true")
+    job = _job(make_body(), settings)
+    refs = {var["name"]: var["valueFrom"] for var in _env(job) if "valueFrom" in var}
     assert refs == {
         "MINIO_ROOT_USER": {"secretKeyRef": {"name": "creds", "key": "rootUser"}},
         "MINIO_ROOT_PASSWORD": {"secretKeyRef": {"name": "creds", "key": "rootPassword"}},
     }
-    assert "minioadmin" not in json.dumps(job)
+    assert "suspend" not in job["spec"]
 
 
 def test_user_env_follows_the_workers_and_never_repeats_a_name(

@@ -116,6 +116,8 @@ def job_manifest(
         manifest["spec"]["activeDeadlineSeconds"] = deadline_s
     # The builder adds the finalizer; tests that want plain Kubernetes deletion drop it.
     manifest["metadata"]["finalizers"] = [FINALIZER] if finalizer else []
+    # The runner resumes a Job once its credentials Secret exists; these Jobs run at once.
+    manifest["spec"].pop("suspend", None)
     return manifest
 
 

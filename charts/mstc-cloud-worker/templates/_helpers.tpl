@@ -155,6 +155,7 @@ through int64: YAML's numbers reach templates as floats, and 1048576 would rende
   "MSTC_RESYNC_SECONDS" ($w.resyncSeconds | int64)
   "MSTC_SHUTDOWN_GRACE_SECONDS" ($w.shutdownGraceSeconds | int64)
   "MSTC_ALLOW_DEFAULT_CREDENTIALS" $w.allowDefaultCredentials
+  "MSTC_JOB_ROOT_CREDENTIALS" $w.jobRootCredentials
   "MSTC_EXCHANGE" $q.exchange
   "MSTC_WORK_QUEUE" $q.work
   "MSTC_RESULTS_QUEUE" $q.results
@@ -188,4 +189,9 @@ The Secret holding the REST port's bearer token (key `token`): the given one, el
 */}}
 {{- define "mstc-cloud-worker.restApi.secretName" -}}
 {{- .Values.restApi.existingSecret | default (printf "%s-http-token" (include "mstc-cloud-worker.fullname" .)) }}
+{{- end }}
+
+{{/* The Secret holding the clients' MinIO key (keys accessKey, secretKey). */}}
+{{- define "mstc-cloud-worker.clientUser.secretName" -}}
+{{- printf "%s-minio-client" (include "mstc-cloud-worker.fullname" .) }}
 {{- end }}
