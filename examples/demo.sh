@@ -26,8 +26,9 @@ export WORK_QUEUE_HOST=127.0.0.1 WORK_QUEUE_PORT=25672
 export WORK_QUEUE_USER="$(secret "$release-mstc-work-queue" username)"
 export WORK_QUEUE_PASS="$(secret "$release-mstc-work-queue" password)"
 export MINIO_SERVICE_HOST=127.0.0.1 MINIO_SERVICE_PORT=29000
-export MINIO_ROOT_USER="$(secret "$release-minio" rootUser)"
-export MINIO_ROOT_PASSWORD="$(secret "$release-minio" rootPassword)"
+# The key the chart made for clients (its NOTES say so), not MinIO's root key.
+export MSTC_S3_ACCESS_KEY="$(secret "$release-minio-client" accessKey)"
+export MSTC_S3_SECRET_KEY="$(secret "$release-minio-client" secretKey)"
 uv run --frozen mstc run --image "$image" --job-name demo --input examples/demo-input \
   --output-dir "$out" --timeout 5
 echo "outputs and log in $out:"; ls -l "$out"

@@ -36,6 +36,7 @@ from tests.support.kube import wait_gone, watch_until
 from tests.support.realnode import why_not
 from tests.support.realnode_chart import (
     NAMESPACE,
+    RELEASE,
     Installed,
     install,
     route_namespace,
@@ -120,15 +121,21 @@ def _mstc() -> str:
 def test_mstc_run_of_the_example_job_brings_back_what_the_job_computed(
     installed: Installed, tmp_path: Path
 ) -> None:
-    """The way users run it: the example job's image on examples/demo-input, outputs local."""
+    """The way users run it: the example job's image on examples/demo-input, outputs local,
+    with the key the chart made for clients (NOTES), not MinIO's root key."""
     # Only the release's settings: the stack's own MSTC_AMQP_URL/MSTC_S3_ENDPOINT would win.
     env = {k: v for k, v in os.environ.items() if k not in ("MSTC_AMQP_URL", "MSTC_S3_ENDPOINT")}
+    client_env = installed.client_env()
+    del client_env["MINIO_ROOT_USER"], client_env["MINIO_ROOT_PASSWORD"]
+    client_secret = f"{RELEASE}-minio-client"
+    client_env["MSTC_S3_ACCESS_KEY"] = installed.secret(client_secret, "accessKey")
+    client_env["MSTC_S3_SECRET_KEY"] = installed.secret(client_secret, "secretKey")
     out = tmp_path / "out"
     done = subprocess.run(
         [_mstc(), "run", "--image", installed.stack.env["MSTC_REAL_NODE_JOB_IMAGE"],
          "--job-name", "demo", "--input", str(ROOT / "examples" / "demo-input"),
          "--output-dir", str(out), "--timeout", "5", "--json"],
-        env={**env, **installed.client_env()},
+        env={**env, **client_env},
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
