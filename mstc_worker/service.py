@@ -233,8 +233,9 @@ class Service:
             case JobAccepted():
                 self._accepted(message)
             case JobProgress():
-                self.replier.progress(message.reply_to, message.correlation_id, message.job_name,
-                               message.state)  # fmt: skip
+                self.replier.progress(
+                    message.reply_to, message.correlation_id, message.job_name, message.state
+                )
             case JobStartFailed():
                 self._start_failed(message)
             case JobFinished():
