@@ -3,7 +3,8 @@
 Owns the service's bookkeeping of requests, from delivery until their Job's end: held at the
 cap, handed to a worker process (pending: no Job yet), or accepted (its Job runs), and the
 rules of that bookkeeping alone. The service owns one and decides what a worker's message
-means for a request; this module only keeps count, so the cap's rules read in one place:
+means for a request; this module keeps the books and does what the service decides (hold,
+start, hand back, put back), so that the cap's rules read in one place:
 
 * At most `concurrency` requests are in flight per replica. A request that arrives at the
   limit is held (unacked, so at most the prefetch of them) until a slot frees; the consumer
