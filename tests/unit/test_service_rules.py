@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mstc_worker import service
+from mstc_worker import admission
 from mstc_worker.messages import ReleaseJob, WorkerReady
 from mstc_worker.protocol import Outcome, Status
 from tests.support.fakes import job_name
@@ -377,11 +377,11 @@ def test_a_request_held_too_long_goes_back_to_the_end_of_the_queue(
     rig.pool.accept(running)
     rig.settle()
     rig.request(make_body(jobName="held"), reply_to=CLIENT, correlation_id="held")
-    rig.service._return_long_held()
+    rig.service.admission.return_long_held()
     assert rig.events("republish") == []  # not yet
 
-    monkeypatch.setattr(service, "HOLD_LIMIT_S", 0.0)
-    rig.service._return_long_held()  # what the service's timer does
+    monkeypatch.setattr(admission, "HOLD_LIMIT_S", 0.0)
+    rig.service.admission.return_long_held()  # what the service's timer does
     rig.settle()
 
     # Acked and published again (RabbitMQ closes a channel that holds one past its consumer
