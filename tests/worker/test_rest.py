@@ -7,18 +7,19 @@ Java text; at the cap it waits in the queue like any other request.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 from kubernetes import client as k8s
 
@@ -96,12 +97,14 @@ def test_execute_is_off_without_a_token(
 
 
 def queued(stack: StackInfo, queue: str) -> int:
-    """Messages ready in `queue` (not handed to a consumer)."""
-    conn = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        conn.close()
+    """Messages in `queue` not acked yet: ready, or held by a consumer (the worker holds
+    what arrives at its cap, unacked, until a slot frees). RabbitMQ's own sampled count."""
+    user, password = stack.env["WORK_QUEUE_USER"], stack.env["WORK_QUEUE_PASS"]
+    url = f"{stack.env['MSTC_RABBITMQ_MANAGEMENT_URL']}/api/queues/%2F/{urllib.parse.quote(queue)}"
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(json.loads(resp.read()).get("messages", 0))
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
@@ -125,8 +128,8 @@ def test_a_rest_request_waits_its_turn_at_the_cap(
     )
     caller.start()
 
-    # The REST request sits in the work queue while the first one holds the only slot.
-    wait_for("the REST request in the work queue", lambda: queued(stack, work_queue) == 1)
+    # The REST request waits, unacked, while the first one holds the only slot.
+    wait_for("the REST request waiting in the work queue", lambda: queued(stack, work_queue) == 1)
     assert len(jobs(api_client, namespace)) == 1
     first = client.wait(cid, timeout=120)
     caller.join(120)
