@@ -174,6 +174,21 @@ class Admission:
     def ended(self, job_name: str) -> None:
         self._active.pop(job_name, None)
 
+    def answered(self, job_name: str) -> list[Pending]:
+        """Withdraw the handed-over requests whose Job is `job_name`, which was just answered.
+
+        A process can make a Job and stop before saying so (a crash, a SIGTERM mid-start);
+        the Job still finishes and is answered, and its request's delivery, never acked,
+        would otherwise go back to the queue and be answered a second time from the record.
+        """
+        keys = [
+            key
+            for key, pending in self._pending.items()
+            if manifest.job_name_for(pending.start.request.job_name, pending.start.request_id)
+            == job_name
+        ]
+        return [self._pending.pop(key) for key in keys]
+
     # --- a process died --------------------------------------------------------------------
 
     def forget_jobs_of(self, worker: int, incarnation: int) -> None:

@@ -296,6 +296,8 @@ class Service:
         self.replier.reply(reply, message.reply_to, message.correlation_id)
         self.metrics.request_done(reply.status.value, duration)
         log.info("job %s replied: %s", message.job_name, reply.status.value)
+        for pending in self.admission.answered(message.job_name):
+            self.broker.ack(pending.delivery)  # answered now: not to be answered again
         self.pool.send(shard_of(message.job_name, self.pool.size), ReleaseJob(message.job_name))
 
     def _worker_died(self, died: WorkerDied) -> None:

@@ -87,6 +87,28 @@ def test_the_reply_is_published_before_the_job_is_released(
     ]
 
 
+def test_a_request_whose_job_was_answered_before_it_was_accepted_is_acked_then(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    # The process made the Job and stopped before saying so; the Job finished all the same.
+    rig.request(make_body(), reply_to=CLIENT, correlation_id="1")
+    [start] = rig.pool.starts()
+    rig.pool.receive(start)
+    rig.settle()
+    assert rig.broker.unacked  # no Job known to the service yet
+
+    rig.pool.finish(start, succeeded(job_name(start)))
+    rig.settle()
+
+    assert len(rig.replies_to(CLIENT)) == 1
+    assert rig.broker.unacked == {}  # answered: never back in the queue to be answered again
+    assert rig.service.in_flight == 0
+    rig.pool.accept(start)  # what the process says late changes nothing
+    rig.settle()
+    assert rig.service.in_flight == 0
+    assert len(rig.replies_to(CLIENT)) == 1
+
+
 def test_a_request_at_the_cap_is_held_and_starts_when_a_slot_frees(
     rig: ServiceRig, make_body: MakeBody
 ) -> None:
