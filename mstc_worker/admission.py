@@ -113,7 +113,14 @@ class Admission:
     def start_held(self) -> None:
         """Hand held requests to their processes, in order, while there is room."""
         while self._held and self.in_flight < self._concurrency:
-            self._send(self._held.popleft())
+            pending = self._held.popleft()
+            if not self._broker.holds(pending.delivery):
+                # Held across a lost connection: the broker delivers its own copy again, and
+                # starting this one as well would answer the request twice.
+                log.info("request %s: held on a closed channel, left to its redelivery",
+                         pending.delivery.correlation_id)  # fmt: skip
+                continue
+            self._send(pending)
 
     def hand_back_held(self) -> None:
         """Return every held request to the queue: none was accepted, nothing is lost."""

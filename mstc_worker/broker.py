@@ -341,9 +341,13 @@ class Broker:
     def nack(self, delivery: Delivery, *, requeue: bool) -> None:
         self._settle(delivery, lambda channel: channel.basic_nack(delivery.tag, requeue=requeue))
 
+    def holds(self, delivery: Delivery) -> bool:
+        channel = self._channel
+        return delivery.generation == self._generation and channel is not None and channel.is_open
+
     def _settle(self, delivery: Delivery, call: Callable[[BlockingChannel], None]) -> None:
         channel = self._channel
-        if delivery.generation != self._generation or channel is None or channel.is_closed:
+        if not self.holds(delivery) or channel is None:
             return  # its channel is gone; the broker has requeued the message already
         try:
             call(channel)

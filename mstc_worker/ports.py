@@ -73,6 +73,11 @@ class BrokerPort(Protocol):
         BrokerUnavailable if it could not be published (the delivery is then unsettled).
         """
 
+    def holds(self, delivery: Delivery) -> bool:
+        """Whether `delivery` is still this connection's to settle (once its channel closed,
+        the broker requeued it and will deliver it again)."""
+        ...
+
     def ack(self, delivery: Delivery) -> None: ...
 
     def nack(self, delivery: Delivery, *, requeue: bool) -> None: ...

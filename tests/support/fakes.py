@@ -261,6 +261,9 @@ class FakeBroker:
         self.unacked[tag] = (delivery, message)
         return delivery
 
+    def holds(self, delivery: Delivery) -> bool:
+        return delivery.generation == self.generation
+
     def _settle(self, delivery: Delivery) -> Message | None:
         """Take `delivery` out of the unacked set; None for one of an older connection."""
         if delivery.generation != self.generation:

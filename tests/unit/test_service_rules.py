@@ -137,6 +137,30 @@ def test_a_request_at_the_cap_is_held_and_starts_when_a_slot_frees(
     assert rig.events("pause", "resume", "returned", "nack", "republish") == []
 
 
+def test_a_request_held_when_the_connection_drops_is_left_to_its_redelivery(
+    rig: ServiceRig, make_body: MakeBody
+) -> None:
+    for n in range(3):
+        rig.broker.enqueue(make_body(jobName=f"job-{n}"), reply_to=CLIENT, correlation_id=str(n))
+    rig.settle()
+    first, second = rig.pool.starts()
+    for start in (first, second):
+        rig.pool.accept(start)
+    rig.settle()
+    assert [d.correlation_id for d, _ in rig.broker.unacked.values()] == ["2"]  # held
+
+    rig.broker.close()  # RabbitMQ restarts: the held one goes back to the queue
+    rig.broker.attach(rig.broker.stop_requested, rig.service._on_delivery)
+    for start in (first, second):
+        rig.pool.finish(start, succeeded(job_name(start)))
+        rig.pool.end(start)
+    rig.settle()
+
+    # Started once, from the broker's copy, not also from the stale held delivery.
+    assert [s.route.correlation_id for s in rig.pool.starts()] == ["0", "1", "2"]
+    assert [d.redelivered for d, _ in rig.broker.unacked.values()] == [True]
+
+
 def test_a_request_still_in_a_dead_process_s_inbox_is_sent_again_uncharged(
     make_rig: MakeRig, make_body: MakeBody
 ) -> None:
