@@ -45,8 +45,9 @@ def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
 ) -> None:  # fmt: skip
     fault.fault = "RabbitMQ restarted with 2 Jobs in flight and 4 requests still queued"
     fault.expected = (
-        "all 6 replied exactly once each, exactly one Job made each; the worker reconnects "
-        "by itself"
+        "all 6 replied at least once (a request whose ack the restart lost is redelivered and "
+        "answered again from the worker's record: at most two replies, identical), exactly "
+        "one Job made each; the worker reconnects by itself"
     )
     worker = make_worker(MSTC_CONCURRENCY="2")
     cids = [
@@ -71,7 +72,9 @@ def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
     counts = [len(durable_client.replies[cid]) for cid in cids]
     statuses = {r["status"] for r in replies.values()}
     assert statuses == {"succeeded"}
-    assert counts == [1] * 6
+    assert all(1 <= count <= 2 for count in counts), counts
+    for cid in cids:  # a second reply is the first one again, never a second run
+        assert all(r == replies[cid] for r in durable_client.replies[cid]), cid
     assert len({r["jobName"] for r in replies.values()}) == 6
     made = jobs_made.count()
     assert made == 6
@@ -79,7 +82,7 @@ def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(
     assert reconnects >= 1
     fault.saw(
         f"{queued} requests were queued at the restart; {sum(counts)} replies, per request "
-        f"{sorted(set(counts))}, statuses {sorted(statuses)}; Jobs made: {made}; worker "
+        f"{counts} (repeats identical), statuses {sorted(statuses)}; Jobs made: {made}; worker "
         f"reconnected {reconnects:.0f} time(s)"
     )
 

@@ -95,7 +95,9 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
     code = worker.wait(timeout=60)
     if signum == signal.SIGTERM:
         assert code == 0, worker.log_text[-3000:]
-        assert "handed back" in worker.log_text
+        # In its grace period the worker either answers the request (its Job ended in time)
+        # or hands it back; either way it says which.
+        assert "handed back" in worker.log_text or " replied: " in worker.log_text
     clear_faults(worker.env)
     worker.start()
     reply = client.wait(cid, timeout=180)
