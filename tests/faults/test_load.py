@@ -43,7 +43,8 @@ def test_burst_of_a_thousand_requests_all_replied_once(
     assert statuses == {"succeeded": BURST}
     distinct = len({r["jobName"] for r in replies})
     assert distinct == BURST
-    made = jobs_made.count()
+    # The watch has every event of a thousand Jobs to deliver before its marker: a slow count.
+    made = jobs_made.count(timeout=300)
     assert made == BURST
     wait_gone(k8s.BatchV1Api(api_client).list_namespaced_job, namespace=namespace, timeout=300)
     left = len(k8s.BatchV1Api(api_client).list_namespaced_job(namespace).items)
@@ -94,7 +95,7 @@ def test_two_replicas_share_a_queue_and_one_killed_mid_burst_loses_nothing(
         assert {r["jobName"] for r in client.replies[cid]} == {replies[cid]["jobName"]}
     assert {r["status"] for r in replies.values()} == {"succeeded"}
     assert len({r["jobName"] for r in replies.values()}) == 60
-    made = jobs_made.count()
+    made = jobs_made.count(timeout=120)
     assert made == 20 + 60
     wait_gone(k8s.BatchV1Api(api_client).list_namespaced_job, namespace=namespace, timeout=300)
     after = client.wait(client.send(request(bucket), queue=work_queue))["status"]
