@@ -25,6 +25,7 @@ from mstc_worker.names import CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION
 __all__ = [
     "CLAIMED_AT_ANNOTATION",
     "CLAIMED_BY_ANNOTATION",
+    "COMPLETION_INDEX_ANNOTATION",
     "DEADLINE_EXCEEDED",
     "FAIL_FAST_REASONS",
     "JobState",
@@ -58,6 +59,8 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 # Which worker is finishing a Job, and since when (see KubeClient.claim).
 # Both label keys: `job-name` is the legacy one, kept by the Job controller for compatibility.
 _JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+# Set by the Job controller on each pod of an Indexed Job (and given to it as JOB_COMPLETION_INDEX).
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 class JobState(StrEnum):
@@ -89,6 +92,9 @@ class JobView:
     finished_at: datetime | None
     ready: int = 0  # pods running and ready: the Job has started for the user's eyes
     suspended: bool = False  # spec.suspend: no pod until resumed (see job_access)
+    succeeded: int = 0  # pods the Job controller counted succeeded (status.succeeded)
+    failed: int = 0  # and failed (status.failed): counted once each, even after pods are gone
+    fan_out: bool = False  # more than one pod (completions, parallelism) or Indexed
 
     @property
     def ended(self) -> bool:
@@ -110,6 +116,7 @@ class PodView:
     terminated_reason: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    index: int | None = None  # the completion index of an Indexed Job's pod
 
     @property
     def stuck(self) -> bool:
@@ -142,6 +149,17 @@ def job_view(obj: Mapping[str, Any]) -> JobView:
         finished_at=finished_at,
         ready=int(status.get("ready") or 0),
         suspended=bool((obj.get("spec") or {}).get("suspend")),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        fan_out=_is_fan_out(obj.get("spec") or {}),
+    )
+
+
+def _is_fan_out(spec: Mapping[str, Any]) -> bool:
+    """Whether a Job's spec asks for more than the one pod (Kubernetes' default of 1 each)."""
+    counts = (spec.get("completions"), spec.get("parallelism"))
+    return any(count not in (None, 1) for count in counts) or (
+        spec.get("completionMode") == "Indexed"
     )
 
 
@@ -184,7 +202,14 @@ def pod_view(obj: Mapping[str, Any]) -> PodView:
         terminated_reason=terminated.get("reason"),
         started_at=_time(terminated.get("startedAt") or running.get("startedAt")),
         finished_at=_time(terminated.get("finishedAt")),
+        index=_completion_index(meta.get("annotations") or {}),
     )
+
+
+def _completion_index(annotations: Mapping[str, str]) -> int | None:
+    """The pod's index, from the annotation the Job controller puts on an Indexed Job's pods."""
+    value = annotations.get(COMPLETION_INDEX_ANNOTATION, "")
+    return int(value) if value.isdigit() else None
 
 
 def _first_container_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -174,13 +174,15 @@ def build_job(
     if route.progress:
         annotations[PROGRESS_ANNOTATION] = "true"
     labels = job_labels(request, unique_name)
+    # One try unless asked: a failed container usually fails again, and a
+    # retry would double the run time before the reply.
+    retries = "backoffLimitPerIndex" if request.fan_out.indexed else "backoffLimit"
     spec: dict[str, Any] = {
-        # One try unless asked: a failed container usually fails again, and a
-        # retry would double the run time before the reply.
-        "backoffLimit": request.backoff_limit,
+        retries: request.backoff_limit,
         # The cluster enforces the timeout even if no worker is watching.
         "activeDeadlineSeconds": request.timeout_minutes * 60,
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        **_fan_out(request),
     }
     if not settings.job_root_credentials:
         # No pod before the Job's credentials Secret exists: it can only be made once the
@@ -215,6 +217,25 @@ def build_job(
             },
         },
     }
+
+
+def _fan_out(request: Request) -> dict[str, Any]:
+    """The spec fields of a Job of many pods; none for the single-pod Job (its spec is as ever).
+
+    Retries (`backoffLimit` of the request): Indexed Jobs get them per index
+    (`backoffLimitPerIndex`; Kubernetes' `backoffLimit` then defaults to the largest int32), so
+    one index failing neither stops nor starves the others, and the Job fails (FailedIndexes)
+    once every index has ended and any failed. NonIndexed Jobs keep Kubernetes' `backoffLimit`,
+    failures counted over the whole Job: with the default 0 the first failed pod fails the Job
+    and the Job controller stops the rest.
+    """
+    fan_out = request.fan_out
+    if fan_out.single:
+        return {}
+    spec: dict[str, Any] = {"completions": fan_out.completions, "parallelism": fan_out.parallelism}
+    if fan_out.indexed:
+        spec["completionMode"] = "Indexed"
+    return spec
 
 
 def _pod_security(settings: Settings) -> dict[str, Any]:

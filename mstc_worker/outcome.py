@@ -10,7 +10,7 @@ that won the claim on the Job; it talks to Kubernetes and MinIO only through the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mstc_worker import manifest
@@ -20,9 +20,13 @@ from mstc_worker.messages import TroubleKind
 from mstc_worker.protocol import Outcome, Status
 from mstc_worker.storage import Storage
 
-__all__ = ["OutcomeBuilder", "pod_order", "why"]
+__all__ = ["OutcomeBuilder", "index_order", "pod_counts", "pod_order", "reported_pod", "why"]
 
 log = logging.getLogger(__name__)
+
+# The stored log's bound: one pod's log is cut here, a fan-out Job's pods share it.
+_LOG_LIMIT_BYTES = 1_048_576
+_MIN_POD_LOG_BYTES = 4096
 
 _STATUS = {
     JobState.SUCCEEDED: Status.SUCCEEDED,
@@ -36,6 +40,43 @@ def pod_order(pod: PodView) -> datetime:
     return pod.started_at or datetime.min.replace(tzinfo=UTC)
 
 
+def index_order(pod: PodView) -> tuple[int, datetime]:
+    """Sort key of a fan-out Job's pods: by index (NonIndexed pods have none), then start."""
+    return (pod.index if pod.index is not None else -1, pod_order(pod))
+
+
+def _failed(pod: PodView) -> bool:
+    return pod.phase == "Failed" or (pod.exit_code is not None and pod.exit_code != 0)
+
+
+def reported_pod(job: JobView, pods: Sequence[PodView]) -> PodView | None:
+    """The pod whose exit code and reason the reply carries.
+
+    One pod: the latest started (a retry's, when there were retries). Many: for a Job that
+    did not succeed, the first pod to fail (lowest index, then earliest end), which is what
+    made it fail; otherwise the latest started, as for one pod.
+    """
+    if not pods:
+        return None
+    if job.fan_out and job.state is not JobState.SUCCEEDED:
+        failed = [pod for pod in pods if _failed(pod)]
+        if failed:
+            never = datetime.max.replace(tzinfo=UTC)
+            return min(failed, key=lambda pod: (index_order(pod)[0], pod.finished_at or never))
+    return max(pods, key=pod_order)
+
+
+def pod_counts(job: JobView, pods: Sequence[PodView], stuck: PodView | None) -> tuple[int, int]:
+    """Pods succeeded and failed: the Job controller's counts, which outlive deleted pods.
+
+    A request ended because a pod is stuck (it never started, so the controller counts it
+    nowhere) counts its stuck pods as failed too: they are why it failed.
+    """
+    if stuck is None:
+        return job.succeeded, job.failed
+    return job.succeeded, job.failed + max(1, sum(1 for pod in pods if pod.stuck))
+
+
 def why(job: JobView, pod: PodView | None, stuck: PodView | None) -> tuple[str | None, str | None]:
     """The reason and message a user can act on, most specific first."""
     if stuck is not None:
@@ -46,6 +87,13 @@ def why(job: JobView, pod: PodView | None, stuck: PodView | None) -> tuple[str |
         # "Error" or "OOMKilled" from the container says more than "BackoffLimitExceeded".
         return pod.terminated_reason, job.message
     return job.reason, job.message
+
+
+def _pod_header(pod: PodView) -> str:
+    """The line above one pod's log in a fan-out Job's stored log."""
+    index = f" index {pod.index}" if pod.index is not None else ""
+    code = f", exit code {pod.exit_code}" if pod.exit_code is not None else ""
+    return f"===== pod {pod.name}{index}: {pod.phase}{code} =====\n"
 
 
 class OutcomeBuilder:
@@ -61,21 +109,31 @@ class OutcomeBuilder:
         self._kube, self._storage = kube, storage
         self._on_storage_trouble = on_storage_trouble
 
-    def build(self, job: JobView, pod: PodView | None, stuck: PodView | None) -> Outcome:
-        """The Outcome of `job`, whose reported pod is `pod` (`stuck`: it never started)."""
+    def build(self, job: JobView, pods: Sequence[PodView], stuck: PodView | None) -> Outcome:
+        """The Outcome of `job`, given its pods (`stuck`: the pod that never started).
+
+        For a single-pod Job `pods` may hold just the pod to report.
+        """
+        pod = reported_pod(job, pods)
         status = Status.FAILED if stuck is not None else _STATUS[job.state]
         reason, message = why(job, pod, stuck)
+        succeeded, failed = pod_counts(job, pods, stuck)
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
         prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
         log_object = manifest.log_object_name(job.name, prefix)
         container = job.labels.get(manifest.LABEL_NAME)  # the one container is named so
-        text = self._log_text(job.name, pod, container)
+        if job.fan_out:
+            text = self._fan_out_log(job.name, pods, container)
+        else:
+            text = self._log_text(job.name, pod, container)
         stored, error = self._store(job.name, text, bucket, log_object)
         return Outcome(
             status=status,
             job_name=job.name,
             namespace=job.namespace,
             exit_code=pod.exit_code if pod else None,
+            pods_succeeded=succeeded,
+            pods_failed=failed,
             reason=reason,
             message=message,
             started_at=job.started_at,
@@ -86,12 +144,34 @@ class OutcomeBuilder:
             error=error,
         )
 
-    def _log_text(self, name: str, pod: PodView | None, container: str | None) -> str:
+    def _fan_out_log(self, name: str, pods: Sequence[PodView], container: str | None) -> str:
+        """Every pod's log in index order (then start order), each under a header line.
+
+        All pods together stay within the one-pod log's bound: each is cut at an equal share
+        of it (at least `_MIN_POD_LOG_BYTES`), so no pod's log crowds out the others.
+        """
+        share = max(_LOG_LIMIT_BYTES // max(len(pods), 1), _MIN_POD_LOG_BYTES)
+        parts = []
+        for pod in sorted(pods, key=index_order):
+            text = self._log_text(name, pod, container, limit_bytes=share)
+            if text and not text.endswith("\n"):
+                text += "\n"
+            parts.append(_pod_header(pod) + text)
+        return "".join(parts)
+
+    def _log_text(
+        self,
+        name: str,
+        pod: PodView | None,
+        container: str | None,
+        *,
+        limit_bytes: int = _LOG_LIMIT_BYTES,
+    ) -> str:
         """What goes into the log object: the log, or a line saying why there is none."""
         if pod is None:
             return ""
         try:
-            text = self._kube.read_log(pod.name, container=container)
+            text = self._kube.read_log(pod.name, container=container, limit_bytes=limit_bytes)
         except (TransientError, PermanentError) as exc:
             return f"(the log of Job {name} could not be read: {exc})\n"
         if text is None:

@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializ
 
 from mstc_worker import request_fields as fields
 from mstc_worker.errors import ImageNotAllowed, InvalidRequest, MalformedRequest, RequestRejected
-from mstc_worker.request_fields import RESERVED_ENV_NAMES, Resources, describe
+from mstc_worker.request_fields import RESERVED_ENV_NAMES, FanOut, Resources, describe
 from mstc_worker.settings import Settings
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "PROGRESS_HEADER",
     "PROGRESS_TYPE",
     "RESERVED_ENV_NAMES",
+    "FanOut",
     "Outcome",
     "Reply",
     "Request",
@@ -72,6 +73,7 @@ class Request(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     backoff_limit: int = 0
+    fan_out: FanOut = Field(default_factory=FanOut, description="Pods: one unless asked.")
 
 
 def parse_request(body: bytes, *, settings: Settings) -> Request:
@@ -120,6 +122,11 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
             data, fields.KeyAllowList(settings.label_prefixes, "MSTC_REQUEST_LABEL_PREFIXES")
         ),
         backoff_limit=backoff or 0,
+        fan_out=fields.fan_out(
+            data,
+            max_parallelism=settings.max_parallelism,
+            max_completions=settings.max_completions,
+        ),
     )
 
 
@@ -250,6 +257,12 @@ class Outcome(BaseModel):
     job_name: str | None = None
     namespace: str | None = None
     exit_code: int | None = None
+    pods_succeeded: int | None = Field(
+        default=None, description="Pods of the Job that succeeded (the Job controller's count)."
+    )
+    pods_failed: int | None = Field(
+        default=None, description="Pods of the Job that failed, retries included."
+    )
     reason: str | None = Field(
         default=None, description="A CamelCase cause, e.g. ImagePullBackOff."
     )

@@ -40,7 +40,7 @@ from mstc_worker.names import (
     FINALIZER,
     REPLY_TO_ANNOTATION,
 )
-from mstc_worker.outcome import OutcomeBuilder, pod_order
+from mstc_worker.outcome import OutcomeBuilder
 from mstc_worker.protocol import Outcome, Status, reply_body, reply_for
 from mstc_worker.settings import Settings
 from mstc_worker.storage import Storage
@@ -133,8 +133,7 @@ class Releaser:
 
     def _answer(self, job: JobView) -> _Reply:
         if job.state in _ENDED:
-            pods = self._kube.job_pods(job.name)
-            outcome = self._outcomes.build(job, max(pods, key=pod_order) if pods else None, None)
+            outcome = self._outcomes.build(job, self._kube.job_pods(job.name), None)
         else:
             # Nobody would ever read this Job's end: stop it, and say so to its client.
             self._kube.delete_job(job.name)

@@ -30,15 +30,18 @@ from mstc_worker.kube_syntax import (
 )
 
 __all__ = [
+    "COMPLETION_MODES",
     "RESERVED_ENV_NAMES",
     "RESERVED_ENV_PREFIX",
     "Buckets",
+    "FanOut",
     "KeyAllowList",
     "Resources",
     "buckets",
     "describe",
     "extra_env",
     "extra_labels",
+    "fan_out",
     "java_int",
     "pod_annotations",
     "prefix",
@@ -90,6 +93,29 @@ class Resources(BaseModel):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+# Kubernetes' completion modes, spelled as the Job spec spells them.
+COMPLETION_MODES = ("NonIndexed", "Indexed")
+
+
+class FanOut(BaseModel):
+    """How many pods one request runs: the Job's completions, parallelism and completion mode.
+
+    The default (one completion, one pod at a time, NonIndexed) is the single-pod Job every
+    request ran before fan-out, and its manifest is unchanged.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    completions: int = 1
+    parallelism: int = 1
+    indexed: bool = False
+
+    @property
+    def single(self) -> bool:
+        """Whether this is the plain one-pod Job (no fan-out fields in its manifest)."""
+        return self.completions == 1 and self.parallelism == 1 and not self.indexed
+
+
 class KeyAllowList(NamedTuple):
     """The key prefixes an operator lets requests use, and the setting that lists them.
 
@@ -138,8 +164,10 @@ def _optional_text(data: dict[str, Any], field: str) -> str | None:
     return value
 
 
-def whole_number(data: dict[str, Any], field: str, *, high: int, meaning: str) -> int | None:
-    """A whole number from 0 to `high`, or None when absent.
+def whole_number(
+    data: dict[str, Any], field: str, *, high: int, meaning: str, low: int = 0
+) -> int | None:
+    """A whole number from `low` (0 by default) to `high`, or None when absent.
 
     JSON has one number type, so 5.0 is accepted as 5; 5.5, booleans and strings are not.
     """
@@ -151,7 +179,7 @@ def whole_number(data: dict[str, Any], field: str, *, high: int, meaning: str) -
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    if number is None or not 0 <= number <= high:
+    if number is None or not low <= number <= high:
         raise _reject(field, f"must be {meaning}", value)
     return number
 
@@ -416,3 +444,40 @@ def pod_annotations(data: dict[str, Any], allow: KeyAllowList) -> dict[str, str]
             field="annotations",
         )
     return values
+
+
+def _pod_count(data: dict[str, Any], field: str, high: int, setting: str) -> int | None:
+    """A count of pods from 1 to the operator's bound, or None when absent."""
+    return whole_number(
+        data,
+        field,
+        low=1,
+        high=high,
+        meaning=f"a whole number of pods from 1 to {high} (this worker's {setting})",
+    )
+
+
+def fan_out(data: dict[str, Any], *, max_parallelism: int, max_completions: int) -> FanOut:
+    """The request's `completions`, `parallelism` and `completionMode`.
+
+    Either count defaults to the other, so `{"parallelism": 5}` runs five pods at once that
+    must all succeed, and `{"completions": 20}` runs as many of the twenty at once as
+    `MSTC_MAX_PARALLELISM` allows. More pods at once than completions would only idle, so
+    `parallelism` above `completions` is refused rather than silently cut.
+    """
+    completions = _pod_count(data, "completions", max_completions, "MSTC_MAX_COMPLETIONS")
+    parallelism = _pod_count(data, "parallelism", max_parallelism, "MSTC_MAX_PARALLELISM")
+    mode = _optional_text(data, "completionMode") or COMPLETION_MODES[0]
+    if mode not in COMPLETION_MODES:
+        raise _reject("completionMode", 'must be "NonIndexed" (the default) or "Indexed"', mode)
+    if completions is None:
+        completions = parallelism or 1
+    if parallelism is None:
+        parallelism = min(completions, max_parallelism)
+    if parallelism > completions:
+        raise RequestRejected(
+            f"Field 'parallelism' ({parallelism}) must not exceed 'completions' "
+            f"({completions}): no more pods can run at once than must complete.",
+            field="parallelism",
+        )
+    return FanOut(completions=completions, parallelism=parallelism, indexed=mode == "Indexed")

@@ -458,12 +458,16 @@ class Runner:
         return True
 
     def _outcome(self, job: JobView, stuck: PodView | None) -> Outcome:
+        """The Job's outcome; its end was decided by its conditions (or a stuck pod).
+
+        A single-pod Job's ended pod is usually known from the pod watch, which saves a
+        list; a fan-out Job's log and failing pod need all its pods, so they are listed.
+        """
         with self._lock:
             pod = self._ended_pods.get(job.name)
-        if pod is None or stuck is not None:
-            pods = self._kube.job_pods(job.name)
-            pod = max(pods, key=pod_order) if pods else None
-        return self._outcomes.build(job, pod, stuck)
+        if pod is not None and stuck is None and not job.fan_out:
+            return self._outcomes.build(job, [pod], stuck)
+        return self._outcomes.build(job, self._kube.job_pods(job.name), stuck)
 
     def _release(self, name: str) -> None:
         with self._lock:

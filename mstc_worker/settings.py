@@ -149,6 +149,22 @@ class Settings(BaseSettings):
         "Largest timeOut (minutes) a request may ask for; larger ones are rejected.",
         ge=1,
     )
+    max_parallelism: int = _setting(
+        10,
+        "MSTC_MAX_PARALLELISM",
+        "Largest parallelism (pods of one Job running at once) a request may ask for; "
+        "larger ones are rejected. Every pod counts against the namespace's quota.",
+        ge=1,
+        le=1000,
+    )
+    max_completions: int = _setting(
+        100,
+        "MSTC_MAX_COMPLETIONS",
+        "Largest completions (pods of one Job that must succeed) a request may ask for; "
+        "larger ones are rejected. The stored log holds every pod's log, so it grows with this.",
+        ge=1,
+        le=100_000,
+    )
     job_ttl_seconds: int = _setting(
         30,
         "MSTC_JOB_TTL_SECONDS",
