@@ -194,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S.N=Q",
         help="e.g. limits.cpu=2 or requests.memory=1Gi; repeatable",
     )
+    run.add_argument("--completions", type=int, metavar="N", help="pods that must succeed")
+    run.add_argument("--parallelism", type=int, metavar="N", help="pods running at once")
+    run.add_argument(
+        "--indexed", action="store_true", help="give each pod its index (JOB_COMPLETION_INDEX)"
+    )
 
     send = commands.add_parser(
         "send",
@@ -246,7 +251,8 @@ def _run_request(args: argparse.Namespace) -> RunRequest:
         timeout=args.timeout, bucket=args.bucket, output_bucket=args.output_bucket,
         prefix=args.prefix, env=dict(args.env), annotations=dict(args.annotation),
         labels=dict(args.label), resources=_resources(args.resource),
-        wait_timeout=args.wait_timeout,
+        wait_timeout=args.wait_timeout, completions=args.completions,
+        parallelism=args.parallelism, indexed=args.indexed,
     )  # fmt: skip
 
 

@@ -125,6 +125,9 @@ def summary(result: Result) -> str:
     took = "" if reply.duration_ms is None else f" in {reply.duration_ms / 1000:.1f} s"
     code = "" if reply.exit_code is None else f", exit code {reply.exit_code}"
     lines = [f"{name}: {result.status.value}{took}{code}"]
+    succeeded, failed = reply.pods_succeeded or 0, reply.pods_failed or 0
+    if succeeded + failed > 1:  # a fan-out; one pod's fate is the line above
+        lines.append(f"  pods     {succeeded} succeeded, {failed} failed")
     if not result.ok:
         lines.append(f"  why      {reply.explanation}")
     lines.append(f"  inputs   {len(result.inputs)} files under {result.bucket}/{result.prefix}/")

@@ -18,7 +18,7 @@ import json
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -91,6 +91,10 @@ class JobRequest(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     backoff_limit: int | None = Field(default=None, ge=0)
+    # Fan-out: how many pods must succeed, how many run at once, and whether each gets an index.
+    completions: int | None = Field(default=None, ge=1)
+    parallelism: int | None = Field(default=None, ge=1)
+    completion_mode: Literal["NonIndexed", "Indexed"] | None = None
     extra: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     def to_body(self) -> dict[str, Any]:
@@ -117,6 +121,8 @@ class Reply(BaseModel):
     job_name: str | None = None
     namespace: str | None = None
     exit_code: int | None = None
+    pods_succeeded: int | None = None
+    pods_failed: int | None = None
     reason: str | None = None
     message: str | None = None
     started_at: datetime | None = None

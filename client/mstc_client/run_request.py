@@ -64,8 +64,9 @@ class RunRequest:
     how long to wait for the reply, in seconds (default: the timeout plus five minutes).
     `bucket` holds the inputs (the client's configured bucket when None), `output_bucket` the
     outputs (default: `bucket`), `prefix` names them (default: a fresh `run-<hex>`);
-    `output_dir` defaults to a directory named after the prefix. `extra` is merged into the
-    request body as is.
+    `output_dir` defaults to a directory named after the prefix. `completions`, `parallelism`
+    and `indexed` fan the run out over many pods (the worker's defaults: one pod). `extra` is
+    merged into the request body as is.
     """
 
     image: str
@@ -84,6 +85,9 @@ class RunRequest:
     args: Sequence[str] | None = None
     extra: Mapping[str, Any] | None = None
     wait_timeout: float | None = None
+    completions: int | None = None
+    parallelism: int | None = None
+    indexed: bool = False
 
     @property
     def wait_seconds(self) -> float:
@@ -105,6 +109,9 @@ class RunRequest:
             args=None if self.args is None else list(self.args),
             annotations=dict(self.annotations or {}),
             labels=dict(self.labels or {}),
+            completions=self.completions,
+            parallelism=self.parallelism,
+            completion_mode="Indexed" if self.indexed else None,
             extra=dict(self.extra or {}),
         )
 
@@ -124,6 +131,9 @@ class RunOptions(TypedDict, total=False):
     args: Sequence[str] | None
     extra: Mapping[str, Any] | None
     wait_timeout: float | None
+    completions: int | None
+    parallelism: int | None
+    indexed: bool
 
 
 def as_run_request(

@@ -47,6 +47,13 @@ def test_full_reply_is_read_with_its_fields() -> None:
     assert "exit code 3" in reply.explanation
 
 
+def test_a_fan_out_reply_says_how_many_pods_succeeded_and_failed() -> None:
+    body = {"result": "Job j-1 complete.", "status": "failed", "podsSucceeded": 18,
+            "podsFailed": 2}  # fmt: skip
+    reply = parse_reply(json.dumps(body).encode())
+    assert (reply.pods_succeeded, reply.pods_failed) == (18, 2)
+
+
 @pytest.mark.parametrize(
     ("result", "status", "job", "reason"),
     [

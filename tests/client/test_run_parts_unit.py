@@ -64,6 +64,23 @@ def test_run_request_becomes_the_job_request_for_its_staged_inputs() -> None:
     assert "outputBucket" not in run.job_request("in-b", None, "run-1").to_body()
 
 
+def test_a_fan_out_run_sends_completions_parallelism_and_the_indexed_mode() -> None:
+    run = RunRequest("img", "job", completions=20, parallelism=5, indexed=True)
+    body = run.job_request("b", None, "run-1").to_body()
+    assert (body["completions"], body["parallelism"], body["completionMode"]) == (20, 5, "Indexed")
+    plain = RunRequest("img", "job").job_request("b", None, "run-1").to_body()
+    assert not {"completions", "parallelism", "completionMode"} & set(plain)
+
+
+def test_mstc_run_options_fan_out() -> None:
+    from mstc_client.cli import _run_request, build_parser  # noqa: PLC0415
+
+    argv = ["run", "--image", "i", "--job-name", "j", "--completions", "20", "--parallelism",
+            "5", "--indexed"]  # fmt: skip
+    run = _run_request(build_parser().parse_args(argv))
+    assert (run.completions, run.parallelism, run.indexed) == (20, 5, True)
+
+
 def test_the_wait_is_the_job_timeout_plus_a_margin_unless_given() -> None:
     assert RunRequest("i", "j").wait_seconds == wait_budget(None) == 15 * 60 + 300
     assert RunRequest("i", "j", timeout=2).wait_seconds == 2 * 60 + 300
