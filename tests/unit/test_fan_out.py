@@ -205,7 +205,8 @@ def test_pod_view_reads_the_completion_index() -> None:
 
 def test_a_failed_fan_out_reports_its_lowest_failed_index() -> None:
     job = _job("Failed", spec={"completions": 6, "completionMode": "Indexed"}, failed=2)
-    pods = [_pod("p0", 0, 0, at=1), _pod("p4", 4, 3, at=2), _pod("p1", 1, 2, at=9)]
+    # p4 started last: the latest-started rule of one pod would report it.
+    pods = [_pod("p0", 0, 0, at=1), _pod("p4", 4, 3, at=9), _pod("p1", 1, 2, at=2)]
     reported = reported_pod(job, pods)
     assert reported is not None
     assert (reported.name, reported.exit_code) == ("p1", 2)
