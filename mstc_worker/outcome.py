@@ -150,7 +150,13 @@ class OutcomeBuilder:
         All pods together stay within the one-pod log's bound: each is cut at an equal share
         of it (at least `_MIN_POD_LOG_BYTES`), so no pod's log crowds out the others.
         """
-        share = max(_LOG_LIMIT_BYTES // max(len(pods), 1), _MIN_POD_LOG_BYTES)
+        if not pods:
+            log.warning("job %s: its pods were deleted before their logs were read", name)
+            return (
+                f"(the logs of Job {name} are lost: its pods were deleted before the worker "
+                "could read them, most likely by the Job's ttlSecondsAfterFinished)\n"
+            )
+        share = max(_LOG_LIMIT_BYTES // len(pods), _MIN_POD_LOG_BYTES)
         parts = []
         for pod in sorted(pods, key=index_order):
             text = self._log_text(name, pod, container, limit_bytes=share)
