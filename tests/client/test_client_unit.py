@@ -54,6 +54,22 @@ def test_a_fan_out_reply_says_how_many_pods_succeeded_and_failed() -> None:
     assert (reply.pods_succeeded, reply.pods_failed) == (18, 2)
 
 
+def _summary_of(body: dict[str, object]) -> str:
+    from mstc_client.display import summary  # noqa: PLC0415
+    from mstc_client.result import Result  # noqa: PLC0415
+
+    reply = parse_reply(json.dumps(body).encode())
+    return summary(Result(reply.status, reply, "c", "b", "b", "p", (), (), None, 0, 0, 0))
+
+
+def test_the_run_summary_counts_the_pods_of_a_fan_out_only() -> None:
+    fan_out = {"result": "Job j complete.", "status": "failed", "jobName": "j",
+               "podsSucceeded": 18, "podsFailed": 2}  # fmt: skip
+    assert "  pods     18 succeeded, 2 failed" in _summary_of(fan_out).splitlines()
+    one = {**fan_out, "podsSucceeded": 1, "podsFailed": 0}
+    assert "pods" not in _summary_of(one)
+
+
 @pytest.mark.parametrize(
     ("result", "status", "job", "reason"),
     [
