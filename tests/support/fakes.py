@@ -42,7 +42,13 @@ from mstc_worker.messages import (
     StartJob,
     WorkerDied,
 )
-from mstc_worker.ports import Delivery, DeliveryHandler, HttpEndpoints, ReplyHandler
+from mstc_worker.ports import (
+    BrokerUnavailable,
+    Delivery,
+    DeliveryHandler,
+    HttpEndpoints,
+    ReplyHandler,
+)
 from mstc_worker.protocol import Outcome
 
 REPLY_QUEUE = "amq.gen-fake-reply"
@@ -62,6 +68,16 @@ class Message:
     message_id: str | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One confirmed event."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class FakeBroker:
         self.queue: collections.deque[Message] = collections.deque()
         self.unacked: dict[int, tuple[Delivery, Message]] = {}
         self.published: list[Published] = []
+        self.events: list[Event] = []
+        self.refuse_events = 0  # how many next publish_event calls fail (a broker outage)
         self.generation = 1
         self._connected = threading.Event()
         self._paused = False
@@ -141,6 +159,16 @@ class FakeBroker:
             handler = self.calls.pop(correlation_id or "", None)
             if handler is None or not handler(body):
                 self.publish(self.results_queue, body, correlation_id=correlation_id)
+
+    def publish_event(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+    ) -> None:
+        assert message_type == "mstc.event"
+        if self.refuse_events:
+            self.refuse_events -= 1
+            raise BrokerUnavailable("the fake broker refuses this event (an outage)")
+        self.events.append(Event(exchange, routing_key, body, message_id))
+        self.journal.append(("event", routing_key))
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         self.journal.append(("call", queue, correlation_id))
@@ -348,12 +376,16 @@ class FakePool:
         self.receive(start)
         self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient))
 
-    def finish(self, start: StartJob, outcome: Outcome) -> None:
-        """The Job of `start` ended with `outcome`; the reply goes where its route says."""
+    def finish(self, start: StartJob, outcome: Outcome, *, final_event_sent: bool = False) -> None:
+        """The Job of `start` ended with `outcome`; the reply goes where its route says.
+
+        `final_event_sent`: the Job says its final event went out already (finished again).
+        """
         name = job_name(start)
         route = start.route
+        facts = manifest.job_facts(start.request, start.request_id, route.correlation_id)
         self.say(JobFinished(self.worker_of(start), name, outcome, route.reply_to,
-                             route.correlation_id))  # fmt: skip
+                             route.correlation_id, facts, final_event_sent))  # fmt: skip
 
     def end(self, start: StartJob) -> None:
         self.say(JobEnded(self.worker_of(start), job_name(start)))
