@@ -18,7 +18,9 @@ service sends itself (`call`) joins the work queue with the reply queue `REPLY_Q
 reply published there goes to its caller, or to the results queue if the caller has gone, and
 closing the connection tells every caller still waiting that its reply will not come. Work
 submitted to the fake broker that raises fails the test at once, where the real broker logs
-it and carries on: a test should see it.
+it and carries on: a test should see it; work that raises BrokerUnavailable (`refuse_events`,
+`refuse_publishes` make an outage) is also kept to run again, as the real broker does on its
+next connection.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mstc_worker import manifest
+from mstc_worker.events import JobFacts
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
@@ -110,6 +113,7 @@ class FakeBroker:
         self.published: list[Published] = []
         self.events: list[Event] = []
         self.refuse_events = 0  # how many next publish_event calls fail (a broker outage)
+        self.refuse_publishes = 0  # the same for publish
         self.generation = 1
         self._connected = threading.Event()
         self._paused = False
@@ -152,6 +156,9 @@ class FakeBroker:
         fallback: bool = True,
     ) -> None:
         del fallback  # every queue exists here: nothing is unroutable
+        if self.refuse_publishes:
+            self.refuse_publishes -= 1
+            raise BrokerUnavailable(f"the fake broker refuses to publish to {queue} (an outage)")
         self.published.append(Published(queue, body, correlation_id, dict(headers or {}),
                                         message_type))  # fmt: skip
         self.journal.append(("publish", queue, correlation_id))
@@ -257,7 +264,12 @@ class FakeBroker:
                 if not self._work:
                     return ran
                 work = self._work.popleft()
-            work()
+            try:
+                work()
+            except BrokerUnavailable:
+                with self._lock:  # as Broker._drain: done again on the next connection
+                    self._work.appendleft(work)
+                raise
             ran += 1
 
     def close(self) -> None:
@@ -372,9 +384,11 @@ class FakePool:
         self.say(JobAccepted(self.worker_of(start), start.key, name, adopted))
         return name
 
-    def fail_start(self, start: StartJob, outcome: Outcome, *, transient: bool) -> None:
+    def fail_start(
+        self, start: StartJob, outcome: Outcome, *, transient: bool, again: bool = False
+    ) -> None:
         self.receive(start)
-        self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient))
+        self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient, again))
 
     def finish(self, start: StartJob, outcome: Outcome, *, final_event_sent: bool = False) -> None:
         """The Job of `start` ended with `outcome`; the reply goes where its route says.
@@ -383,7 +397,7 @@ class FakePool:
         """
         name = job_name(start)
         route = start.route
-        facts = manifest.job_facts(start.request, start.request_id, route.correlation_id)
+        facts = facts_of(start)
         self.say(JobFinished(self.worker_of(start), name, outcome, route.reply_to,
                              route.correlation_id, facts, final_event_sent))  # fmt: skip
 
@@ -395,6 +409,11 @@ class FakePool:
         dead = self.incarnations[worker]
         self.incarnations[worker] += 1
         self.say(WorkerDied(worker, dead, exit_code))
+
+
+def facts_of(start: StartJob) -> JobFacts:
+    """What a worker process says of the request of `start` in its events."""
+    return manifest.job_facts(start.request, start.request_id, start.route.correlation_id)
 
 
 def job_name(start: StartJob) -> str:
