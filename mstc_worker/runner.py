@@ -149,7 +149,7 @@ class Runner:
         # views of such a Job must not start another finish, which only costs API calls.
         self._released: dict[str, str] = {}
         self._claimed: dict[str, JobView] = {}  # the claim's answer, until the Job is let go
-        self._told_running: set[str] = set()  # progress "running" sent (best effort, per process)
+        self._told_running: set[str] = set()  # "running" said (best effort, per process)
         self._stuck: dict[str, PodView] = {}
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
