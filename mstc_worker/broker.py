@@ -118,6 +118,10 @@ class Broker:
             channel.queue_declare(s.results_queue, durable=True)
             channel.queue_declare(s.dead_letter_queue, durable=True)
             channel.basic_qos(prefetch_count=self._prefetch)
+            if s.events_exchange:
+                # Passive: it is RabbitMQ's (amq.topic) or the operator's, never ours to make;
+                # a missing one says so here instead of breaking the first event's channel.
+                channel.exchange_declare(s.events_exchange, passive=True)
         except ssl.SSLCertVerificationError as exc:
             # pika lets the handshake's error through as it is, not as an AMQPError.
             raise BrokerUnavailable(
@@ -250,6 +254,25 @@ class Broker:
             channel.basic_publish("", self._settings.results_queue, body, props, mandatory=True)
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
+
+    def publish_event(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+    ) -> None:
+        """Publish a persistent JSON event to a topic exchange and wait for the broker's confirm.
+
+        Not mandatory: an event nobody subscribed to is simply not kept.
+        """
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id,
+            type=message_type,
+        )
+        channel = self._require_channel()
+        try:
+            channel.basic_publish(exchange, routing_key, body, props)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(f"publishing event {routing_key!r} failed: {exc!r}") from exc
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request to `queue` (confirmed) whose reply comes back to `on_reply`.

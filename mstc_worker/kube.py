@@ -409,6 +409,16 @@ class KubeClient:
             raise
         return True
 
+    def annotate(self, name: str, key: str, value: str) -> None:
+        """Set one annotation on Job `name`; a missing Job is fine (nothing left to mark)."""
+        patch = {"metadata": {"annotations": {key: value}}}
+        try:
+            self._json(f"annotate Job {name}", "PATCH", f"{_JOBS}/{name}", body=patch,
+                       content_type=_MERGE_PATCH)  # fmt: skip
+        except KubeRejected as exc:
+            if exc.status != 404:
+                raise
+
     def release(self, name: str, *, known: JobView | None = None) -> None:
         """Remove FINALIZER from the Job, letting Kubernetes delete it; a missing Job is fine.
 

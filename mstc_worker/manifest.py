@@ -22,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mstc_worker.events import JobFacts, facts_from_annotation, facts_to_annotation
 from mstc_worker.job_access import credentials_secret_name
 from mstc_worker.kube_syntax import DNS1123_LABEL_MAX, sanitise_dns1123_label
 from mstc_worker.names import (
@@ -32,6 +34,9 @@ from mstc_worker.names import (
     CLAIMED_BY_ANNOTATION,
     CORRELATION_ID_ANNOTATION,
     CREATED_BY,
+    EVENT_FACTS_ANNOTATION,
+    FINAL_EVENT_ANNOTATION,
+    FINAL_EVENT_SENT,
     FINALIZER,
     JOB_ACCESS_KEY,
     JOB_SECRET_KEY,
@@ -59,7 +64,10 @@ __all__ = [
     "CLAIMED_AT_ANNOTATION",
     "CLAIMED_BY_ANNOTATION",
     "CORRELATION_ID_ANNOTATION",
+    "EVENT_FACTS_ANNOTATION",
     "FINALIZER",
+    "FINAL_EVENT_ANNOTATION",
+    "FINAL_EVENT_SENT",
     "JOB_NAME_NAMESPACE",
     "LABEL_CREATED_BY",
     "LABEL_INSTANCE",
@@ -75,6 +83,8 @@ __all__ = [
     "REQUEST_ID_ANNOTATION",
     "ReplyRoute",
     "build_job",
+    "facts_of_job",
+    "job_facts",
     "job_labels",
     "job_name_for",
     "log_object_name",
@@ -140,6 +150,26 @@ def log_object_name(job_name: str, prefix: str | None) -> str:
     return f"{prefix}-{job_name}.log" if prefix else f"{job_name}.log"
 
 
+def job_facts(request: Request, request_id: str, correlation_id: str | None) -> JobFacts:
+    """What the request's lifecycle events say of it."""
+    return JobFacts(
+        request_id=request_id,
+        requested_name=request.job_name,
+        correlation_id=correlation_id,
+        image=request.image,
+        labels=dict(request.labels),
+    )
+
+
+def facts_of_job(annotations: Mapping[str, str]) -> JobFacts:
+    """The event facts a Job carries (a Job made before events were: only its ids)."""
+    return facts_from_annotation(
+        annotations.get(EVENT_FACTS_ANNOTATION),
+        request_id=annotations.get(REQUEST_ID_ANNOTATION, ""),
+        correlation_id=annotations.get(CORRELATION_ID_ANNOTATION),
+    )
+
+
 def job_labels(request: Request, unique_name: str) -> dict[str, str]:
     """The labels of the Job and its pod: the request's own, then the contract's four."""
     return {
@@ -166,6 +196,9 @@ def build_job(
         REPLY_TO_ANNOTATION: route.reply_to,
         OUTPUT_BUCKET_ANNOTATION: request.output_bucket,
         CLAIMED_BY_ANNOTATION: "",
+        EVENT_FACTS_ANNOTATION: facts_to_annotation(
+            job_facts(request, request_id, route.correlation_id)
+        ),
     }
     if route.correlation_id is not None:
         annotations[CORRELATION_ID_ANNOTATION] = route.correlation_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mstc_worker.events import JobFacts
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import Outcome, Request
 
@@ -48,9 +49,14 @@ class StartJob:
 
 @dataclass(frozen=True)
 class ReleaseJob:
-    """The reply for this Job is confirmed by the broker: let the Job go."""
+    """The reply for this Job is confirmed by the broker: let the Job go.
+
+    `mark_final_event`: its final event went out too; write that on the Job first, so that
+    a worker that finishes it again (this one killed before letting it go) does not repeat it.
+    """
 
     job_name: str
+    mark_final_event: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,35 +105,46 @@ class JobStartFailed:
     """No Job was made for the request; the service answers with `outcome` and acks it.
 
     Either none could be made (`transient` says whether to try again later), or none need be:
-    the request was answered already, and `outcome` is that answer, from its record.
+    the request was answered already, and `outcome` is that answer, from its record
+    (`again`: its final event went out then, and is not said twice).
     """
 
     worker: int
     key: int
     outcome: Outcome
     transient: bool
+    again: bool = False
 
 
 @dataclass(frozen=True)
 class JobFinished:
-    """A Job ended and its outcome is known; the reply goes to `reply_to` ('' = results)."""
+    """A Job ended and its outcome is known; the reply goes to `reply_to` ('' = results).
+
+    `final_event_sent`: the Job says its final event went out already (it was finished
+    before, by a worker that died before letting it go): only the reply is owed.
+    """
 
     worker: int
     job_name: str
     outcome: Outcome
     reply_to: str
     correlation_id: str | None
+    facts: JobFacts
+    final_event_sent: bool = False
 
 
 @dataclass(frozen=True)
 class JobProgress:
-    """A Job whose client asked for progress reached `state` (e.g. running); best effort."""
+    """A Job reached `state` (running): its event, and a progress message to a client that
+    asked (`tell_client`); best effort."""
 
     worker: int
     job_name: str
     state: str
     reply_to: str
     correlation_id: str | None
+    facts: JobFacts
+    tell_client: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ __all__ = [
     "CLAIMED_BY_ANNOTATION",
     "CORRELATION_ID_ANNOTATION",
     "CREATED_BY",
+    "EVENT_FACTS_ANNOTATION",
     "FINALIZER",
+    "FINAL_EVENT_ANNOTATION",
+    "FINAL_EVENT_SENT",
     "JOB_ACCESS_KEY",
     "JOB_SECRET_KEY",
     "JOB_SESSION_TOKEN",
@@ -58,6 +61,13 @@ CLAIMED_BY_ANNOTATION = "mstc.io/claimed-by"
 CLAIMED_AT_ANNOTATION = "mstc.io/claimed-at"
 # Present ("true") only on Jobs whose client asked for progress messages.
 PROGRESS_ANNOTATION = "mstc.io/progress"
+# What the Job's lifecycle events say of its request (requested name, image, labels, as
+# JSON, see events.facts_to_annotation), so that any worker can say them; and, once the final
+# event is confirmed (written before the Job is let go), that it went out: a Job finished
+# again after a crash is answered without a second final event.
+EVENT_FACTS_ANNOTATION = "mstc.io/event-facts"
+FINAL_EVENT_ANNOTATION = "mstc.io/final-event"
+FINAL_EVENT_SENT = "sent"
 REPLY_ANNOTATIONS = (
     REQUEST_ID_ANNOTATION,
     REPLY_TO_ANNOTATION,

@@ -60,6 +60,11 @@ class BrokerPort(Protocol):
     ) -> None:
         """Publish with a confirm; BrokerUnavailable if it could not be."""
 
+    def publish_event(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+    ) -> None:
+        """Publish a persistent event to a topic exchange, confirmed; BrokerUnavailable if not."""
+
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request whose reply comes back to `on_reply` (None: it will not come).
 

@@ -149,7 +149,7 @@ class Runner:
         # views of such a Job must not start another finish, which only costs API calls.
         self._released: dict[str, str] = {}
         self._claimed: dict[str, JobView] = {}  # the claim's answer, until the Job is let go
-        self._told_running: set[str] = set()  # progress "running" sent (best effort, per process)
+        self._told_running: set[str] = set()  # "running" said (best effort, per process)
         self._stuck: dict[str, PodView] = {}
         self._ended_pods: dict[str, PodView] = {}  # from the pod watch, for this shard's Jobs
         self._stop = threading.Event()
@@ -196,7 +196,7 @@ class Runner:
             self._emit(JobReceived(self._index, message.key))
             self._pool.submit(self._start_job, message)
         else:
-            self._pool.submit(self._release, message.job_name)
+            self._pool.submit(self._release, message.job_name, message.mark_final_event)
 
     # --- creating ---------------------------------------------------------------------------
 
@@ -248,7 +248,7 @@ class Runner:
             )  # fmt: skip
         log.info("request %s answered again from its record (Job %s)", start.request_id,
                  outcome.job_name or name)  # fmt: skip
-        self._emit(JobStartFailed(self._index, start.key, outcome, False))
+        self._emit(JobStartFailed(self._index, start.key, outcome, False, again=True))
 
     def _start_with_credentials(self, start: StartJob, job: JobView, *, created: bool) -> bool:
         """Give a suspended Job its own MinIO credentials, then resume it; False if that failed.
@@ -307,11 +307,12 @@ class Runner:
             return
         if job.state in _ENDED:
             self._finish_soon(job.name, job)
-        elif job.ready > 0 and job.annotations.get(manifest.PROGRESS_ANNOTATION) == "true":
+        elif job.ready > 0:
             self._tell_running(job)
 
     def _tell_running(self, job: JobView) -> None:
-        """Say once that the Job runs, to a client that asked (a restart may say it again)."""
+        """Say once that the Job runs: its event, and to a client that asked (a restart may
+        say it again)."""
         with self._lock:
             if job.name in self._told_running:
                 return
@@ -323,6 +324,8 @@ class Runner:
                 "running",
                 reply_to=job.annotations.get(manifest.REPLY_TO_ANNOTATION, ""),
                 correlation_id=job.annotations.get(manifest.CORRELATION_ID_ANNOTATION),
+                facts=manifest.facts_of_job(job.annotations),
+                tell_client=job.annotations.get(manifest.PROGRESS_ANNOTATION) == "true",
             )
         )
 
@@ -453,6 +456,9 @@ class Runner:
                 outcome,
                 reply_to=claimed.annotations.get(manifest.REPLY_TO_ANNOTATION, ""),
                 correlation_id=claimed.annotations.get(manifest.CORRELATION_ID_ANNOTATION),
+                facts=manifest.facts_of_job(claimed.annotations),
+                final_event_sent=claimed.annotations.get(manifest.FINAL_EVENT_ANNOTATION)
+                == manifest.FINAL_EVENT_SENT,
             )
         )
         return True
@@ -469,11 +475,13 @@ class Runner:
             return self._outcomes.build(job, [pod], stuck)
         return self._outcomes.build(job, self._kube.job_pods(job.name), stuck)
 
-    def _release(self, name: str) -> None:
+    def _release(self, name: str, mark_final_event: bool = False) -> None:
         with self._lock:
             self._replied.add(name)
             known = self._claimed.get(name)
         try:
+            if mark_final_event:
+                self._mark_final_event(name)
             self._kube.release(name, known=known)
         except (TransientError, PermanentError) as exc:
             log.warning("job %s: finalizer not removed yet, the sweep retries: %s", name, exc)
@@ -488,3 +496,14 @@ class Runner:
         finally:
             with self._lock:
                 self._busy.discard(name)
+
+    def _mark_final_event(self, name: str) -> None:
+        """Write on the Job that its final event went out, before it is let go.
+
+        Best effort: unwritten, only a crash before the release (which then replies again)
+        would say the event again too; the release itself is what must not wait on it.
+        """
+        try:
+            self._kube.annotate(name, manifest.FINAL_EVENT_ANNOTATION, manifest.FINAL_EVENT_SENT)
+        except (TransientError, PermanentError) as exc:
+            log.warning("job %s: final event not marked on the Job: %s", name, exc)

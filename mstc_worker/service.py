@@ -8,6 +8,9 @@ Owns the main process's side of a request's life, and the rules that keep work s
 * A bad request gets a `rejected` reply and is acked at once: never requeued in a loop.
 * Replies are published with confirms (see `replier`), from the connection's own thread;
   only then is the worker process told to let the Job go (remove its finalizer).
+* Every request has lifecycle events (see `announcer`): `accepted` when its Job exists,
+  `running` when its pod runs, and a final event, owed like the reply and published before
+  it, on every path that answers it (the reply's status is the event's state).
 * At most `concurrency` requests are in flight per replica, the rest held; another try is
   counted in the request's `x-mstc-attempts` header. The bookkeeping of both is
   `admission`'s; the service says when a request is held, started, put back or done.
@@ -24,16 +27,19 @@ Owns the main process's side of a request's life, and the rules that keep work s
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import threading
 import time
 from types import FrameType
-from typing import assert_never
+from typing import Any, assert_never
 
 from mstc_worker import manifest
-from mstc_worker.admission import Admission, attempts_of
+from mstc_worker.admission import Admission, Pending, attempts_of
+from mstc_worker.announcer import Announcer
 from mstc_worker.errors import RequestRejected
+from mstc_worker.events import JobFacts, facts_from_body
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
@@ -50,6 +56,7 @@ from mstc_worker.messages import (
 from mstc_worker.metrics import Metrics
 from mstc_worker.ports import BrokerPort, Delivery, HttpEndpoints, HttpFactory, PoolPort
 from mstc_worker.protocol import (
+    Reply,
     Request,
     Status,
     parse_request,
@@ -92,6 +99,7 @@ class Service:
         self._ready_workers: set[int] = set()
         self.admission = Admission(settings.concurrency, broker=broker, pool=pool)
         self.replier = Replier(settings, broker=broker, metrics=metrics)
+        self.announcer = Announcer(settings, broker=broker)
         self.rest = RestBridge(settings, broker=broker, metrics=metrics)
         self._stop = threading.Event()
         self._draining = threading.Event()
@@ -170,8 +178,7 @@ class Service:
             request = parse_request(delivery.body, settings=self.settings)
         except RequestRejected as exc:
             log.info("request rejected: %s", exc)
-            self.replier.reply(rejection_reply(exc, delivery.body), delivery.reply_to or "",
-                        delivery.correlation_id)  # fmt: skip
+            self._answer(delivery, rejection_reply(exc, delivery.body), _facts_of_body(delivery))
             self.broker.ack(delivery)
             self.metrics.request_done(Status.REJECTED.value, None)
             return
@@ -182,9 +189,7 @@ class Service:
             return
         # The Job's name comes from the request id, so a redelivery finds the same Job; the
         # id covers the reply queue and the body too, so two clients' "1" are two requests.
-        request_id = manifest.request_identity(
-            delivery.correlation_id or delivery.message_id, delivery.reply_to or "", delivery.body
-        )
+        request_id = _request_id(delivery)
         # Progress messages only for a client that asked: a Java-era client takes the first
         # message on its callback queue as the reply.
         progress = bool(delivery.reply_to) and wants_progress(delivery.headers)
@@ -196,7 +201,7 @@ class Service:
         reason = f"the worker failed reading this request ({type(exc).__name__}: {exc})"
         reply = internal_error_reply(reason)
         self.replier.dead_letter(delivery, reason)
-        self.replier.reply(reply, delivery.reply_to or "", delivery.correlation_id)
+        self._answer(delivery, reply, _facts_of_body(delivery))
         self.broker.ack(delivery)
         self.metrics.request_done(reply.status.value, None)
 
@@ -233,9 +238,7 @@ class Service:
             case JobAccepted():
                 self._accepted(message)
             case JobProgress():
-                self.replier.progress(
-                    message.reply_to, message.correlation_id, message.job_name, message.state
-                )
+                self._progress(message)
             case JobStartFailed():
                 self._start_failed(message)
             case JobFinished():
@@ -265,6 +268,15 @@ class Service:
             self.replier.progress(
                 route.reply_to, route.correlation_id, message.job_name, "accepted"
             )
+        self.announcer.progress("accepted", _facts_of(pending), message.job_name,
+                                request=_request_object(pending.delivery.body))  # fmt: skip
+
+    def _progress(self, message: JobProgress) -> None:
+        if message.tell_client:
+            self.replier.progress(
+                message.reply_to, message.correlation_id, message.job_name, message.state
+            )
+        self.announcer.progress(message.state, message.facts, message.job_name)
 
     def _trouble(self, message: Trouble) -> None:
         boundary = message.boundary
@@ -287,18 +299,24 @@ class Service:
             return
         reply = reply_for(message.outcome)
         self.metrics.request_done(reply.status.value, None)
-        self.replier.reply(reply, delivery.reply_to or "", delivery.correlation_id)
+        # Answered from its record: its final event went out when it was first answered.
+        self._answer(delivery, reply, None if message.again else _facts_of(pending))
         self.broker.ack(delivery)
 
     def _finished(self, message: JobFinished) -> None:
         reply = reply_for(message.outcome)
         duration = reply.duration_ms / 1000 if reply.duration_ms is not None else None
+        if not message.final_event_sent:
+            self.announcer.final(reply, message.facts)
         self.replier.reply(reply, message.reply_to, message.correlation_id)
+        self.announcer.settled(message.facts)
         self.metrics.request_done(reply.status.value, duration)
         log.info("job %s replied: %s", message.job_name, reply.status.value)
         for pending in self.admission.answered(message.job_name):
             self.broker.ack(pending.delivery)  # answered now: not to be answered again
-        self.pool.send(shard_of(message.job_name, self.pool.size), ReleaseJob(message.job_name))
+        mark = self.announcer.on and not message.final_event_sent
+        self.pool.send(shard_of(message.job_name, self.pool.size),
+                       ReleaseJob(message.job_name, mark_final_event=mark))  # fmt: skip
 
     def _worker_died(self, died: WorkerDied) -> None:
         """Deal with what a dead incarnation held: retry its requests once, then dead-letter.
@@ -322,6 +340,40 @@ class Service:
             reason = f"a worker process died (exit code {died.exit_code}) handling it twice"
             reply = crash_reply(reason)
             self.replier.dead_letter(delivery, reason)
-            self.replier.reply(reply, delivery.reply_to or "", delivery.correlation_id)
+            self._answer(delivery, reply, _facts_of(pending))
             self.broker.ack(delivery)
             self.metrics.request_done(reply.status.value, None)
+
+    def _answer(self, delivery: Delivery, reply: Reply, facts: JobFacts | None) -> None:
+        """Answer a request that has no Job: its final event (unless None), then its reply."""
+        if facts is not None:
+            self.announcer.final(reply, facts)
+        self.replier.reply(reply, delivery.reply_to or "", delivery.correlation_id)
+        if facts is not None:
+            self.announcer.settled(facts)
+
+
+def _request_id(delivery: Delivery) -> str:
+    return manifest.request_identity(
+        delivery.correlation_id or delivery.message_id, delivery.reply_to or "", delivery.body
+    )
+
+
+def _facts_of(pending: Pending) -> JobFacts:
+    start = pending.start
+    return manifest.job_facts(start.request, start.request_id, start.route.correlation_id)
+
+
+def _facts_of_body(delivery: Delivery) -> JobFacts:
+    """The facts of a request not understood: what its body says, if anything."""
+    return facts_from_body(delivery.body, request_id=_request_id(delivery),
+                           correlation_id=delivery.correlation_id)  # fmt: skip
+
+
+def _request_object(body: bytes) -> dict[str, Any]:
+    """The request body as received, as a JSON object (it parsed as one to get this far)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

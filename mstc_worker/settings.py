@@ -40,6 +40,8 @@ __all__ = ["Settings", "load_settings"]
 _DEFAULT_CREDENTIALS = {("guest", "guest"), ("minioadmin", "minioadmin")}
 _AMQP_SCHEMES = {"amqp": 5672, "amqps": 5671}
 _S3_SCHEMES = {"http": 80, "https": 443}
+# Settings whose empty value is a value (off), not "unset".
+_EMPTY_MEANS_OFF = frozenset({"MSTC_EVENTS_EXCHANGE"})
 
 
 def _setting(default: Any, env: str, description: str, **constraints: Any) -> Any:
@@ -259,6 +261,20 @@ class Settings(BaseSettings):
         "Direct exchange the work queue is bound to.",
         min_length=1,
         max_length=255,
+    )
+    events_exchange: str = _setting(
+        "amq.topic",
+        "MSTC_EVENTS_EXCHANGE",
+        "Topic exchange the Jobs' lifecycle events go to (amq.topic is the MQTT plugin's); "
+        "it must exist. The empty string turns events off.",
+        max_length=255,
+    )
+    events_job_listener_topic: bool = _setting(
+        False,
+        "MSTC_EVENTS_JOB_LISTENER_TOPIC",
+        "Also publish each succeeded event under services.mqtt_job_listener.job_complete.NAME "
+        "(MQTT services/mqtt_job_listener/job_complete/NAME), for subscribers of the MQTT job "
+        "listener.",
     )
     max_body_bytes: int = _setting(
         1_048_576,
@@ -514,7 +530,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     variable; secret values are never echoed.
     """
     source = os.environ if env is None else env
-    values = {name: value for name, value in source.items() if value != ""}
+    values = {
+        name: value for name, value in source.items() if value != "" or name in _EMPTY_MEANS_OFF
+    }
     secrets = {
         str(field.validation_alias)
         for field in Settings.model_fields.values()

@@ -289,6 +289,10 @@ def test_rabbitmq_imports_the_definitions_and_dead_letters_rejected_requests(
         stack, {"mstc-work-queue.auth.username": user, "mstc-work-queue.auth.password": password}
     )
     definitions = _in_vhost(_definitions(objects, "t-mstc-work-queue"), vhost)
+    [topic] = definitions["topic_permissions"]  # the lifecycle events' exchange, spelled out
+    assert (topic["user"], topic["exchange"], topic["write"], topic["read"]) == (
+        user, "amq.topic", ".*", ".*",
+    )  # fmt: skip
     assert _management(stack, "POST", "/api/definitions", definitions) in (200, 201, 204)
     quoted = urllib.parse.quote(vhost, safe="")
     try:
@@ -303,6 +307,8 @@ def test_rabbitmq_imports_the_definitions_and_dead_letters_rejected_requests(
             ch.queue_declare("mstc.queue.results", durable=True, passive=True)
             ch.confirm_delivery()
             ch.basic_publish("mstc.exchange", "mstc.queue.work", b'{"x": 1}', mandatory=True)
+            # The lifecycle events' exchange takes the user's events (confirmed).
+            ch.basic_publish("amq.topic", "mstc.job.final.succeeded.x", b"{}")
             method, _props, body = ch.basic_get("mstc.queue.work")
             assert method is not None
             assert body == b'{"x": 1}'

@@ -18,7 +18,9 @@ service sends itself (`call`) joins the work queue with the reply queue `REPLY_Q
 reply published there goes to its caller, or to the results queue if the caller has gone, and
 closing the connection tells every caller still waiting that its reply will not come. Work
 submitted to the fake broker that raises fails the test at once, where the real broker logs
-it and carries on: a test should see it.
+it and carries on: a test should see it; work that raises BrokerUnavailable (`refuse_events`,
+`refuse_publishes` make an outage) is also kept to run again, as the real broker does on its
+next connection.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mstc_worker import manifest
+from mstc_worker.events import JobFacts
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
@@ -42,7 +45,13 @@ from mstc_worker.messages import (
     StartJob,
     WorkerDied,
 )
-from mstc_worker.ports import Delivery, DeliveryHandler, HttpEndpoints, ReplyHandler
+from mstc_worker.ports import (
+    BrokerUnavailable,
+    Delivery,
+    DeliveryHandler,
+    HttpEndpoints,
+    ReplyHandler,
+)
 from mstc_worker.protocol import Outcome
 
 REPLY_QUEUE = "amq.gen-fake-reply"
@@ -62,6 +71,16 @@ class Message:
     message_id: str | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One confirmed event."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,9 @@ class FakeBroker:
         self.queue: collections.deque[Message] = collections.deque()
         self.unacked: dict[int, tuple[Delivery, Message]] = {}
         self.published: list[Published] = []
+        self.events: list[Event] = []
+        self.refuse_events = 0  # how many next publish_event calls fail (a broker outage)
+        self.refuse_publishes = 0  # the same for publish
         self.generation = 1
         self._connected = threading.Event()
         self._paused = False
@@ -134,6 +156,9 @@ class FakeBroker:
         fallback: bool = True,
     ) -> None:
         del fallback  # every queue exists here: nothing is unroutable
+        if self.refuse_publishes:
+            self.refuse_publishes -= 1
+            raise BrokerUnavailable(f"the fake broker refuses to publish to {queue} (an outage)")
         self.published.append(Published(queue, body, correlation_id, dict(headers or {}),
                                         message_type))  # fmt: skip
         self.journal.append(("publish", queue, correlation_id))
@@ -141,6 +166,16 @@ class FakeBroker:
             handler = self.calls.pop(correlation_id or "", None)
             if handler is None or not handler(body):
                 self.publish(self.results_queue, body, correlation_id=correlation_id)
+
+    def publish_event(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+    ) -> None:
+        assert message_type == "mstc.event"
+        if self.refuse_events:
+            self.refuse_events -= 1
+            raise BrokerUnavailable("the fake broker refuses this event (an outage)")
+        self.events.append(Event(exchange, routing_key, body, message_id))
+        self.journal.append(("event", routing_key))
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         self.journal.append(("call", queue, correlation_id))
@@ -229,7 +264,12 @@ class FakeBroker:
                 if not self._work:
                     return ran
                 work = self._work.popleft()
-            work()
+            try:
+                work()
+            except BrokerUnavailable:
+                with self._lock:  # as Broker._drain: done again on the next connection
+                    self._work.appendleft(work)
+                raise
             ran += 1
 
     def close(self) -> None:
@@ -344,16 +384,22 @@ class FakePool:
         self.say(JobAccepted(self.worker_of(start), start.key, name, adopted))
         return name
 
-    def fail_start(self, start: StartJob, outcome: Outcome, *, transient: bool) -> None:
+    def fail_start(
+        self, start: StartJob, outcome: Outcome, *, transient: bool, again: bool = False
+    ) -> None:
         self.receive(start)
-        self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient))
+        self.say(JobStartFailed(self.worker_of(start), start.key, outcome, transient, again))
 
-    def finish(self, start: StartJob, outcome: Outcome) -> None:
-        """The Job of `start` ended with `outcome`; the reply goes where its route says."""
+    def finish(self, start: StartJob, outcome: Outcome, *, final_event_sent: bool = False) -> None:
+        """The Job of `start` ended with `outcome`; the reply goes where its route says.
+
+        `final_event_sent`: the Job says its final event went out already (finished again).
+        """
         name = job_name(start)
         route = start.route
+        facts = facts_of(start)
         self.say(JobFinished(self.worker_of(start), name, outcome, route.reply_to,
-                             route.correlation_id))  # fmt: skip
+                             route.correlation_id, facts, final_event_sent))  # fmt: skip
 
     def end(self, start: StartJob) -> None:
         self.say(JobEnded(self.worker_of(start), job_name(start)))
@@ -363,6 +409,11 @@ class FakePool:
         dead = self.incarnations[worker]
         self.incarnations[worker] += 1
         self.say(WorkerDied(worker, dead, exit_code))
+
+
+def facts_of(start: StartJob) -> JobFacts:
+    """What a worker process says of the request of `start` in its events."""
+    return manifest.job_facts(start.request, start.request_id, start.route.correlation_id)
 
 
 def job_name(start: StartJob) -> str:

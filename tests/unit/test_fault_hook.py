@@ -21,6 +21,7 @@ import pytest
 
 import mstc_worker
 from mstc_worker.errors import PermanentError
+from mstc_worker.events import JobFacts
 from mstc_worker.kube import KubeClient
 from mstc_worker.messages import JobAccepted, JobEnded, JobFinished
 from mstc_worker.protocol import error_outcome
@@ -150,7 +151,11 @@ def stops(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
     ("step", "stopping", "passing"),
     [
         ("after-create", JobAccepted(0, 1, "job-a", adopted=False), JobEnded(0, "job-a")),
-        ("before-reply", JobFinished(0, "job-a", OUTCOME, "replies", "c1"), JobEnded(0, "job-a")),
+        (
+            "before-reply",
+            JobFinished(0, "job-a", OUTCOME, "replies", "c1", JobFacts("r" * 64)),
+            JobEnded(0, "job-a"),
+        ),
     ],
 )
 def test_a_halt_at_a_message_stops_before_the_service_is_told_and_only_for_it(

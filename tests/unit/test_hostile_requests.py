@@ -33,6 +33,7 @@ from mstc_worker.kube_syntax import (
 )
 from mstc_worker.manifest import (
     CLAIMED_BY_ANNOTATION,
+    EVENT_FACTS_ANNOTATION,
     FINALIZER,
     LABEL_CREATED_BY,
     LABEL_INSTANCE,
@@ -41,6 +42,7 @@ from mstc_worker.manifest import (
     REPLY_ANNOTATIONS,
     ReplyRoute,
     build_job,
+    facts_of_job,
 )
 from mstc_worker.protocol import RESERVED_ENV_NAMES, Request, parse_request
 from mstc_worker.settings import load_settings
@@ -57,7 +59,7 @@ SETTINGS = load_settings(
     }
 )
 DEFAULT_SETTINGS = load_settings(BASE_ENV)
-WORKER_ANNOTATIONS = {*REPLY_ANNOTATIONS, CLAIMED_BY_ANNOTATION}
+WORKER_ANNOTATIONS = {*REPLY_ANNOTATIONS, CLAIMED_BY_ANNOTATION, EVENT_FACTS_ANNOTATION}
 NASTY = [
     "",
     " ",
@@ -167,6 +169,11 @@ def _check(values: dict[str, Any]) -> None:
     # Job annotations are the worker's alone; the user's go on the pod, unchanged.
     assert set(meta["annotations"]) <= WORKER_ANNOTATIONS
     assert meta["annotations"][CLAIMED_BY_ANNOTATION] == ""
+    # The request's own name, image and labels travel as JSON, read back exactly.
+    facts = facts_of_job(meta["annotations"])
+    assert (facts.requested_name, facts.image, facts.labels) == (
+        request.job_name, request.image, request.labels,
+    )  # fmt: skip
     assert meta["annotations"]["mstc.io/reply-to"] == "q"
     pod_meta = job["spec"]["template"]["metadata"]
     assert pod_meta.get("annotations", {}) == dict(request.annotations)

@@ -211,6 +211,11 @@ def test_job_carries_its_reply_route_and_is_held_until_replied(
         "mstc.io/output-bucket": request.output_bucket,
         "mstc.io/prefix": "run-1",
         "mstc.io/claimed-by": "",  # unclaimed: claiming is a test-and-set on it
+        # What its events say of the request, readable by any worker that finishes it.
+        "mstc.io/event-facts": json.dumps(
+            {"image": request.image, "labels": {}, "requestedName": request.job_name},
+            separators=(",", ":"),
+        ),
     }
     assert job["metadata"]["finalizers"] == [FINALIZER]
     # A request without reply_to is answered on the results queue: the route says so.

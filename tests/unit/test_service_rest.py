@@ -84,7 +84,7 @@ def test_a_rest_request_goes_through_the_work_queue_and_is_answered_from_its_rep
 
     assert caller.answer() == (200, f"Job {name} complete.")
     assert rig.events("publish") == [("publish", REPLY_QUEUE, correlation_id)]
-    assert rig.pool.sent[-1] == (rig.pool.worker_of(start), ReleaseJob(name))
+    assert rig.pool.sent[-1] == (rig.pool.worker_of(start), ReleaseJob(name, mark_final_event=True))
 
 
 def test_a_rest_request_waits_its_turn_at_the_cap(make_rig: MakeRig, make_body: MakeBody) -> None:

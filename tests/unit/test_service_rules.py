@@ -83,7 +83,7 @@ def test_the_reply_is_published_before_the_job_is_released(
     after_start = rig.events("publish", "send")[1:]
     assert after_start == [
         ("publish", CLIENT, "1"),
-        ("send", rig.pool.worker_of(start), ReleaseJob(name)),
+        ("send", rig.pool.worker_of(start), ReleaseJob(name, mark_final_event=True)),
     ]
 
 

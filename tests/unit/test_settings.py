@@ -127,6 +127,16 @@ def test_empty_values_count_as_unset() -> None:
     assert s.concurrency == 100
 
 
+def test_events_go_to_amq_topic_unless_the_exchange_is_set_empty_which_turns_them_off() -> None:
+    assert load_settings(ALLOW).events_exchange == "amq.topic"
+    assert load_settings({**ALLOW, "MSTC_EVENTS_EXCHANGE": "mstc.events"}).events_exchange == (
+        "mstc.events"
+    )
+    # Unlike every other setting, empty is a value here: off.
+    assert load_settings({**ALLOW, "MSTC_EVENTS_EXCHANGE": ""}).events_exchange == ""
+    assert load_settings(ALLOW).events_job_listener_topic is False
+
+
 def test_log_format_is_case_insensitive() -> None:
     assert load_settings({**ALLOW, "MSTC_LOG_FORMAT": "JSON"}).log_format == "json"
 
