@@ -72,6 +72,7 @@ class Request(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     backoff_limit: int = 0
+    task_queue: str | None = Field(default=None, description="taskQueue: the pods' task queue.")
 
 
 def parse_request(body: bytes, *, settings: Settings) -> Request:
@@ -120,6 +121,7 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
             data, fields.KeyAllowList(settings.label_prefixes, "MSTC_REQUEST_LABEL_PREFIXES")
         ),
         backoff_limit=backoff or 0,
+        task_queue=fields.task_queue(data, enabled=settings.task_queues),
     )
 
 
