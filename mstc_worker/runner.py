@@ -523,6 +523,10 @@ class Runner:
         with self._lock:
             self._replied.add(name)
             known = self._claimed.get(name)
+        # Before the finalizer goes: a Job let go has no RabbitMQ user left (unless the call
+        # failed; the sweep removes it then). The reply is out and the pods have ended.
+        if known is None or manifest.TASK_QUEUE_ANNOTATION in known.annotations:
+            self._remove_task_user(name)
         try:
             self._kube.release(name, known=known)
         except (TransientError, PermanentError) as exc:
@@ -535,8 +539,6 @@ class Runner:
                 if known is not None:
                     self._released[name] = known.uid
             self._claims.drop(name)
-            if known is None or manifest.TASK_QUEUE_ANNOTATION in known.annotations:
-                self._remove_task_user(name)
         finally:
             with self._lock:
                 self._busy.discard(name)
