@@ -51,15 +51,18 @@ def open_queue(stack: StackInfo, name: str) -> Iterator[OpenQueue]:
 
 def test_put_get_task_done_in_order_with_sizes(open_queue: OpenQueue) -> None:
     tasks = open_queue()
-    assert tasks.empty() and tasks.qsize() == 0
+    assert tasks.empty()
+    assert tasks.qsize() == 0
     items = [{"id": 1, "files": ["a", "b"]}, "two", 3, 4.5, True, None, [7]]
     for item in items:
         tasks.put(item)
-    assert tasks.qsize() == len(items) and not tasks.empty()
+    assert tasks.qsize() == len(items)
+    assert not tasks.empty()
     taken = [tasks.get(timeout=5) for _ in items]
     assert taken == items
     # Taken and not done: no longer ready, so not counted.
-    assert tasks.qsize() == 0 and tasks.empty()
+    assert tasks.qsize() == 0
+    assert tasks.empty()
     for _ in items:
         tasks.task_done()
     with pytest.raises(ValueError, match="more times"):

@@ -10,7 +10,6 @@ the user is gone once the worker lets the Job go.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import queue
 import signal
@@ -196,15 +195,12 @@ def test_200_tasks_drained_by_5_processes_one_killed_mid_task(
     processed = Counter(int(task) for step, task in lines if step == "processed")
     acked = Counter(int(task) for step, task in lines if step == "acked")
     killed_task = int(held[1])
-    assert set(acked) == set(range(200)) and set(acked.values()) == {1}  # every task acked once
-    assert processed[killed_task] == 2  # by the killed process, then again by another
-    assert {n: c for n, c in processed.items() if n != killed_task} == dict.fromkeys(
-        (n for n in range(200) if n != killed_task), 1
-    )
+    assert acked == Counter(range(200))  # every task acknowledged exactly once
+    # Every task processed once, but the killed one's: by it, then again by another.
+    assert processed == Counter(range(200)) + Counter([killed_task])
     with TaskQueue.from_env(env) as tasks:
         assert tasks.qsize() == 0
         with pytest.raises(queue.Empty):
             tasks.get(block=False)  # nothing left, nothing held
     user = f"mstc.job.{namespace}.{job.metadata.name}"
     assert management(stack, "DELETE", user_path(user)) == 204  # the Job runs on; tidy up
-    json.dumps(secret)  # the Secret's data is plain strings (decoded above)
