@@ -10,11 +10,13 @@ the user is gone once the worker lets the Job go.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import queue
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,14 +52,15 @@ def tasks_settings(stack: StackInfo) -> dict[str, str]:
     }
 
 
-def management(stack: StackInfo, method: str, path: str) -> int:
+def management(stack: StackInfo, method: str, path: str, body: Any = None) -> int:
     """The HTTP status of one management API call, as the stack's administrator."""
     user, password = stack.env["WORK_QUEUE_USER"], stack.env["WORK_QUEUE_PASS"]
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     req = urllib.request.Request(
         stack.env["MSTC_RABBITMQ_MANAGEMENT_URL"] + path,
+        data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": f"Basic {auth}"},
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -204,3 +207,23 @@ def test_200_tasks_drained_by_5_processes_one_killed_mid_task(
             tasks.get(block=False)  # nothing left, nothing held
     user = f"mstc.job.{namespace}.{job.metadata.name}"
     assert management(stack, "DELETE", user_path(user)) == 204  # the Job runs on; tidy up
+
+
+def test_the_sweep_removes_users_whose_job_is_gone(
+    make_worker: MakeWorker, stack: StackInfo, namespace: str
+) -> None:
+    """A user left behind (a worker killed between letting a Job go and removing its user)."""
+    orphan = f"mstc.job.{namespace}.gone-{uuid.uuid4()}"
+    elsewhere = f"mstc.job.other-{uuid.uuid4().hex[:8]}.job-1"  # another worker's namespace
+    for user in (orphan, elsewhere):
+        assert management(stack, "PUT", user_path(user), {"password": "x", "tags": ""}) in (
+            201,
+            204,
+        )
+    make_worker(**tasks_settings(stack))
+    deadline = time.monotonic() + 60
+    while management(stack, "GET", user_path(orphan)) != 404:
+        assert time.monotonic() < deadline, f"{orphan} still there after 60 s"
+        time.sleep(0.5)  # RabbitMQ announces no user removal: nothing to await but the sweep
+    assert management(stack, "GET", user_path(elsewhere)) == 200
+    assert management(stack, "DELETE", user_path(elsewhere)) == 204
