@@ -32,9 +32,12 @@ from kubernetes import client as k8s
 
 from mstc_client.errors import TaskQueueError
 from mstc_client.tasks import TaskQueue
+from mstc_worker.rabbit_admin import RabbitAdmin, RabbitAdminRejected, RabbitAdminUnavailable
+from mstc_worker.settings import load_settings
+from mstc_worker.task_queues import grant_for
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
-from tests.support.worker import AmqpClient, WorkerProcess
+from tests.support.worker import AmqpClient, WorkerProcess, free_port
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request, wait_released
 
@@ -227,3 +230,17 @@ def test_the_sweep_removes_users_whose_job_is_gone(
         time.sleep(0.5)  # RabbitMQ announces no user removal: nothing to await but the sweep
     assert management(stack, "GET", user_path(elsewhere)) == 200
     assert management(stack, "DELETE", user_path(elsewhere)) == 204
+
+
+def test_the_management_api_errors_are_the_workers_own(stack: StackInfo) -> None:
+    """A wrong admin login is permanent (retrying fails alike); no server is transient."""
+    settings = {**stack.env, **tasks_settings(stack)}
+    admin = RabbitAdmin(load_settings(settings))
+    assert admin.users("mstc.job.no-such-namespace.") == []
+    wrong = RabbitAdmin(load_settings({**settings, "MSTC_TASKS_ADMIN_PASS": "wrong"}))
+    with pytest.raises(RabbitAdminRejected, match="401"):
+        wrong.grant("mstc.job.ns.j", "pw", grant_for("q1"))
+    url = f"http://127.0.0.1:{free_port()}"
+    absent = RabbitAdmin(load_settings({**settings, "MSTC_TASKS_MANAGEMENT_URL": url}))
+    with pytest.raises(RabbitAdminUnavailable):
+        absent.remove("mstc.job.ns.j")
