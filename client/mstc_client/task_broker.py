@@ -64,7 +64,11 @@ class TaskChannel:
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnreachable(f"cannot reach RabbitMQ for task queue {queue}: "
                                     f"{_reason(exc)[0]}") from exc  # fmt: skip
-        self._call(self._open)
+        try:
+            self._call(self._open)
+        except BaseException:
+            self.close()  # a refused declare leaves the connection open
+            raise
 
     def _open(self) -> None:
         self._channel = self._connection.channel()
