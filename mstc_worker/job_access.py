@@ -20,7 +20,8 @@ in the policy, so the grant stops before the first of them: a grant no wider tha
 request with that shorter prefix gets anyway.
 
 The credentials reach the Job through a Secret owned by the Job (Kubernetes deletes it with
-the Job), named after the Job; its keys are the `names` JOB_* constants.
+the Job), named after the Job; its keys are the `names` JOB_* constants. The same Secret
+carries the Job's task-queue login when its request named a task queue (`task_queues`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mstc_worker.names import (
     JOB_ACCESS_KEY,
     JOB_SECRET_KEY,
     JOB_SESSION_TOKEN,
+    JOB_TASKS_URL,
     LABEL_CREATED_BY,
     LABEL_PART_OF,
     PART_OF,
@@ -113,18 +115,28 @@ def credentials_secret_name(job_name: str) -> str:
 
 
 def credentials_secret(
-    job_name: str, job_uid: str, *, access_key: str, secret_key: str, session_token: str
+    job_name: str,
+    job_uid: str,
+    *,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+    tasks_url: str | None = None,
 ) -> dict[str, Any]:
     """The v1 Secret of a Job's credentials, owned by the Job so that it goes with it.
 
-    No ``blockOwnerDeletion``: setting it needs rights on the Job's finalizers, and the
-    garbage collector deletes the Secret after the Job either way.
+    The MinIO key when the Job has one of its own, the task-queue URL (its RabbitMQ login)
+    when its request named a task queue. No ``blockOwnerDeletion``: setting it needs rights
+    on the Job's finalizers, and the garbage collector deletes the Secret after the Job
+    either way.
     """
-    values = {
+    given = {
         JOB_ACCESS_KEY: access_key,
         JOB_SECRET_KEY: secret_key,
         JOB_SESSION_TOKEN: session_token,
+        JOB_TASKS_URL: tasks_url,
     }
+    values = {key: value for key, value in given.items() if value is not None}
     return {
         "apiVersion": "v1",
         "kind": "Secret",

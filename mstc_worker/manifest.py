@@ -41,6 +41,7 @@ from mstc_worker.names import (
     JOB_ACCESS_KEY,
     JOB_SECRET_KEY,
     JOB_SESSION_TOKEN,
+    JOB_TASKS_URL,
     LABEL_CREATED_BY,
     LABEL_INSTANCE,
     LABEL_NAME,
@@ -54,9 +55,11 @@ from mstc_worker.names import (
     REPLY_ANNOTATIONS,
     REPLY_TO_ANNOTATION,
     REQUEST_ID_ANNOTATION,
+    TASK_QUEUE_ANNOTATION,
 )
 from mstc_worker.protocol import Request
 from mstc_worker.settings import Settings
+from mstc_worker.task_queues import TASK_QUEUE_ENV, TASKS_URL_ENV
 
 # The names of `mstc_worker.names` are re-exported: callers that build or read a Job's
 # request data use them as ``manifest.<NAME>``.
@@ -81,6 +84,7 @@ __all__ = [
     "REPLY_ANNOTATIONS",
     "REPLY_TO_ANNOTATION",
     "REQUEST_ID_ANNOTATION",
+    "TASK_QUEUE_ANNOTATION",
     "ReplyRoute",
     "build_job",
     "facts_of_job",
@@ -206,6 +210,8 @@ def build_job(
         annotations[PREFIX_ANNOTATION] = request.prefix
     if route.progress:
         annotations[PROGRESS_ANNOTATION] = "true"
+    if request.task_queue is not None:
+        annotations[TASK_QUEUE_ANNOTATION] = request.task_queue
     labels = job_labels(request, unique_name)
     # One try unless asked: a failed container usually fails again, and a
     # retry would double the run time before the reply.
@@ -217,7 +223,7 @@ def build_job(
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
         **_fan_out(request),
     }
-    if not settings.job_root_credentials:
+    if not settings.job_root_credentials or request.task_queue is not None:
         # No pod before the Job's credentials Secret exists: it can only be made once the
         # Job has a uid to be owned by; the worker then resumes the Job (runner).
         spec["suspend"] = True
@@ -338,6 +344,10 @@ def _env(request: Request, settings: Settings, unique_name: str) -> list[dict[st
     env.append(_value("MINIO_SERVICE_HOST", settings.minio_service_host))
     env.append(_value("MINIO_SERVICE_PORT", str(settings.minio_service_port)))
     env.extend(_credentials(settings, unique_name))
+    if request.task_queue is not None:
+        # The Job's own RabbitMQ login, limited to this queue (task_queues), never the worker's.
+        env.append(_value(TASK_QUEUE_ENV, request.task_queue))
+        env.append(_secret(TASKS_URL_ENV, credentials_secret_name(unique_name), JOB_TASKS_URL))
     env.extend(_value(name, value) for name, value in request.env.items())
     return env
 

@@ -22,6 +22,7 @@ __all__ = [
     "JOB_ACCESS_KEY",
     "JOB_SECRET_KEY",
     "JOB_SESSION_TOKEN",
+    "JOB_TASKS_URL",
     "LABEL_CREATED_BY",
     "LABEL_INSTANCE",
     "LABEL_NAME",
@@ -35,6 +36,7 @@ __all__ = [
     "REPLY_ANNOTATIONS",
     "REPLY_TO_ANNOTATION",
     "REQUEST_ID_ANNOTATION",
+    "TASK_QUEUE_ANNOTATION",
 ]
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -82,3 +84,7 @@ MINIO_SECRET_PASSWORD_KEY = "rootPassword"  # noqa: S105
 JOB_ACCESS_KEY = "accessKey"
 JOB_SECRET_KEY = "secretKey"  # noqa: S105
 JOB_SESSION_TOKEN = "sessionToken"  # noqa: S105
+# The pod's AMQP URL with its Job's own RabbitMQ login, for a Job with a task queue.
+JOB_TASKS_URL = "tasksUrl"
+# The task queue a Job's pods share (absent: none); tells the worker the Job has a RabbitMQ user.
+TASK_QUEUE_ANNOTATION = "mstc.io/task-queue"

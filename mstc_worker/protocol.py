@@ -74,6 +74,7 @@ class Request(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     backoff_limit: int = 0
     fan_out: FanOut = Field(default_factory=FanOut, description="Pods: one unless asked.")
+    task_queue: str | None = Field(default=None, description="taskQueue: the pods' task queue.")
 
 
 def parse_request(body: bytes, *, settings: Settings) -> Request:
@@ -127,6 +128,7 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
             max_parallelism=settings.max_parallelism,
             max_completions=settings.max_completions,
         ),
+        task_queue=fields.task_queue(data, enabled=settings.task_queues),
     )
 
 

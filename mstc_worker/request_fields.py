@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mstc_worker import task_queues
 from mstc_worker.errors import InvalidRequest, RequestRejected
 from mstc_worker.kube_syntax import (
     annotation_key_problem,
@@ -47,6 +48,7 @@ __all__ = [
     "prefix",
     "resources",
     "string_list",
+    "task_queue",
     "whole_number",
 ]
 
@@ -481,3 +483,26 @@ def fan_out(data: dict[str, Any], *, max_parallelism: int, max_completions: int)
             field="parallelism",
         )
     return FanOut(completions=completions, parallelism=parallelism, indexed=mode == "Indexed")
+
+
+def task_queue(data: dict[str, Any], *, enabled: bool) -> str | None:
+    """The task queue the Job's pods share (``taskQueue``), or None; see `task_queues`.
+
+    `enabled` says whether this worker's operator set it up (MSTC_TASKS_*): without it the
+    worker cannot give the pods credentials of their own, and never gives them its own.
+    """
+    name = _optional_text(data, "taskQueue")
+    if name is None:
+        return None
+    problem = task_queues.name_problem(name)
+    if problem is not None:
+        raise _reject("taskQueue", f"must name a task queue: {problem}", name)
+    if not enabled:
+        raise RequestRejected(
+            "Field 'taskQueue' asks for a task queue, but this worker offers none: its operator "
+            "has not set MSTC_TASKS_MANAGEMENT_URL, MSTC_TASKS_ADMIN_USER and "
+            "MSTC_TASKS_ADMIN_PASS. Send the request without 'taskQueue', or to a worker "
+            "that offers task queues.",
+            field="taskQueue",
+        )
+    return name

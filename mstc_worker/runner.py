@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.queues import Queue
 from typing import Any, Protocol
 
-from mstc_worker import job_access, manifest
+from mstc_worker import job_access, manifest, task_queues
 from mstc_worker.claims import ClaimKeeper
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
@@ -55,6 +55,7 @@ from mstc_worker.messages import (
 )
 from mstc_worker.outcome import OutcomeBuilder, pod_order
 from mstc_worker.protocol import Outcome, Request, error_outcome
+from mstc_worker.rabbit_admin import RabbitAdmin, RabbitAdminRejected, RabbitAdminUnavailable
 from mstc_worker.replies import ReplyRecords
 from mstc_worker.settings import Settings
 from mstc_worker.storage import Storage, StorageRejected, StorageUnavailable
@@ -90,6 +91,7 @@ def worker_main(
         send=outbox.put,
         kube=KubeClient(settings),
         storage=Storage(settings),
+        rabbit=RabbitAdmin(settings) if settings.task_queues else None,
     )
     runner.start()
     try:
@@ -134,8 +136,10 @@ class Runner:
         send: Callable[[WorkerToService], None],
         kube: KubeClient,
         storage: Storage,
+        rabbit: RabbitAdmin | None = None,
     ) -> None:
         self._settings = settings
+        self._rabbit = rabbit  # None: task queues are off (requests naming one are rejected)
         self._index, self._count = index, count
         self._send = send
         self._kube, self._storage = kube, storage
@@ -266,30 +270,79 @@ class Runner:
             transient = isinstance(exc, TransientError)
             kind: TroubleKind = "transient" if transient else "rejected"
             storage = isinstance(exc, StorageUnavailable | StorageRejected)
-            self._emit(Trouble(self._index, "storage" if storage else "kube", kind))
+            if not isinstance(exc, RabbitAdminUnavailable | RabbitAdminRejected):
+                self._emit(Trouble(self._index, "storage" if storage else "kube", kind))
             log.warning("job %s: no credentials, not started: %s", job.name, exc)
             if created:
                 self._abandon(job.name)
+                self._remove_task_user(job.name)
             outcome = error_outcome(exc, namespace=self._settings.namespace)
             self._emit(JobStartFailed(self._index, start.key, outcome, transient))
             return False
         return True
 
     def _give_credentials(self, request: Request, job: JobView) -> None:
-        policy = job_access.session_policy(
-            request.input_bucket, request.output_bucket, request.prefix
-        )
-        seconds = job_access.credential_seconds(request.timeout_minutes * 60)
-        key = self._storage.job_credentials(policy, seconds)
-        secret = job_access.credentials_secret(
-            job.name,
-            job.uid,
-            access_key=key.access_key,
-            secret_key=key.secret_key,
-            session_token=key.session_token,
-        )
+        minio: dict[str, str] = {}
+        if not self._settings.job_root_credentials:
+            policy = job_access.session_policy(
+                request.input_bucket, request.output_bucket, request.prefix
+            )
+            seconds = job_access.credential_seconds(request.timeout_minutes * 60)
+            key = self._storage.job_credentials(policy, seconds)
+            minio = {
+                "access_key": key.access_key,
+                "secret_key": key.secret_key,
+                "session_token": key.session_token,
+            }
+        tasks_url = None
+        if request.task_queue is not None:
+            tasks_url = self._task_user(request.task_queue, job)
+        secret = job_access.credentials_secret(job.name, job.uid, **minio, tasks_url=tasks_url)
         self._kube.create_secret(secret)
         self._kube.resume_job(job.name)
+
+    def _task_user(self, queue: str, job: JobView) -> str:
+        """Make the Job's RabbitMQ user for task queue `queue`; the URL its pods log in with."""
+        settings = self._settings
+        if self._rabbit is None or settings.tasks_admin_pass is None:
+            raise PermanentError("this worker offers no task queues (MSTC_TASKS_* are unset)")
+        user = task_queues.user_name(settings.namespace, job.name)
+        password = task_queues.user_password(settings.tasks_admin_pass.get_secret_value(), job.uid)
+        self._rabbit.grant(user, password, task_queues.grant_for(queue))
+        return task_queues.tasks_url(
+            settings.work_queue_host, settings.work_queue_port, settings.amqp_vhost, user, password
+        )
+
+    def _remove_task_user(self, name: str) -> None:
+        """Delete a Job's task-queue user, if task queues are on (best effort: the sweep
+        removes what is left)."""
+        if self._rabbit is None:
+            return
+        try:
+            self._rabbit.remove(task_queues.user_name(self._settings.namespace, name))
+        except (PermanentError, TransientError) as exc:
+            log.warning("job %s: task-queue user not removed yet, the sweep retries: %s", name, exc)
+
+    def _sweep_task_users(self, known: list[JobView]) -> None:
+        """Remove the task-queue users of this shard's Jobs that were let go or are gone.
+
+        The watch's view only picks the candidates; each is checked on the API server, since
+        a user is made right after its Job, which the watch may not show yet.
+        """
+        if self._rabbit is None:
+            return
+        namespace = self._settings.namespace
+        owing = {job.name for job in known if manifest.FINALIZER in job.finalizers}
+        try:
+            for user in self._rabbit.users(f"{task_queues.USER_PREFIX}{namespace}."):
+                name = task_queues.job_of_user(user, namespace)
+                if name is None or not self._in_shard(name) or name in owing:
+                    continue
+                job = self._kube.get_job(name)
+                if job is None or manifest.FINALIZER not in job.finalizers:
+                    self._rabbit.remove(user)
+        except (PermanentError, TransientError) as exc:
+            log.warning("task-queue users not swept: %s", exc)
 
     def _abandon(self, name: str) -> None:
         """Delete a Job that never ran and drop its finalizer (best effort)."""
@@ -383,6 +436,7 @@ class Runner:
                 ended = job.state in _ENDED or job.name in stuck
                 if owed and ended:
                     self._finish_soon(job.name)
+            self._sweep_task_users(known)
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -479,6 +533,10 @@ class Runner:
         with self._lock:
             self._replied.add(name)
             known = self._claimed.get(name)
+        # Before the finalizer goes: a Job let go has no RabbitMQ user left (unless the call
+        # failed; the sweep removes it then). The reply is out and the pods have ended.
+        if known is None or manifest.TASK_QUEUE_ANNOTATION in known.annotations:
+            self._remove_task_user(name)
         try:
             if mark_final_event:
                 self._mark_final_event(name)

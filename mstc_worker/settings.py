@@ -339,6 +339,25 @@ class Settings(BaseSettings):
         "bucket and prefix. Only for job images that cannot send a session token.",
     )
 
+    # Task queues of Jobs (mstc_worker/task_queues.py, mstc_worker/rabbit_admin.py): off
+    # unless all three are set, and a request naming a task queue is then rejected.
+    tasks_management_url: str | None = _setting(
+        None,
+        "MSTC_TASKS_MANAGEMENT_URL",
+        "http(s)://host:port of RabbitMQ's management API, through which the worker makes a "
+        "RabbitMQ user for each Job that asks for a task queue (and removes it afterwards).",
+    )
+    tasks_admin_user: str | None = _setting(
+        None,
+        "MSTC_TASKS_ADMIN_USER",
+        "RabbitMQ user the worker manages task-queue users with; it must be allowed to manage "
+        "users and permissions (tag 'administrator'). Separate from WORK_QUEUE_USER, which "
+        "needs no such power.",
+    )
+    tasks_admin_pass: SecretStr | None = _setting(
+        None, "MSTC_TASKS_ADMIN_PASS", "Password of MSTC_TASKS_ADMIN_USER."
+    )
+
     @field_validator("namespace")
     @classmethod
     def _namespace_is_label(cls, value: str) -> str:
@@ -382,6 +401,23 @@ class Settings(BaseSettings):
             _endpoint(value, _S3_SCHEMES, allow_path=False)
         return value
 
+    @field_validator("tasks_management_url")
+    @classmethod
+    def _management_url_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            _endpoint(value, _S3_SCHEMES, allow_path=True)
+        return value
+
+    @model_validator(mode="after")
+    def _task_queues_all_or_none(self) -> Settings:
+        given = [self.tasks_management_url, self.tasks_admin_user, self.tasks_admin_pass]
+        if any(value is not None for value in given) and None in given:
+            raise ValueError(
+                "MSTC_TASKS_MANAGEMENT_URL, MSTC_TASKS_ADMIN_USER and MSTC_TASKS_ADMIN_PASS "
+                "go together: set all three for task queues, or none"
+            )
+        return self
+
     @model_validator(mode="after")
     def _default_within_max(self) -> Settings:
         if self.default_timeout_minutes > self.max_timeout_minutes:
@@ -421,6 +457,17 @@ class Settings(BaseSettings):
         if parts.username is not None:
             return parts.geturl()
         return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+    @property
+    def task_queues(self) -> bool:
+        """Whether Jobs may have task queues (the MSTC_TASKS_* settings are set)."""
+        return self.tasks_management_url is not None
+
+    @property
+    def amqp_vhost(self) -> str:
+        """The RabbitMQ virtual host the worker uses (its queues, and the Jobs' task queues)."""
+        path = urlsplit(self.amqp_url).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
 
     @property
     def amqp_url_for_logs(self) -> str:

@@ -8,7 +8,8 @@
 
 `Client.submit` is the non-blocking, thread-safe building block (one `JobHandle` per request);
 `Client.run` is the whole round trip of a `RunRequest` (or of the same fields given as
-arguments, as above). The `mstc` command (mstc_client.cli) wraps both.
+arguments, as above). The `mstc` command (mstc_client.cli) wraps both. `TaskQueue`
+(mstc_client.tasks) is the task queue a Job's pods share.
 
 The names below (`__all__`) are the library's public API, guarded by tests/unit/test_public_api.py;
 the submodules and anything not listed here are internal and may change.
@@ -29,6 +30,8 @@ from mstc_client.errors import (
     RequestRejected,
     StorageError,
     StorageUnreachable,
+    TaskNotJson,
+    TaskQueueError,
     WaitTimeout,
 )
 from mstc_client.handle import JobHandle
@@ -36,6 +39,7 @@ from mstc_client.protocol import JobRequest, Reply, Resources, Status
 from mstc_client.result import Result
 from mstc_client.run_request import RunRequest
 from mstc_client.storage import Progress
+from mstc_client.tasks import TaskQueue
 from mstc_client.waiting import Waiting
 
 __all__ = [
@@ -59,6 +63,9 @@ __all__ = [
     "Status",
     "StorageError",
     "StorageUnreachable",
+    "TaskNotJson",
+    "TaskQueue",
+    "TaskQueueError",
     "WaitTimeout",
     "Waiting",
     "__version__",

@@ -24,6 +24,8 @@ __all__ = [
     "RequestRejected",
     "StorageError",
     "StorageUnreachable",
+    "TaskNotJson",
+    "TaskQueueError",
     "WaitTimeout",
 ]
 
@@ -81,3 +83,19 @@ class JobFailed(_ReplyError):
 
 class JobTimedOut(_ReplyError):
     """The Job ran longer than its timeOut and the cluster stopped it."""
+
+
+class TaskQueueError(MstcClientError):
+    """RabbitMQ refused a task queue operation; `code` is its AMQP reply code (403: access refused).
+
+    A pod's task-queue credentials reach only its own queue, so 403 ACCESS_REFUSED is what any
+    other queue answers. The connection is unusable afterwards: make a new TaskQueue.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TaskNotJson(MstcClientError, TypeError):
+    """A task that JSON cannot carry (a set, bytes, an object, NaN): tasks are never pickled."""
