@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mstc_worker.control import CancelAnswer, CancelCommand
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import Outcome, Request
 
 __all__ = [
+    "CancelAnswered",
+    "CancelJob",
     "JobAccepted",
     "JobEnded",
     "JobFinished",
@@ -54,11 +57,19 @@ class ReleaseJob:
 
 
 @dataclass(frozen=True)
+class CancelJob:
+    """Carry out a cancel (see `cancel`); `key` is the service's handle for its message."""
+
+    key: int
+    command: CancelCommand
+
+
+@dataclass(frozen=True)
 class StopWorker:
     """Finish what is under way and exit."""
 
 
-ServiceToWorker = StartJob | ReleaseJob | StopWorker
+ServiceToWorker = StartJob | ReleaseJob | CancelJob | StopWorker
 
 
 # --- worker -> service ------------------------------------------------------------------------
@@ -138,6 +149,15 @@ class JobEnded:
     job_name: str
 
 
+@dataclass(frozen=True)
+class CancelAnswered:
+    """What to tell the sender of cancel `key`; the Job itself is answered when it stops."""
+
+    worker: int
+    key: int
+    answer: CancelAnswer
+
+
 TroubleBoundary = Literal["kube", "storage"]
 TroubleKind = Literal["transient", "rejected"]  # retried, or refused and not retried
 
@@ -172,6 +192,7 @@ WorkerToService = (
     | JobFinished
     | JobProgress
     | JobEnded
+    | CancelAnswered
     | Trouble
 )
 

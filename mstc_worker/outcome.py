@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mstc_worker import manifest
+from mstc_worker.cancel import CANCELLED_REASON, cancel_message
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import JobState, JobView, KubeClient, PodView
 from mstc_worker.messages import TroubleKind
@@ -61,10 +62,20 @@ class OutcomeBuilder:
         self._kube, self._storage = kube, storage
         self._on_storage_trouble = on_storage_trouble
 
-    def build(self, job: JobView, pod: PodView | None, stuck: PodView | None) -> Outcome:
-        """The Outcome of `job`, whose reported pod is `pod` (`stuck`: it never started)."""
-        status = Status.FAILED if stuck is not None else _STATUS[job.state]
-        reason, message = why(job, pod, stuck)
+    def build(
+        self, job: JobView, pod: PodView | None, stuck: PodView | None, *, cancelled: bool = False
+    ) -> Outcome:
+        """The Outcome of `job`, whose reported pod is `pod` (`stuck`: it never started).
+
+        `cancelled`: the Job is being stopped on a cancel; its log so far is stored.
+        """
+        reason: str | None
+        message: str | None
+        if cancelled:
+            status, reason, message = Status.CANCELLED, CANCELLED_REASON, cancel_message(job)
+        else:
+            status = Status.FAILED if stuck is not None else _STATUS[job.state]
+            reason, message = why(job, pod, stuck)
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
         prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
         log_object = manifest.log_object_name(job.name, prefix)
@@ -75,11 +86,11 @@ class OutcomeBuilder:
             status=status,
             job_name=job.name,
             namespace=job.namespace,
-            exit_code=pod.exit_code if pod else None,
+            exit_code=pod.exit_code if pod and not cancelled else None,
             reason=reason,
             message=message,
             started_at=job.started_at,
-            finished_at=job.finished_at or datetime.now(UTC),
+            finished_at=(None if cancelled else job.finished_at) or datetime.now(UTC),
             log_bucket=bucket if stored else None,
             log_object=log_object if stored else None,
             output_bucket=bucket or None,

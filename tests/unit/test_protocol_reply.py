@@ -41,13 +41,14 @@ def _rejected(body: bytes, settings: Settings) -> RequestRejected:
     return caught.value
 
 
-def test_status_values_are_exactly_the_five_of_the_contract() -> None:
+def test_status_values_are_exactly_the_six_of_the_contract() -> None:
     assert {status.value for status in Status} == {
         "succeeded",
         "failed",
         "timeout",
         "rejected",
         "error",
+        "cancelled",
     }
 
 
