@@ -46,7 +46,7 @@ def wait_running(client: AmqpClient, cid: str, timeout: float = 120) -> str:
     while True:
         states = {p["state"]: p["jobName"] for p in client.progress.get(cid, [])}
         if "running" in states:
-            return states["running"]
+            return str(states["running"])
         if time.monotonic() > deadline:
             raise TimeoutError(f"request {cid} not running within {timeout} s")
         client.conn.process_data_events(time_limit=0.5)
@@ -108,8 +108,8 @@ def test_cancel_by_requested_name_and_of_a_finished_job(
     assert again["status"] in ("finished", "unknown"), again
     if again["status"] == "finished":
         assert again["jobStatus"] == "cancelled"
-        assert again["message"] == (
-            f"Job {name} has finished already (cancelled); there is nothing to cancel.")  # fmt: skip
+        said = f"Job {name} has finished already (cancelled); there is nothing to cancel."
+        assert again["message"] == said
 
     done = client.send(request(bucket, **pod_fate(run_for="1s")), queue=work_queue)
     finished = client.wait(done, timeout=120)["jobName"]
