@@ -40,6 +40,7 @@ __all__ = [
     "Canceller",
     "cancel_asked",
     "cancel_message",
+    "marked_answer",
     "pick_job",
     "settled_answer",
 ]
@@ -127,6 +128,17 @@ def settled_answer(requested: str, job: JobView, recorded: str | None) -> Cancel
     return None
 
 
+def marked_answer(requested: str, job_name: str) -> CancelAnswer:
+    """The answer once Job `job_name` is marked for cancel."""
+    return CancelAnswer(
+        status="cancelling",
+        requested=requested,
+        job_name=job_name,
+        message=f"Cancelling Job {job_name}: its pods are being deleted, and its request "
+        "will be answered 'cancelled'.",
+    )
+
+
 class Canceller:
     """Carries out cancels against the API server; `recorded(request_id)` reads reply records."""
 
@@ -165,13 +177,7 @@ class Canceller:
             gone = f"Job {picked.name} is gone; there is nothing to cancel."
             return CancelAnswer(status="unknown", requested=requested, message=gone)
         log.info("job %s: cancel asked by %s", picked.name, command.by or "someone")
-        return CancelAnswer(
-            status="cancelling",
-            requested=requested,
-            job_name=picked.name,
-            message=f"Cancelling Job {picked.name}: its pods are being deleted, and its request "
-            "will be answered 'cancelled'.",
-        )
+        return marked_answer(requested, picked.name)
 
     def _status_on_record(self, job: JobView) -> str | None:
         if FINALIZER in job.finalizers:

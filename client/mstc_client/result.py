@@ -107,7 +107,7 @@ def error_for(reply: Reply) -> MstcClientError | None:
             reply,
         )
     if reply.status is Status.CANCELLED:
-        return JobFailed(f"Job {name} was cancelled: {reply.message or why}", reply)
+        return JobFailed(f"Job {name} was cancelled: {why}", reply)
     if reply.status is Status.REJECTED:
         return RequestRejected(f"The worker refused the request: {why} Fix it and resend.", reply)
     return None
