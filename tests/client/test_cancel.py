@@ -12,6 +12,7 @@ import pytest
 from mstc_client import Client, ClientConfig, JobHandle, JobRequest, Status
 from tests.client.conftest import run_mstc
 from tests.worker.conftest import MakeWorker
+from tests.worker.test_cancel import start_worker
 
 pytestmark = pytest.mark.stack
 
@@ -47,7 +48,7 @@ def wait_accepted(handle: JobHandle, timeout: float = 120) -> str:
 def test_handle_cancel_and_client_cancel(
     make_worker: MakeWorker, cancel_env: dict[str, str], control_queue: str, data_bucket: str
 ) -> None:
-    make_worker(MSTC_CONTROL_QUEUE=control_queue)
+    start_worker(make_worker, MSTC_CONTROL_QUEUE=control_queue)
     with Client(ClientConfig.from_env(cancel_env)) as client:
         handle = client.submit(long_request(data_bucket, "lib-cancel"))
         name = wait_accepted(handle)
@@ -69,7 +70,7 @@ def test_mstc_cancel_running_unknown_and_finished(
     make_worker: MakeWorker, cancel_env: dict[str, str], control_queue: str, data_bucket: str,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    make_worker(MSTC_CONTROL_QUEUE=control_queue)
+    start_worker(make_worker, MSTC_CONTROL_QUEUE=control_queue)
     with Client(ClientConfig.from_env(cancel_env)) as client:
         handle = client.submit(long_request(data_bucket, "cli-cancel"))
         name = wait_accepted(handle)

@@ -30,9 +30,17 @@ def control_queue(work_queue: str) -> str:
     return f"{work_queue}.control"
 
 
+def start_worker(make_worker: MakeWorker, **env: str) -> WorkerProcess:
+    """A worker, given up to 180 s to be ready: the machine these run on is shared and busy."""
+    worker = make_worker(start=False, **env)
+    worker.start(wait_ready=False)
+    worker.wait_ready(timeout=180)
+    return worker
+
+
 @pytest.fixture
 def cancel_worker(make_worker: MakeWorker, control_queue: str) -> WorkerProcess:
-    return make_worker(MSTC_CONTROL_QUEUE=control_queue)
+    return start_worker(make_worker, MSTC_CONTROL_QUEUE=control_queue)
 
 
 def cancel(client: AmqpClient, queue: str, job_name: str, **extra: Any) -> str:
@@ -151,11 +159,11 @@ def test_the_cancel_is_carried_out_when_another_replica_receives_it(
     api_client: k8s.ApiClient, namespace: str,
 ) -> None:  # fmt: skip
     """Replica A made the Job; only replica B consumes the control queue the cancel goes to."""
-    holder = make_worker(MSTC_CONTROL_QUEUE=f"{work_queue}.control-a")
+    holder = start_worker(make_worker, MSTC_CONTROL_QUEUE=f"{work_queue}.control-a")
     cid = client.send(request(bucket, **pod_fate(run_for="60s")), queue=work_queue,
                       headers=PROGRESS)  # fmt: skip
     name = wait_running(client, cid)
-    receiver = make_worker(MSTC_CONTROL_QUEUE=f"{work_queue}.control-b",
+    receiver = start_worker(make_worker, MSTC_CONTROL_QUEUE=f"{work_queue}.control-b",
                            MSTC_WORK_QUEUE=f"{work_queue}.b")  # fmt: skip
     sent = time.monotonic()
     answer = client.wait(cancel(client, f"{work_queue}.control-b", name), timeout=30)
