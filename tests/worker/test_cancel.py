@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from mstc_worker.names import CANCEL_AT_ANNOTATION, CANCEL_BY_ANNOTATION
 from tests.support.kube import wait_gone
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
@@ -181,3 +182,24 @@ def test_the_cancel_is_carried_out_when_another_replica_receives_it(
     assert_stopped(api_client, namespace, name)
     client.barrier()
     assert len(client.replies[cid]) == 1
+
+
+def test_a_worker_started_after_the_cancel_was_marked_carries_it_out(
+    make_worker: MakeWorker, client: AmqpClient, bucket: str, work_queue: str,
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    """The replica that marked the Job and the one that held it are gone; the next one acts."""
+    first = start_worker(make_worker)
+    cid = client.send(request(bucket, **pod_fate(run_for="60s")), queue=work_queue,
+                      headers=PROGRESS)  # fmt: skip
+    name = wait_running(client, cid)
+    first.stop()
+    marked = {CANCEL_AT_ANNOTATION: "2026-11-30T10:00:00.000Z", CANCEL_BY_ANNOTATION: "by-hand"}
+    k8s.BatchV1Api(api_client).patch_namespaced_job(
+        name, namespace, {"metadata": {"annotations": marked}}
+    )
+    start_worker(make_worker)
+    reply = client.wait(cid, timeout=60)
+    assert reply["status"] == "cancelled", reply
+    assert reply["message"] == "Cancelled by by-hand at 2026-11-30T10:00:00.000Z."
+    assert_stopped(api_client, namespace, name)
