@@ -36,7 +36,13 @@ from mstc_client.protocol import Resources, Status
 from mstc_client.result import error_for
 from mstc_client.run_request import RunRequest, timeout_minutes_of, wait_budget
 
-__all__ = ["ExitCode", "exit_code_for_error", "exit_code_for_status", "main"]
+__all__ = [
+    "ExitCode",
+    "exit_code_for_cancel",
+    "exit_code_for_error",
+    "exit_code_for_status",
+    "main",
+]
 
 
 class ExitCode(IntEnum):
@@ -96,6 +102,11 @@ _CANCEL_CODES = {
 
 def exit_code_for_status(status: Status) -> ExitCode:
     return _STATUS_CODES[status]
+
+
+def exit_code_for_cancel(answer_status: str) -> ExitCode:
+    """The exit code of `mstc cancel` for the worker's answer."""
+    return _CANCEL_CODES.get(answer_status, ExitCode.ERROR)
 
 
 def exit_code_for_error(exc: BaseException) -> ExitCode:
@@ -324,7 +335,7 @@ def _send(client: Client, args: argparse.Namespace, display: Display) -> ExitCod
 def _cancel(client: Client, args: argparse.Namespace, _display: Display) -> ExitCode:
     answer = client.cancel(args.name, timeout=args.wait_timeout or 30.0, reason=args.reason)
     _emit(args, answer.to_dict(), answer.message)
-    return _CANCEL_CODES.get(answer.status, ExitCode.ERROR)
+    return exit_code_for_cancel(answer.status)
 
 
 def _explain(args: argparse.Namespace, error: MstcClientError | None, status: Status) -> None:
