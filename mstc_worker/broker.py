@@ -89,6 +89,7 @@ class Broker:
         self._settings = settings
         self._open_connection = connection_factory
         self._on_delivery: DeliveryHandler = _no_consumer  # `run` says who consumes
+        self._on_control: DeliveryHandler = _no_consumer
         self._prefetch = prefetch
         self._on_reconnect = on_reconnect
         self._conn: pika.BlockingConnection | None = None
@@ -117,6 +118,7 @@ class Broker:
             channel.queue_bind(s.work_queue, s.exchange, routing_key=s.work_queue)
             channel.queue_declare(s.results_queue, durable=True)
             channel.queue_declare(s.dead_letter_queue, durable=True)
+            channel.queue_declare(s.control_queue, durable=True)
             channel.basic_qos(prefetch_count=self._prefetch)
             if s.events_exchange:
                 # Passive: it is RabbitMQ's (amq.topic) or the operator's, never ours to make;
@@ -139,12 +141,19 @@ class Broker:
         self._reply_queue = None
         if not self._paused:
             self._start_consuming()
+        # Control messages are taken even while paused (draining): a Job in flight may
+        # still be cancelled in the grace period.
+        channel.basic_consume(s.control_queue, self._deliver_control)
         self.connected.set()
         log.info("broker connected to %s (prefetch %d)", s.amqp_url_for_logs, self._prefetch)
 
-    def run(self, stop: threading.Event, on_delivery: DeliveryHandler) -> None:
-        """Consume into `on_delivery` until `stop` is set, reconnecting with backoff."""
+    def run(
+        self, stop: threading.Event, on_delivery: DeliveryHandler, on_control: DeliveryHandler
+    ) -> None:
+        """Consume requests into `on_delivery` and control messages into `on_control` until
+        `stop` is set, reconnecting with backoff."""
         self._on_delivery = on_delivery
+        self._on_control = on_control
         attempt = 0
         while not stop.is_set():
             try:
@@ -415,7 +424,21 @@ class Broker:
         props: pika.BasicProperties,
         body: bytes,
     ) -> None:
-        delivery = Delivery(
+        self._on_delivery(self._delivery(method, props, body))
+
+    def _deliver_control(
+        self,
+        _channel: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        props: pika.BasicProperties,
+        body: bytes,
+    ) -> None:
+        self._on_control(self._delivery(method, props, body))
+
+    def _delivery(
+        self, method: pika.spec.Basic.Deliver, props: pika.BasicProperties, body: bytes
+    ) -> Delivery:
+        return Delivery(
             tag=method.delivery_tag,
             generation=self._generation,
             body=body,
@@ -425,7 +448,6 @@ class Broker:
             redelivered=bool(method.redelivered),
             headers=dict(props.headers or {}),
         )
-        self._on_delivery(delivery)
 
 
 def _text(value: str | bytes | None) -> str | None:

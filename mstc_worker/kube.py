@@ -47,7 +47,7 @@ from mstc_worker.kube_views import (
     pod_view,
 )
 from mstc_worker.kube_watch import JobWatcher, WatchStream
-from mstc_worker.names import CREATED_BY, FINALIZER, LABEL_CREATED_BY
+from mstc_worker.names import CREATED_BY, FINALIZER, LABEL_CREATED_BY, LABEL_NAME
 from mstc_worker.settings import Settings
 
 __all__ = [
@@ -221,6 +221,31 @@ class KubeClient:
         """
         query = {"propagationPolicy": "Background"}
         self._json_or_none(f"delete Job {name}", "DELETE", f"{_JOBS}/{name}", query=query)
+
+    def jobs_named(self, name_label: str) -> list[JobView]:
+        """The worker's Jobs whose name label (the sanitised requested jobName) is `name_label`."""
+        query = {"labelSelector": f"{SELECTOR},{LABEL_NAME}={name_label}"}
+        raw = self._json(f"list Jobs named {name_label}", "GET", _JOBS, query=query)
+        return [job_view(item) for item in raw["items"]]
+
+    def annotate_job(self, name: str, annotations: Mapping[str, str]) -> JobView | None:
+        """Set annotations on Job `name`; its new view, or None when it is gone."""
+        patch = {"metadata": {"annotations": dict(annotations)}}
+        raw = self._json_or_none(f"annotate Job {name}", "PATCH", f"{_JOBS}/{name}",
+                                 body=patch, content_type=_MERGE_PATCH)  # fmt: skip
+        return None if raw is None else job_view(raw)
+
+    def stop_job(self, name: str) -> None:
+        """End a running Job now: suspend it, so its controller deletes its pods, then delete it.
+
+        Suspending first keeps the controller from starting a new pod for a pod that is
+        going, and needs no right to delete pods; the deletion lets the rest of the Job go
+        once FINALIZER is released. A missing Job is fine.
+        """
+        patch = {"spec": {"suspend": True}}
+        self._json_or_none(f"suspend Job {name}", "PATCH", f"{_JOBS}/{name}",
+                           body=patch, content_type=_MERGE_PATCH)  # fmt: skip
+        self.delete_job(name)
 
     # --- a Job's credentials Secret (job_access) -------------------------------------------
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mstc_worker.control import CancelAnswer, CancelCommand
 from mstc_worker.events import JobFacts
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import Outcome, Request
 
 __all__ = [
+    "CancelAnswered",
+    "CancelJob",
     "JobAccepted",
     "JobEnded",
     "JobFinished",
@@ -60,11 +63,19 @@ class ReleaseJob:
 
 
 @dataclass(frozen=True)
+class CancelJob:
+    """Carry out a cancel (see `cancel`); `key` is the service's handle for its message."""
+
+    key: int
+    command: CancelCommand
+
+
+@dataclass(frozen=True)
 class StopWorker:
     """Finish what is under way and exit."""
 
 
-ServiceToWorker = StartJob | ReleaseJob | StopWorker
+ServiceToWorker = StartJob | ReleaseJob | CancelJob | StopWorker
 
 
 # --- worker -> service ------------------------------------------------------------------------
@@ -155,6 +166,15 @@ class JobEnded:
     job_name: str
 
 
+@dataclass(frozen=True)
+class CancelAnswered:
+    """What to tell the sender of cancel `key`; the Job itself is answered when it stops."""
+
+    worker: int
+    key: int
+    answer: CancelAnswer
+
+
 TroubleBoundary = Literal["kube", "storage"]
 TroubleKind = Literal["transient", "rejected"]  # retried, or refused and not retried
 
@@ -189,6 +209,7 @@ WorkerToService = (
     | JobFinished
     | JobProgress
     | JobEnded
+    | CancelAnswered
     | Trouble
 )
 

@@ -28,7 +28,7 @@ from prometheus_client.exposition import choose_encoder
 __all__ = ["JOB_DURATION_BUCKETS", "KUBE_ERROR_KINDS", "OUTCOMES", "Metrics"]
 
 # The reply's `status` values (protocol.Status); one time series each.
-OUTCOMES = ("succeeded", "failed", "timeout", "rejected", "error")
+OUTCOMES = ("succeeded", "failed", "timeout", "rejected", "error", "cancelled")
 KUBE_ERROR_KINDS = ("transient", "rejected")
 
 # Jobs run from about a second to the largest timeout a request may ask for; the

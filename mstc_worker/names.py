@@ -11,6 +11,9 @@ already running when a new worker takes them over.
 from __future__ import annotations
 
 __all__ = [
+    "CANCEL_AT_ANNOTATION",
+    "CANCEL_BY_ANNOTATION",
+    "CANCEL_REASON_ANNOTATION",
     "CLAIMED_AT_ANNOTATION",
     "CLAIMED_BY_ANNOTATION",
     "CORRELATION_ID_ANNOTATION",
@@ -70,6 +73,12 @@ PROGRESS_ANNOTATION = "mstc.io/progress"
 EVENT_FACTS_ANNOTATION = "mstc.io/event-facts"
 FINAL_EVENT_ANNOTATION = "mstc.io/final-event"
 FINAL_EVENT_SENT = "sent"
+# Set by whichever replica received a cancel (see `cancel`): that cancel was asked, when and by
+# whom. The process that finishes the Job (its watch sees the change; a restarted or adopting
+# worker sees it when it lists) stops the Job and answers its request `cancelled`.
+CANCEL_AT_ANNOTATION = "mstc.io/cancel-requested-at"
+CANCEL_BY_ANNOTATION = "mstc.io/cancel-requested-by"
+CANCEL_REASON_ANNOTATION = "mstc.io/cancel-reason"
 REPLY_ANNOTATIONS = (
     REQUEST_ID_ANNOTATION,
     REPLY_TO_ANNOTATION,

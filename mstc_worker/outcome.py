@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mstc_worker import manifest
+from mstc_worker.cancel import CANCELLED_REASON, cancel_message
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import JobState, JobView, KubeClient, PodView
 from mstc_worker.messages import TroubleKind
@@ -109,14 +110,27 @@ class OutcomeBuilder:
         self._kube, self._storage = kube, storage
         self._on_storage_trouble = on_storage_trouble
 
-    def build(self, job: JobView, pods: Sequence[PodView], stuck: PodView | None) -> Outcome:
+    def build(
+        self,
+        job: JobView,
+        pods: Sequence[PodView],
+        stuck: PodView | None,
+        *,
+        cancelled: bool = False,
+    ) -> Outcome:
         """The Outcome of `job`, given its pods (`stuck`: the pod that never started).
 
-        For a single-pod Job `pods` may hold just the pod to report.
+        For a single-pod Job `pods` may hold just the pod to report. `cancelled`: the Job is
+        being stopped on a cancel; its log so far is stored.
         """
         pod = reported_pod(job, pods)
-        status = Status.FAILED if stuck is not None else _STATUS[job.state]
-        reason, message = why(job, pod, stuck)
+        reason: str | None
+        message: str | None
+        if cancelled:
+            status, reason, message = Status.CANCELLED, CANCELLED_REASON, cancel_message(job)
+        else:
+            status = Status.FAILED if stuck is not None else _STATUS[job.state]
+            reason, message = why(job, pod, stuck)
         succeeded, failed = pod_counts(job, pods, stuck)
         bucket = job.annotations.get(manifest.OUTPUT_BUCKET_ANNOTATION, "")
         prefix = job.annotations.get(manifest.PREFIX_ANNOTATION)
@@ -131,13 +145,13 @@ class OutcomeBuilder:
             status=status,
             job_name=job.name,
             namespace=job.namespace,
-            exit_code=pod.exit_code if pod else None,
+            exit_code=pod.exit_code if pod and not cancelled else None,
             pods_succeeded=succeeded,
             pods_failed=failed,
             reason=reason,
             message=message,
             started_at=job.started_at,
-            finished_at=job.finished_at or datetime.now(UTC),
+            finished_at=(None if cancelled else job.finished_at) or datetime.now(UTC),
             log_bucket=bucket if stored else None,
             log_object=log_object if stored else None,
             output_bucket=bucket or None,

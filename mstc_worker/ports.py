@@ -42,8 +42,11 @@ class BrokerPort(Protocol):
     @property
     def paused(self) -> bool: ...
 
-    def run(self, stop: threading.Event, on_delivery: DeliveryHandler) -> None:
-        """Consume into `on_delivery` and run submitted work until `stop` is set."""
+    def run(
+        self, stop: threading.Event, on_delivery: DeliveryHandler, on_control: DeliveryHandler
+    ) -> None:
+        """Consume requests into `on_delivery`, control messages into `on_control`, and run
+        submitted work until `stop` is set."""
 
     def submit(self, work: Callable[[], None]) -> None:
         """Run `work` on the owner thread, soon; safe from any thread."""

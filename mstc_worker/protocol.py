@@ -235,10 +235,11 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     REJECTED = "rejected"
     ERROR = "error"
+    CANCELLED = "cancelled"
 
 
 # A Job that ran has one of these statuses; the others may come with or without a Job.
-_JOB_STATUSES = {Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT}
+_JOB_STATUSES = {Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELLED}
 
 
 def _camel(name: str) -> str:

@@ -34,11 +34,14 @@ from multiprocessing.queues import Queue
 from typing import Any, Protocol
 
 from mstc_worker import job_access, manifest, task_queues
+from mstc_worker.cancel import Canceller, cancel_asked
 from mstc_worker.claims import ClaimKeeper
 from mstc_worker.errors import PermanentError, TransientError
 from mstc_worker.kube import FAIL_FAST_REASONS, JobState, JobView, JobWatcher, KubeClient, PodView
 from mstc_worker.logs import configure_logging
 from mstc_worker.messages import (
+    CancelAnswered,
+    CancelJob,
     JobAccepted,
     JobEnded,
     JobFinished,
@@ -159,6 +162,7 @@ class Runner:
         self._stop = threading.Event()
         self._outcomes = OutcomeBuilder(kube, storage, self._storage_trouble)
         self._records = ReplyRecords(settings, storage)
+        self._canceller = Canceller(kube, self._records.find)
         self._watcher = JobWatcher(
             kube, self._on_job, self._on_pod, self._on_job_gone, keep=self._in_shard
         )
@@ -193,14 +197,21 @@ class Runner:
         self._watcher.stop()
         self._pool.shutdown(wait=True, cancel_futures=False)
 
-    def handle(self, message: StartJob | ReleaseJob) -> None:
+    def handle(self, message: StartJob | ReleaseJob | CancelJob) -> None:
         if isinstance(message, StartJob):
             # Said before any work on it: if this process dies now, the service knows the
             # request may be what killed it (and one still in the inbox is not).
             self._emit(JobReceived(self._index, message.key))
             self._pool.submit(self._start_job, message)
+        elif isinstance(message, CancelJob):
+            self._pool.submit(self._cancel, message)
         else:
             self._pool.submit(self._release, message.job_name, message.mark_final_event)
+
+    def _cancel(self, message: CancelJob) -> None:
+        """Mark the Job for cancel; whichever process holds its shard stops it (`_on_job`)."""
+        answer = self._canceller.cancel(message.command)
+        self._emit(CancelAnswered(self._index, message.key, answer))
 
     # --- creating ---------------------------------------------------------------------------
 
@@ -235,7 +246,9 @@ class Runner:
             # Answered and let go between the look at the records and the create.
             self._answer_again(start, self._records.find(request_id), name)
             return
-        if view.suspended and not self._start_with_credentials(start, view, created=created):
+        if cancel_asked(view):
+            log.info("job %s: cancelled before it started; its stop answers the request", name)
+        elif view.suspended and not self._start_with_credentials(start, view, created=created):
             return
         with self._lock:
             self._mine.add(name)
@@ -358,7 +371,7 @@ class Runner:
         if manifest.FINALIZER not in job.finalizers:
             self._forget(job.name)
             return
-        if job.state in _ENDED:
+        if job.state in _ENDED or cancel_asked(job):
             self._finish_soon(job.name, job)
         elif job.ready > 0:
             self._tell_running(job)
@@ -433,7 +446,7 @@ class Runner:
                 }
             for job in known:
                 owed = manifest.FINALIZER in job.finalizers
-                ended = job.state in _ENDED or job.name in stuck
+                ended = job.state in _ENDED or job.name in stuck or cancel_asked(job)
                 if owed and ended:
                     self._finish_soon(job.name)
             self._sweep_task_users(known)
@@ -484,7 +497,7 @@ class Runner:
             return False
         with self._lock:
             stuck = self._stuck.get(name)
-        if job.state not in _ENDED and stuck is None:
+        if job.state not in _ENDED and stuck is None and not cancel_asked(job):
             return False
         claimed = self._kube.claim(
             job, self._holder, stale_after_s=self._settings.claim_stale_seconds
@@ -496,10 +509,14 @@ class Runner:
         with self._lock:
             self._claimed[name] = claimed
         self._claims.hold(name)
-        if stuck is not None or job.state is JobState.TIMED_OUT:
+        # A Job that ended on its own before the cancel reached it keeps its own outcome.
+        cancelled = claimed.state not in _ENDED and stuck is None and cancel_asked(claimed)
+        if stuck is not None or claimed.state is JobState.TIMED_OUT:
             # Stop the cluster retrying; the finalizer keeps the record until the reply is out.
             self._kube.delete_job(name)
-        outcome = self._outcome(claimed, stuck)
+        outcome = self._outcome(claimed, stuck, cancelled=cancelled)
+        if cancelled:  # after the log so far is stored: stopping deletes the pod
+            self._kube.stop_job(name)
         log.info("job %s ended: %s %s", name, outcome.status.value, outcome.reason or "")
         # Before the reply: whoever sees the request again after the Job is gone answers it so.
         self._records.save(claimed.annotations.get(manifest.REQUEST_ID_ANNOTATION, ""), outcome)
@@ -517,17 +534,19 @@ class Runner:
         )
         return True
 
-    def _outcome(self, job: JobView, stuck: PodView | None) -> Outcome:
-        """The Job's outcome; its end was decided by its conditions (or a stuck pod).
+    def _outcome(self, job: JobView, stuck: PodView | None, *, cancelled: bool) -> Outcome:
+        """The Job's outcome; its end was decided by its conditions, a stuck pod or a cancel.
 
         A single-pod Job's ended pod is usually known from the pod watch, which saves a
-        list; a fan-out Job's log and failing pod need all its pods, so they are listed.
+        list; a fan-out Job's log and failing pod need all its pods, and a cancelled Job's
+        pod has not ended, so they are listed.
         """
         with self._lock:
             pod = self._ended_pods.get(job.name)
-        if pod is not None and stuck is None and not job.fan_out:
+        if pod is not None and stuck is None and not cancelled and not job.fan_out:
             return self._outcomes.build(job, [pod], stuck)
-        return self._outcomes.build(job, self._kube.job_pods(job.name), stuck)
+        pods = self._kube.job_pods(job.name)
+        return self._outcomes.build(job, pods, stuck, cancelled=cancelled)
 
     def _release(self, name: str, mark_final_event: bool = False) -> None:
         with self._lock:

@@ -38,9 +38,11 @@ from typing import Any, assert_never
 from mstc_worker import manifest
 from mstc_worker.admission import Admission, Pending, attempts_of
 from mstc_worker.announcer import Announcer
+from mstc_worker.control_desk import ControlDesk
 from mstc_worker.errors import RequestRejected
 from mstc_worker.events import JobFacts, facts_from_body
 from mstc_worker.messages import (
+    CancelAnswered,
     JobAccepted,
     JobEnded,
     JobFinished,
@@ -80,7 +82,8 @@ class Service:
     It is given its collaborators (see `ports`); `__main__` makes the real ones. The HTTP
     port is given as a factory because it answers with the service's own endpoints. It
     makes its own parts: the `admission` (the cap's bookkeeping), the `replier` (what it
-    publishes about a request) and the `rest` bridge (the REST execute call).
+    publishes about a request), the `rest` bridge (the REST execute call) and the `control`
+    desk (cancel messages, see `control_desk`).
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class Service:
         self.replier = Replier(settings, broker=broker, metrics=metrics)
         self.announcer = Announcer(settings, broker=broker)
         self.rest = RestBridge(settings, broker=broker, metrics=metrics)
+        self.control = ControlDesk(broker=broker, pool=pool)
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._drained = threading.Event()  # while draining: nothing is in flight
@@ -119,7 +123,7 @@ class Service:
                          daemon=True).start()  # fmt: skip
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
-            self.broker.run(self._stop, self._on_delivery)
+            self.broker.run(self._stop, self._on_delivery, self.control.on_delivery)
         finally:
             self.pool.stop()
             self.http.stop()
@@ -233,8 +237,8 @@ class Service:
 
     def _on_worker_message(self, message: PoolMessage) -> None:
         match message:
-            case JobReceived():
-                self.admission.received(message.key)
+            case JobReceived() | JobEnded():
+                self._admission_note(message)
             case JobAccepted():
                 self._accepted(message)
             case JobProgress():
@@ -243,8 +247,8 @@ class Service:
                 self._start_failed(message)
             case JobFinished():
                 self._finished(message)
-            case JobEnded():
-                self.admission.ended(message.job_name)
+            case CancelAnswered():
+                self.control.answered(message)
             case WorkerDied():
                 self._worker_died(message)
             case WorkerReady():
@@ -254,6 +258,13 @@ class Service:
             case _:
                 assert_never(message)
         self._capacity_changed()
+
+    def _admission_note(self, message: JobReceived | JobEnded) -> None:
+        """A process took a request from its inbox, or a Job of its no longer counts."""
+        if isinstance(message, JobReceived):
+            self.admission.received(message.key)
+        else:
+            self.admission.ended(message.job_name)
 
     def _accepted(self, message: JobAccepted) -> None:
         pending = self.admission.accepted(message.key, message.job_name)
@@ -328,6 +339,7 @@ class Service:
         """
         self.metrics.worker_process_restarted()
         self._ready_workers.discard(died.worker)
+        self.control.worker_died(died.worker, died.incarnation)
         self.admission.forget_jobs_of(died.worker, died.incarnation)
         for pending in self.admission.take_handed_to(died.worker, died.incarnation):
             delivery = pending.delivery

@@ -255,6 +255,13 @@ class Settings(BaseSettings):
         min_length=1,
         max_length=255,
     )
+    control_queue: str = _setting(
+        "mstc.queue.control",
+        "MSTC_CONTROL_QUEUE",
+        "Durable queue of control messages (cancel), consumed by every replica.",
+        min_length=1,
+        max_length=255,
+    )
     exchange: str = _setting(
         "mstc.exchange",
         "MSTC_EXCHANGE",

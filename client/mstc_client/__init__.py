@@ -19,6 +19,7 @@ from importlib import metadata as _metadata
 
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
+from mstc_client.control import CancelAnswer
 from mstc_client.errors import (
     BrokerUnreachable,
     ClientClosed,
@@ -44,6 +45,7 @@ from mstc_client.waiting import Waiting
 
 __all__ = [
     "BrokerUnreachable",
+    "CancelAnswer",
     "Client",
     "ClientClosed",
     "ClientConfig",

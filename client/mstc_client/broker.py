@@ -36,6 +36,7 @@ import pika
 import pika.exceptions
 
 from mstc_client.config import ClientConfig
+from mstc_client.control import ANSWER_TYPE, ControlCall, parse_cancel_answer
 from mstc_client.errors import BrokerUnreachable, ClientClosed, MstcClientError
 from mstc_client.handle import JobHandle
 from mstc_client.protocol import PROGRESS_HEADER, PROGRESS_TYPE, parse_progress, parse_reply
@@ -82,7 +83,8 @@ class BrokerLink:
         self.reply_queue = f"mstc.reply.{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._pending: dict[str, JobHandle] = {}
-        self._outbox: collections.deque[JobHandle] = collections.deque()
+        self._controls: dict[str, ControlCall] = {}  # control messages awaiting an answer
+        self._outbox: collections.deque[JobHandle | ControlCall] = collections.deque()
         self._conn: Any = None
         self._channel: Any = None
         self._closing = threading.Event()
@@ -108,6 +110,20 @@ class BrokerLink:
             self._outbox.append(handle)
             conn = self._conn
         self._wake(conn)
+
+    def control(self, call: ControlCall) -> None:
+        """Send a control message; its answer resolves `call.answer` (any thread)."""
+        if self._closing.is_set():
+            raise ClientClosed("The client is closed; open a new Client to cancel.")
+        with self._lock:
+            self._controls[call.correlation_id] = call
+            self._outbox.append(call)
+            conn = self._conn
+        self._wake(conn)
+
+    def forget_control(self, call: ControlCall) -> None:
+        with self._lock:
+            self._controls.pop(call.correlation_id, None)
 
     def forget(self, handle: JobHandle) -> None:
         """Stop waiting for `handle`'s reply (it is not re-sent any more)."""
@@ -211,6 +227,9 @@ class BrokerLink:
             for handle in self._pending.values():
                 if handle.correlation_id not in queued:
                     self._outbox.append(handle)
+            for call in self._controls.values():  # a cancel is idempotent: send it again
+                if call.correlation_id not in queued:
+                    self._outbox.append(call)
 
     def _open(self, conn: Any) -> int:
         """Channel, topology and reply consumer on a new connection; returns the reply backlog."""
@@ -263,6 +282,9 @@ class BrokerLink:
                     return
                 handle = self._outbox.popleft()
                 channel = self._channel
+            if isinstance(handle, ControlCall):
+                self._send_control(channel, handle)
+                continue
             if handle.done():
                 continue
             try:
@@ -294,7 +316,38 @@ class BrokerLink:
             self._config.exchange, self._config.work_queue, handle.body, props, mandatory=True
         )
 
+    def _send_control(self, channel: Any, call: ControlCall) -> None:
+        props = pika.BasicProperties(
+            content_type="application/json",
+            reply_to=self.reply_queue,
+            correlation_id=call.correlation_id,
+            delivery_mode=pika.DeliveryMode.Persistent,
+        )
+        queue = self._config.control_queue
+        try:
+            channel.basic_publish("", queue, call.body, props, mandatory=True)
+        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            self.forget_control(call)
+            call.answer.set_exception(MstcClientError(
+                f"RabbitMQ did not take the control message ({_describe(exc)}); is a worker "
+                f"running that consumes control queue {queue!r} (MSTC_CONTROL_QUEUE)?"
+            ))  # fmt: skip
+        except pika.exceptions.AMQPError:
+            with self._lock:  # not sent: send it on the next connection
+                self._outbox.appendleft(call)
+            raise
+
+    def _on_answer(self, correlation_id: str, body: bytes) -> None:
+        with self._lock:
+            call = self._controls.pop(correlation_id, None)
+        if call is not None and not call.answer.done():
+            call.answer.set_result(parse_cancel_answer(body))
+
     def _on_reply(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        if props.type == ANSWER_TYPE:
+            self._on_answer(props.correlation_id or "", body)
+            channel.basic_ack(method.delivery_tag)
+            return
         if props.type == PROGRESS_TYPE:
             self._on_progress(props.correlation_id or "", body)
             channel.basic_ack(method.delivery_tag)

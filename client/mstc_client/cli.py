@@ -1,4 +1,5 @@
-"""The `mstc` command: `mstc run` (files in, results out) and `mstc send` (a raw request).
+"""The `mstc` command: `mstc run` (files in, results out), `mstc send` (a raw request) and
+`mstc cancel` (stop a Job).
 
 The command is a thin shell over `Client`: it parses flags, overlays them on the environment
 (the worker's variable names, so one env file serves both), shows progress, prints a summary
@@ -35,7 +36,13 @@ from mstc_client.protocol import Resources, Status
 from mstc_client.result import error_for
 from mstc_client.run_request import RunRequest, timeout_minutes_of, wait_budget
 
-__all__ = ["ExitCode", "exit_code_for_error", "exit_code_for_status", "main"]
+__all__ = [
+    "ExitCode",
+    "exit_code_for_cancel",
+    "exit_code_for_error",
+    "exit_code_for_status",
+    "main",
+]
 
 
 class ExitCode(IntEnum):
@@ -46,6 +53,9 @@ class ExitCode(IntEnum):
     UNREACHABLE = 4
     ERROR = 5
     UNKNOWN = 6
+    CANCELLED = 7
+    NO_SUCH_JOB = 8
+    ALREADY_FINISHED = 9
 
 
 EPILOG = """\
@@ -57,12 +67,17 @@ exit codes:
   4  RabbitMQ or MinIO unreachable or refusing the login: check the settings below
   5  any other error, including bad usage and unusable local paths
   6  a Java-era worker replied "Job X complete." without the outcome: read the log
+  7  the Job was cancelled (mstc cancel, Client.cancel)
+  8  mstc cancel: no such Job
+  9  mstc cancel: the Job had finished already (the answer says how)
+  (mstc cancel: 0 the Job is being cancelled; 3 the name is ambiguous or the message bad)
 
 settings (environment, the worker's own names; flags override them):
   MSTC_AMQP_URL or WORK_QUEUE_HOST, WORK_QUEUE_PORT, WORK_QUEUE_USER, WORK_QUEUE_PASS
   MSTC_S3_ENDPOINT or MINIO_SERVICE_HOST, MINIO_SERVICE_PORT; any MinIO user's key that may use
   the buckets: MSTC_S3_ACCESS_KEY, MSTC_S3_SECRET_KEY (or MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)
   MSTC_EXCHANGE (mstc.exchange), MSTC_WORK_QUEUE (mstc.queue.work), MSTC_BUCKET (mstc),
+  MSTC_CONTROL_QUEUE (mstc.queue.control),
   MSTC_CONNECT_TIMEOUT_SECONDS (15), MSTC_HEARTBEAT_SECONDS (30)
 """
 
@@ -72,12 +87,26 @@ _STATUS_CODES = {
     Status.TIMEOUT: ExitCode.TIMEOUT,
     Status.REJECTED: ExitCode.REJECTED,
     Status.ERROR: ExitCode.ERROR,
+    Status.CANCELLED: ExitCode.CANCELLED,
     Status.UNKNOWN: ExitCode.UNKNOWN,
+}
+# mstc cancel: the answer's status; anything else (an unreadable answer, "error") is ERROR.
+_CANCEL_CODES = {
+    "cancelling": ExitCode.SUCCEEDED,
+    "unknown": ExitCode.NO_SUCH_JOB,
+    "finished": ExitCode.ALREADY_FINISHED,
+    "ambiguous": ExitCode.REJECTED,
+    "invalid": ExitCode.REJECTED,
 }
 
 
 def exit_code_for_status(status: Status) -> ExitCode:
     return _STATUS_CODES[status]
+
+
+def exit_code_for_cancel(answer_status: str) -> ExitCode:
+    """The exit code of `mstc cancel` for the worker's answer."""
+    return _CANCEL_CODES.get(answer_status, ExitCode.ERROR)
 
 
 def exit_code_for_error(exc: BaseException) -> ExitCode:
@@ -208,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a raw JSON request and print the reply",
     )
     send.add_argument("file", metavar="FILE.json", help="the request body ('-' for stdin)")
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="cancel a Job: its request is answered 'cancelled'",
+    )
+    cancel.add_argument(
+        "name", metavar="NAME", help="the Job's name, or the jobName it was sent with"
+    )
+    cancel.add_argument("--reason", help="why; the cancelled reply's message says it")
+    cancel.add_argument("--control-queue", help="control queue (MSTC_CONTROL_QUEUE)")
     return parser  # fmt: skip
 
 
@@ -218,6 +260,7 @@ def _config(args: argparse.Namespace, env: Mapping[str, str]) -> ClientConfig:
         "MSTC_WORK_QUEUE": args.work_queue,
         "MSTC_EXCHANGE": args.exchange,
         "MSTC_BUCKET": getattr(args, "bucket", None),
+        "MSTC_CONTROL_QUEUE": getattr(args, "control_queue", None),
         "MSTC_CONNECT_TIMEOUT_SECONDS": (
             None if args.connect_timeout is None else str(args.connect_timeout)
         ),
@@ -295,6 +338,12 @@ def _send(client: Client, args: argparse.Namespace, display: Display) -> ExitCod
     return exit_code_for_status(reply.status)
 
 
+def _cancel(client: Client, args: argparse.Namespace, _display: Display) -> ExitCode:
+    answer = client.cancel(args.name, timeout=args.wait_timeout or 30.0, reason=args.reason)
+    _emit(args, answer.to_dict(), answer.message)
+    return exit_code_for_cancel(answer.status)
+
+
 def _explain(args: argparse.Namespace, error: MstcClientError | None, status: Status) -> None:
     if args.json:
         return
@@ -332,7 +381,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         config = _config(args, os.environ if env is None else env)
         with Client(config) as client:
-            command = _run if args.command == "run" else _send
+            command = {"run": _run, "send": _send, "cancel": _cancel}[args.command]
             return int(command(client, args, display))
     except MstcClientError as exc:
         display.close_line()

@@ -11,7 +11,9 @@ modules, each testable alone: mstc_client.transfer (staging and fetching), mstc_
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +23,8 @@ from typing import Any, Unpack, overload
 
 from mstc_client.broker import BrokerLink, ConnectionFactory
 from mstc_client.config import ClientConfig
+from mstc_client.control import CancelAnswer, ControlCall, cancel_body
+from mstc_client.errors import WaitTimeout
 from mstc_client.handle import JobHandle
 from mstc_client.protocol import JobRequest, Reply
 from mstc_client.result import Result
@@ -106,6 +110,7 @@ class Client:
         """
         body = request.to_body() if isinstance(request, JobRequest) else dict(request)
         handle = JobHandle(body, json.dumps(body).encode("utf-8"), correlation_id)
+        handle.canceller = self.cancel
         self._link.submit(handle)
         return handle
 
@@ -120,6 +125,28 @@ class Client:
         On WaitTimeout the handle is forgotten: it will not be re-sent after a reconnect.
         """
         return wait_for_reply(handle, timeout, self._link, on_tick)
+
+    def cancel(
+        self, name: str, *, timeout: float = 30.0, reason: str | None = None,
+        by: str | None = None,
+    ) -> CancelAnswer:  # fmt: skip
+        """Ask the workers to cancel Job `name` (its Job name, or the jobName it was sent with).
+
+        Returns the worker's answer (`status` "cancelling", "unknown", "finished",
+        "ambiguous", ...); the request itself is then answered `cancelled`. `by` defaults
+        to user@host. Raises WaitTimeout if no answer comes within `timeout` seconds.
+        """
+        who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+        call = ControlCall(cancel_body(name, by=who, reason=reason))
+        self._link.control(call)
+        try:
+            return call.answer.result(timeout)
+        except TimeoutError:
+            self._link.forget_control(call)
+            raise WaitTimeout(
+                f"No answer to the cancel of {name!r} within {timeout:g} s; check that a worker "
+                f"consumes control queue {self.config.control_queue!r} (MSTC_CONTROL_QUEUE)."
+            ) from None
 
     def upload_inputs(
         self,

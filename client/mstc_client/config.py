@@ -40,6 +40,7 @@ class ClientConfig:
     s3_secure: bool = False
     exchange: str = "mstc.exchange"
     work_queue: str = "mstc.queue.work"
+    control_queue: str = "mstc.queue.control"
     bucket: str = "mstc"
     heartbeat_seconds: int = 30
     connect_timeout_seconds: float = 15.0
@@ -71,6 +72,7 @@ class ClientConfig:
             s3_secret_key=_first(values, "MSTC_S3_SECRET_KEY", "MINIO_ROOT_PASSWORD", "minioadmin"),
             exchange=values.get("MSTC_EXCHANGE", "mstc.exchange"),
             work_queue=values.get("MSTC_WORK_QUEUE", "mstc.queue.work"),
+            control_queue=values.get("MSTC_CONTROL_QUEUE", "mstc.queue.control"),
             bucket=values.get("MSTC_BUCKET", "mstc"),
             heartbeat_seconds=int(_number(values, "MSTC_HEARTBEAT_SECONDS", 30, low=1)),
             connect_timeout_seconds=_number(values, "MSTC_CONNECT_TIMEOUT_SECONDS", 15, low=0),

@@ -17,10 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mstc_client.errors import WaitTimeout
 from mstc_client.protocol import Reply
+
+if TYPE_CHECKING:
+    from mstc_client.control import CancelAnswer
 
 __all__ = ["JobHandle"]
 
@@ -40,6 +43,8 @@ class JobHandle:
         self.job_state: str | None = None  # from the worker's progress messages, if any
         self.job_name: str | None = None  # known once the worker has accepted the request
         self.job_states: list[str] = []  # every state reported, in order
+        # Set by the Client that sent it: Client.cancel.
+        self.canceller: Callable[..., CancelAnswer] | None = None
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "sent" if self.is_sent else "queued"
@@ -88,6 +93,17 @@ class JobHandle:
     def result(self) -> Reply | None:
         """The reply if it has arrived, else None; raises the error that ended the request."""
         return self._reply.result() if self._reply.done() else None
+
+    def cancel(self, timeout: float = 30.0, reason: str | None = None) -> CancelAnswer:
+        """Cancel this request's Job (see `Client.cancel`); its reply is then `cancelled`.
+
+        The Job is named by the name the worker gave it once accepted, else by the jobName
+        the request was sent with.
+        """
+        if self.canceller is None:
+            raise RuntimeError("This handle was not made by Client.submit; use Client.cancel.")
+        name = self.job_name or str(self.request.get("jobName", ""))
+        return self.canceller(name, timeout=timeout, reason=reason)
 
     def add_done_callback(self, callback: Callable[[JobHandle], None]) -> None:
         """Call `callback(handle)` when done; it runs on the client's I/O thread, keep it short."""

@@ -58,6 +58,7 @@ class Status(StrEnum):
     TIMEOUT = "timeout"
     REJECTED = "rejected"
     ERROR = "error"
+    CANCELLED = "cancelled"  # stopped on a cancel (see mstc_client.control)
     UNKNOWN = "unknown"
 
 

@@ -106,6 +106,8 @@ def error_for(reply: Reply) -> MstcClientError | None:
             "timeout (timeOut minutes, `mstc run --timeout`).",
             reply,
         )
+    if reply.status is Status.CANCELLED:
+        return JobFailed(f"Job {name} was cancelled: {why}", reply)
     if reply.status is Status.REJECTED:
         return RequestRejected(f"The worker refused the request: {why} Fix it and resend.", reply)
     return None

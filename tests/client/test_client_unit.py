@@ -23,7 +23,13 @@ from mstc_client import (
     Waiting,
     WaitTimeout,
 )
-from mstc_client.cli import ExitCode, exit_code_for_error, exit_code_for_status, main
+from mstc_client.cli import (
+    ExitCode,
+    exit_code_for_cancel,
+    exit_code_for_error,
+    exit_code_for_status,
+    main,
+)
 from mstc_client.display import Display, waiting_line
 from mstc_client.handle import JobHandle
 from mstc_client.protocol import parse_progress, parse_reply
@@ -225,11 +231,22 @@ def test_every_outcome_has_its_own_exit_code() -> None:
     assert codes[Status.TIMEOUT] == 2
     assert codes[Status.REJECTED] == 3
     assert codes[Status.ERROR] == 5
+    assert codes[Status.CANCELLED] == 7
     assert len(set(codes.values())) == len(codes)
     assert exit_code_for_error(WaitTimeout("w")) == ExitCode.TIMEOUT
     assert exit_code_for_error(BrokerUnreachable("b")) == ExitCode.UNREACHABLE
     assert exit_code_for_error(StorageUnreachable("s")) == ExitCode.UNREACHABLE
     assert exit_code_for_error(ConfigError("c")) == ExitCode.ERROR
+
+
+def test_mstc_cancel_exits_by_the_answer() -> None:
+    assert exit_code_for_cancel("cancelling") == ExitCode.SUCCEEDED
+    assert int(exit_code_for_cancel("unknown")) == 8
+    assert int(exit_code_for_cancel("finished")) == 9
+    assert exit_code_for_cancel("ambiguous") == ExitCode.REJECTED
+    assert exit_code_for_cancel("invalid") == ExitCode.REJECTED
+    assert exit_code_for_cancel("error") == ExitCode.ERROR
+    assert exit_code_for_cancel("something new") == ExitCode.ERROR
 
 
 def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

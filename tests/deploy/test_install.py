@@ -120,6 +120,7 @@ def test_install_creates_rbac_and_broker_config(
         "mstc.queue.work",
         "mstc.queue.results",
         "mstc.queue.dead",
+        "mstc.queue.control",
     }
     assert all(q["arguments"] == {} for q in topology["queues"])
     assert topology["policies"][0]["definition"] == {"dead-letter-exchange": "mstc.dlx"}

@@ -118,6 +118,7 @@ class FakeBroker:
         self._connected = threading.Event()
         self._paused = False
         self._consumer: DeliveryHandler | None = None
+        self.control_consumer: DeliveryHandler | None = None
         self._stop: threading.Event | None = None
         self._work: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Lock()
@@ -134,8 +135,11 @@ class FakeBroker:
     def paused(self) -> bool:
         return self._paused
 
-    def run(self, stop: threading.Event, on_delivery: DeliveryHandler) -> None:
+    def run(
+        self, stop: threading.Event, on_delivery: DeliveryHandler, on_control: DeliveryHandler
+    ) -> None:
         """Attach, wait for `stop`, close; submitted work runs only when the test pumps it."""
+        self.control_consumer = on_control
         self.attach(stop, on_delivery)
         stop.wait()
         self.close()

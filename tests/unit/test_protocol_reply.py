@@ -41,17 +41,20 @@ def _rejected(body: bytes, settings: Settings) -> RequestRejected:
     return caught.value
 
 
-def test_status_values_are_exactly_the_five_of_the_contract() -> None:
+def test_status_values_are_exactly_the_six_of_the_contract() -> None:
     assert {status.value for status in Status} == {
         "succeeded",
         "failed",
         "timeout",
         "rejected",
         "error",
+        "cancelled",
     }
 
 
-@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT])
+@pytest.mark.parametrize(
+    "status", [Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELLED]
+)
 def test_any_job_that_ran_gets_the_java_complete_text(status: Status) -> None:
     reply = reply_for(Outcome(status=status, job_name=JOB))
     assert reply.result == f"Job {JOB} complete."
@@ -184,7 +187,9 @@ def test_reply_body_keeps_non_ascii_text_readable() -> None:
     assert "«données»".encode() in body
 
 
-@pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT])
+@pytest.mark.parametrize(
+    "status", [Status.SUCCEEDED, Status.FAILED, Status.TIMEOUT, Status.CANCELLED]
+)
 def test_a_job_status_without_a_job_name_is_a_bug_caught_early(status: Status) -> None:
     with pytest.raises(ValidationError, match="needs the name of the Job"):
         Outcome(status=status)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CLIENT_API = [
     "BrokerUnreachable",
+    "CancelAnswer",
     "Client",
     "ClientClosed",
     "ClientConfig",

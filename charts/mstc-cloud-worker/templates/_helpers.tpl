@@ -159,6 +159,7 @@ through int64: YAML's numbers reach templates as floats, and 1048576 would rende
   "MSTC_EXCHANGE" $q.exchange
   "MSTC_WORK_QUEUE" $q.work
   "MSTC_RESULTS_QUEUE" $q.results
+  "MSTC_CONTROL_QUEUE" $q.control
   "MSTC_MINIO_SECRET_NAME" (include "mstc-cloud-worker.minio.secretName" .)
 }}
 # The Java worker's names, so Jobs and old tooling see the same variables.

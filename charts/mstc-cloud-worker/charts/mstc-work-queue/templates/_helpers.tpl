@@ -62,7 +62,8 @@ whose arguments differ, so dead-lettering comes from a policy instead of x-argum
   "queues" (list
     (merge (dict "name" $q.work) $queue)
     (merge (dict "name" $q.results) $queue)
-    (merge (dict "name" $q.deadLetter) $queue))
+    (merge (dict "name" $q.deadLetter) $queue)
+    (merge (dict "name" $q.control) $queue))
   "bindings" (list
     (merge (dict "source" $q.exchange "destination" $q.work "routing_key" $q.work) $binding)
     (merge (dict "source" $q.deadLetterExchange "destination" $q.deadLetter "routing_key" "") $binding))
