@@ -251,6 +251,31 @@ class Broker:
         except pika.exceptions.AMQPError as exc:
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
 
+    def publish_event(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        persistent: bool,
+    ) -> None:
+        """Publish to `exchange` under `routing_key` and wait for the broker's confirm.
+
+        Not mandatory: an event nobody has bound a queue to is simply not kept (a topic's
+        subscribers come and go). BrokerUnavailable if it could not be published.
+        """
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
+            type=message_type,
+        )
+        channel = self._require_channel()
+        try:
+            channel.basic_publish(exchange, routing_key, body, props)
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerUnavailable(f"publishing to exchange {exchange!r} failed: {exc!r}") from exc
+
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request to `queue` (confirmed) whose reply comes back to `on_reply`.
 

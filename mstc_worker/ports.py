@@ -60,6 +60,20 @@ class BrokerPort(Protocol):
     ) -> None:
         """Publish with a confirm; BrokerUnavailable if it could not be."""
 
+    def publish_event(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        persistent: bool,
+    ) -> None:
+        """Publish to a (topic) exchange with a confirm; unrouted is not an error.
+
+        BrokerUnavailable if it could not be published.
+        """
+
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request whose reply comes back to `on_reply` (None: it will not come).
 

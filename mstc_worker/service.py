@@ -16,6 +16,8 @@ Owns the main process's side of a request's life, and the rules that keep work s
   heard about one incarnation of a process never touches a request given to the next.
 * A REST request goes through the work queue like any other (see `rest_bridge`), so the
   cap, the acks and a request's identity are the AMQP ones.
+* Every few seconds a heartbeat says who the replica is and how busy (see `heartbeat`);
+  SIGTERM sends a last, `stopping`, one.
 * SIGTERM: stop consuming, hand held requests back to the queue, give in-flight requests the
   grace period, then hand back whatever is left (unaccepted deliveries return to the queue;
   running Jobs are adopted by the next worker through their annotations).
@@ -34,6 +36,7 @@ from typing import assert_never
 from mstc_worker import manifest
 from mstc_worker.admission import Admission, attempts_of
 from mstc_worker.errors import RequestRejected
+from mstc_worker.heartbeat import Heartbeats
 from mstc_worker.messages import (
     JobAccepted,
     JobEnded,
@@ -66,6 +69,8 @@ __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
+_STOPPING_WAIT_SECONDS = 5.0
+
 
 class Service:
     """One replica of the worker: call `run()` from the main thread.
@@ -73,7 +78,8 @@ class Service:
     It is given its collaborators (see `ports`); `__main__` makes the real ones. The HTTP
     port is given as a factory because it answers with the service's own endpoints. It
     makes its own parts: the `admission` (the cap's bookkeeping), the `replier` (what it
-    publishes about a request) and the `rest` bridge (the REST execute call).
+    publishes about a request), the `rest` bridge (the REST execute call) and its
+    `heartbeats`.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Service:
         self.admission = Admission(settings.concurrency, broker=broker, pool=pool)
         self.replier = Replier(settings, broker=broker, metrics=metrics)
         self.rest = RestBridge(settings, broker=broker, metrics=metrics)
+        self.heartbeats = Heartbeats(settings, broker=broker, in_flight=lambda: self.in_flight)
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._drained = threading.Event()  # while draining: nothing is in flight
@@ -109,6 +116,8 @@ class Service:
         threading.Thread(target=self._pump, name="pump", daemon=True).start()
         threading.Thread(target=self.admission.watch, args=(self._stop,), name="held",
                          daemon=True).start()  # fmt: skip
+        threading.Thread(target=self.heartbeats.run, args=(self._stop,), name="heartbeats",
+                         daemon=True).start()  # fmt: skip
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
             self.broker.run(self._stop, self._on_delivery)
@@ -123,6 +132,7 @@ class Service:
         if self._draining.is_set():
             return
         self._draining.set()
+        self.heartbeats.stopping()
         self.broker.submit(self._stop_consuming)
         threading.Thread(target=self._drain_then_stop, name="shutdown", daemon=True).start()
 
@@ -139,6 +149,9 @@ class Service:
             self._drained.wait(left)
         if self.in_flight:
             log.info("grace period over: %d requests handed back for adoption", self.in_flight)
+        # The stopping message goes out before the connection closes (a few seconds at most:
+        # a broker outage must not hold the shutdown).
+        self.heartbeats.announced.wait(_STOPPING_WAIT_SECONDS)
         self._stop.set()  # closing the channel returns unacked deliveries to the queue
 
     def _stop_consuming(self) -> None:

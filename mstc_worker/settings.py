@@ -38,6 +38,8 @@ __all__ = ["Settings", "load_settings"]
 
 # The well-known defaults of RabbitMQ and MinIO: anyone can guess them.
 _DEFAULT_CREDENTIALS = {("guest", "guest"), ("minioadmin", "minioadmin")}
+# Settings whose empty value is a choice (off), not "unset".
+_EMPTY_MEANS_OFF = frozenset({"MSTC_EVENTS_EXCHANGE"})
 _AMQP_SCHEMES = {"amqp": 5672, "amqps": 5671}
 _S3_SCHEMES = {"http": 80, "https": 443}
 
@@ -198,6 +200,21 @@ class Settings(BaseSettings):
     )
     heartbeat_seconds: int = _setting(
         30, "MSTC_HEARTBEAT_SECONDS", "AMQP heartbeat interval (seconds).", ge=1, le=3600
+    )
+    events_exchange: str = _setting(
+        "amq.topic",
+        "MSTC_EVENTS_EXCHANGE",
+        "Topic exchange job events and replica heartbeats are published to (amq.topic is also "
+        "the MQTT plugin's); the empty string turns both off.",
+        max_length=255,
+    )
+    replica_heartbeat_seconds: int = _setting(
+        5,
+        "MSTC_REPLICA_HEARTBEAT_SECONDS",
+        "Seconds between the replica heartbeats published to MSTC_EVENTS_EXCHANGE (not the "
+        "AMQP heartbeat, which is MSTC_HEARTBEAT_SECONDS).",
+        ge=1,
+        le=3600,
     )
     http_port: int = _port(8080, "MSTC_HTTP_PORT", "Port for metrics, health and REST")
     http_host: str = _setting(
@@ -498,7 +515,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     variable; secret values are never echoed.
     """
     source = os.environ if env is None else env
-    values = {name: value for name, value in source.items() if value != ""}
+    values = {
+        name: value for name, value in source.items() if value != "" or name in _EMPTY_MEANS_OFF
+    }
     secrets = {
         str(field.validation_alias)
         for field in Settings.model_fields.values()

@@ -42,7 +42,13 @@ from mstc_worker.messages import (
     StartJob,
     WorkerDied,
 )
-from mstc_worker.ports import Delivery, DeliveryHandler, HttpEndpoints, ReplyHandler
+from mstc_worker.ports import (
+    BrokerUnavailable,
+    Delivery,
+    DeliveryHandler,
+    HttpEndpoints,
+    ReplyHandler,
+)
 from mstc_worker.protocol import Outcome
 
 REPLY_QUEUE = "amq.gen-fake-reply"
@@ -75,6 +81,17 @@ class Published:
     message_type: str | None
 
 
+@dataclass(frozen=True)
+class PublishedEvent:
+    """One confirmed publish to an exchange (events, heartbeats)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_type: str
+    persistent: bool
+
+
 class FakeBroker:
     """The work queue and one consuming channel, in memory (a `ports.BrokerPort`)."""
 
@@ -92,6 +109,8 @@ class FakeBroker:
         self.queue: collections.deque[Message] = collections.deque()
         self.unacked: dict[int, tuple[Delivery, Message]] = {}
         self.published: list[Published] = []
+        self.events: list[PublishedEvent] = []
+        self.fail_events = False  # publish_event raises BrokerUnavailable (a broker outage)
         self.generation = 1
         self._connected = threading.Event()
         self._paused = False
@@ -141,6 +160,20 @@ class FakeBroker:
             handler = self.calls.pop(correlation_id or "", None)
             if handler is None or not handler(body):
                 self.publish(self.results_queue, body, correlation_id=correlation_id)
+
+    def publish_event(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        persistent: bool,
+    ) -> None:
+        if self.fail_events:
+            raise BrokerUnavailable("the broker is down (fake)")
+        self.events.append(PublishedEvent(exchange, routing_key, body, message_type, persistent))
+        self.journal.append(("publish_event", exchange, routing_key))
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         self.journal.append(("call", queue, correlation_id))
