@@ -143,7 +143,9 @@ def test_events_follow_prints_the_events_and_filters_them(
     assert ids("final") == [e for e in everything if e[0] in ("failed", "succeeded")]
     assert ids("job") == [("accepted", "a_b"), ("running", "a_b"), ("succeeded", "a_b")]
     assert ids("job_final") == [("succeeded", "a_b")]
-    first, *_, failed, last = outputs["text"]
+    lines = outputs["text"]
+    assert len(lines) == len(everything)
+    first, failed, last = lines[0], lines[4], lines[-1]
     assert first.split() == ["2026-11-30T10:00:00.123Z", "accepted", "a_b", "a_b-1a2b3c",
                              "namespace", "mstc-dev"]  # fmt: skip
     assert failed.split("  ")[-1] == "failed, exit code 3, 2.5 s"

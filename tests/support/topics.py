@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -36,26 +38,43 @@ class Heard:
 
 
 class TopicListener:
+    """Consumes on a thread of its own (so arrival times are true), publishes from the test's."""
+
     def __init__(self, stack: StackInfo, *keys: str, exchange: str = EXCHANGE) -> None:
         self.exchange = exchange
-        self.conn = pika.BlockingConnection(pika.URLParameters(stack.amqp_url))
-        self.channel = self.conn.channel()
-        self.queue = str(self.channel.queue_declare("", exclusive=True).method.queue)
+        self._url = stack.amqp_url
         self._barrier_key = f"test.barrier.{uuid.uuid4().hex}"
-        for key in (*keys, self._barrier_key):
-            self.channel.queue_bind(self.queue, exchange, routing_key=key)
+        self._arrivals: queue.Queue[Heard] = queue.Queue()
+        self._bound = threading.Event()
+        self._stop = threading.Event()
+        self._publisher: pika.BlockingConnection | None = None
+        self._thread = threading.Thread(target=self._consume, args=(keys,), daemon=True)
+        self._thread.start()
+        assert self._bound.wait(30), "the listener could not bind its queue"
         self.heard: list[Heard] = []
 
+    def _consume(self, keys: tuple[str, ...]) -> None:
+        conn = pika.BlockingConnection(pika.URLParameters(self._url))
+        channel = conn.channel()
+        name = str(channel.queue_declare("", exclusive=True).method.queue)
+        for key in (*keys, self._barrier_key):
+            channel.queue_bind(name, self.exchange, routing_key=key)
+        self._bound.set()
+        for method, props, body in channel.consume(name, auto_ack=True, inactivity_timeout=0.2):
+            if self._stop.is_set():
+                break
+            if method is not None:
+                self._arrivals.put(Heard(time.monotonic(), method.routing_key, props.type,
+                                         json.loads(body)))  # fmt: skip
+        conn.close()
+
     def next(self, timeout: float) -> Heard | None:
-        for method, props, body in self.channel.consume(
-            self.queue, auto_ack=True, inactivity_timeout=timeout
-        ):
-            if method is None:
-                return None
-            heard = Heard(time.monotonic(), method.routing_key, props.type, json.loads(body))
-            self.heard.append(heard)
-            return heard
-        return None
+        try:
+            heard = self._arrivals.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.heard.append(heard)
+        return heard
 
     def until(self, done: Callable[[Heard], bool], timeout: float = 30) -> list[Heard]:
         """Everything that arrives up to and including the first message `done` accepts."""
@@ -78,12 +97,18 @@ class TopicListener:
         return got[:-1]
 
     def publish(self, routing_key: str, body: dict[str, Any], message_type: str = "x") -> None:
+        if self._publisher is None or not self._publisher.is_open:
+            self._publisher = pika.BlockingConnection(pika.URLParameters(self._url))
         props = pika.BasicProperties(content_type="application/json", type=message_type)
-        self.channel.basic_publish(self.exchange, routing_key, json.dumps(body).encode(), props)
+        self._publisher.channel().basic_publish(
+            self.exchange, routing_key, json.dumps(body).encode(), props
+        )
 
     def close(self) -> None:
-        if self.conn.is_open:
-            self.conn.close()
+        self._stop.set()
+        self._thread.join(10)
+        if self._publisher is not None and self._publisher.is_open:
+            self._publisher.close()
 
 
 def wait_for_binding(stack: StackInfo, key: str, count: int = 1, timeout: float = 30) -> None:
