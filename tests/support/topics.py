@@ -87,7 +87,8 @@ class TopicListener:
             got.append(heard)
             if done(heard):
                 return got
-        raise AssertionError(f"nothing accepted within {timeout} s; heard {got}")
+        last = [heard.body for heard in got[-3:]]
+        raise AssertionError(f"nothing accepted within {timeout} s; heard {len(got)}, last {last}")
 
     def barrier(self, timeout: float = 30) -> list[Heard]:
         """What arrived before a marker published now (routed behind everything before it)."""
