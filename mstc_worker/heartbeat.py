@@ -11,7 +11,8 @@ the README's "Replica heartbeats") and the rules of sending them:
 * On SIGTERM one `stopping` message (`mstc.worker.stopping.<replica>`), and no heartbeat after
   it: both are published on the connection's thread, the stopping one first marks the replica
   stopped there, so a heartbeat handed over before it but run after it is not sent. A stopping
-  message that meets a lost connection is published on the next one.
+  message that meets a lost connection is published on the next one, if the replica is still
+  there: the shutdown waits for it only briefly (see `service`).
 
 A pika call belongs on the connection's thread; the ticker only hands work to it (`submit`).
 """

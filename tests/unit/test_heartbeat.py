@@ -171,6 +171,7 @@ def test_a_stopping_message_that_meets_an_outage_is_owed_to_the_next_connection(
 
 def test_an_empty_events_exchange_turns_heartbeats_off(make_settings: MakeSettings) -> None:
     off = Rig(make_settings, MSTC_EVENTS_EXCHANGE="")
+    assert not off.beats.enabled  # (else `run` below would tick for ever)
     off.beats.run(threading.Event())  # returns at once
     off.beats.tick()
     off.beats.stopping()
