@@ -366,7 +366,7 @@ def _listen(config: ClientConfig, args: argparse.Namespace) -> ExitCode:
         return ExitCode.SUCCEEDED
     if not args.follow:
         raise ConfigError(
-            "mstc events keeps no history (that is the flow service's, still to come): "
+            "events keeps no history (that is the flow service's, still to come): "
             "use --follow to print events as they happen."
         )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how following ends
