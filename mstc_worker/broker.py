@@ -265,15 +265,23 @@ class Broker:
             raise BrokerUnavailable(f"publishing to {queue!r} failed: {exc!r}") from exc
 
     def publish_event(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        message_id: str | None = None,
+        persistent: bool = True,
     ) -> None:
-        """Publish a persistent JSON event to a topic exchange and wait for the broker's confirm.
+        """Publish JSON to `exchange` under `routing_key` and wait for the broker's confirm.
 
-        Not mandatory: an event nobody subscribed to is simply not kept.
+        Not mandatory: an event nobody has bound a queue to is simply not kept (a topic's
+        subscribers come and go). BrokerUnavailable if it could not be published.
         """
         props = pika.BasicProperties(
             content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
             message_id=message_id,
             type=message_type,
         )
@@ -281,7 +289,9 @@ class Broker:
         try:
             channel.basic_publish(exchange, routing_key, body, props)
         except pika.exceptions.AMQPError as exc:
-            raise BrokerUnavailable(f"publishing event {routing_key!r} failed: {exc!r}") from exc
+            raise BrokerUnavailable(
+                f"publishing {routing_key!r} to {exchange!r} failed: {exc!r}"
+            ) from exc
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request to `queue` (confirmed) whose reply comes back to `on_reply`.

@@ -64,9 +64,20 @@ class BrokerPort(Protocol):
         """Publish with a confirm; BrokerUnavailable if it could not be."""
 
     def publish_event(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        message_id: str | None = None,
+        persistent: bool = True,
     ) -> None:
-        """Publish a persistent event to a topic exchange, confirmed; BrokerUnavailable if not."""
+        """Publish to a (topic) exchange with a confirm; unrouted is not an error.
+
+        Events are persistent and carry their id; heartbeats are neither. BrokerUnavailable
+        if it could not be published.
+        """
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
         """Publish a request whose reply comes back to `on_reply` (None: it will not come).

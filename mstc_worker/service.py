@@ -19,6 +19,8 @@ Owns the main process's side of a request's life, and the rules that keep work s
   heard about one incarnation of a process never touches a request given to the next.
 * A REST request goes through the work queue like any other (see `rest_bridge`), so the
   cap, the acks and a request's identity are the AMQP ones.
+* Every few seconds a heartbeat says who the replica is and how busy (see `heartbeat`);
+  SIGTERM sends a last, `stopping`, one.
 * SIGTERM: stop consuming, hand held requests back to the queue, give in-flight requests the
   grace period, then hand back whatever is left (unaccepted deliveries return to the queue;
   running Jobs are adopted by the next worker through their annotations).
@@ -41,6 +43,7 @@ from mstc_worker.announcer import Announcer
 from mstc_worker.control_desk import ControlDesk
 from mstc_worker.errors import RequestRejected
 from mstc_worker.events import JobFacts, facts_from_body
+from mstc_worker.heartbeat import Heartbeats
 from mstc_worker.messages import (
     CancelAnswered,
     JobAccepted,
@@ -75,6 +78,8 @@ __all__ = ["Service"]
 
 log = logging.getLogger(__name__)
 
+_STOPPING_WAIT_SECONDS = 2.0  # a confirm takes milliseconds; an outage must not hold SIGTERM
+
 
 class Service:
     """One replica of the worker: call `run()` from the main thread.
@@ -82,8 +87,8 @@ class Service:
     It is given its collaborators (see `ports`); `__main__` makes the real ones. The HTTP
     port is given as a factory because it answers with the service's own endpoints. It
     makes its own parts: the `admission` (the cap's bookkeeping), the `replier` (what it
-    publishes about a request), the `rest` bridge (the REST execute call) and the `control`
-    desk (cancel messages, see `control_desk`).
+    publishes about a request), the `rest` bridge (the REST execute call), the `control`
+    desk (cancel messages, see `control_desk`) and its `heartbeats`.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class Service:
         self.announcer = Announcer(settings, broker=broker)
         self.rest = RestBridge(settings, broker=broker, metrics=metrics)
         self.control = ControlDesk(broker=broker, pool=pool)
+        self.heartbeats = Heartbeats(settings, broker=broker, in_flight=lambda: self.in_flight)
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._drained = threading.Event()  # while draining: nothing is in flight
@@ -121,6 +127,8 @@ class Service:
         threading.Thread(target=self._pump, name="pump", daemon=True).start()
         threading.Thread(target=self.admission.watch, args=(self._stop,), name="held",
                          daemon=True).start()  # fmt: skip
+        threading.Thread(target=self.heartbeats.run, args=(self._stop,), name="heartbeats",
+                         daemon=True).start()  # fmt: skip
         log.info("serving %s with %d processes", self.settings.work_queue, self.settings.processes)
         try:
             self.broker.run(self._stop, self._on_delivery, self.control.on_delivery)
@@ -135,6 +143,7 @@ class Service:
         if self._draining.is_set():
             return
         self._draining.set()
+        self.heartbeats.stopping()
         self.broker.submit(self._stop_consuming)
         threading.Thread(target=self._drain_then_stop, name="shutdown", daemon=True).start()
 
@@ -151,6 +160,8 @@ class Service:
             self._drained.wait(left)
         if self.in_flight:
             log.info("grace period over: %d requests handed back for adoption", self.in_flight)
+        # The stopping message goes out before the connection closes.
+        self.heartbeats.announced.wait(_STOPPING_WAIT_SECONDS)
         self._stop.set()  # closing the channel returns unacked deliveries to the queue
 
     def _stop_consuming(self) -> None:

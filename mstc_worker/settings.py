@@ -38,10 +38,10 @@ __all__ = ["Settings", "load_settings"]
 
 # The well-known defaults of RabbitMQ and MinIO: anyone can guess them.
 _DEFAULT_CREDENTIALS = {("guest", "guest"), ("minioadmin", "minioadmin")}
+# Settings whose empty value is a choice (off), not "unset".
+_EMPTY_MEANS_OFF = frozenset({"MSTC_EVENTS_EXCHANGE"})
 _AMQP_SCHEMES = {"amqp": 5672, "amqps": 5671}
 _S3_SCHEMES = {"http": 80, "https": 443}
-# Settings whose empty value is a value (off), not "unset".
-_EMPTY_MEANS_OFF = frozenset({"MSTC_EVENTS_EXCHANGE"})
 
 
 def _setting(default: Any, env: str, description: str, **constraints: Any) -> Any:
@@ -217,6 +217,21 @@ class Settings(BaseSettings):
     heartbeat_seconds: int = _setting(
         30, "MSTC_HEARTBEAT_SECONDS", "AMQP heartbeat interval (seconds).", ge=1, le=3600
     )
+    events_exchange: str = _setting(
+        "amq.topic",
+        "MSTC_EVENTS_EXCHANGE",
+        "Topic exchange the Jobs' lifecycle events and the replica heartbeats go to (amq.topic "
+        "is also the MQTT plugin's); it must exist. The empty string turns both off.",
+        max_length=255,
+    )
+    replica_heartbeat_seconds: int = _setting(
+        5,
+        "MSTC_REPLICA_HEARTBEAT_SECONDS",
+        "Seconds between the replica heartbeats published to MSTC_EVENTS_EXCHANGE (not the "
+        "AMQP heartbeat, which is MSTC_HEARTBEAT_SECONDS).",
+        ge=1,
+        le=3600,
+    )
     http_port: int = _port(8080, "MSTC_HTTP_PORT", "Port for metrics, health and REST")
     http_host: str = _setting(
         "0.0.0.0",  # noqa: S104 - probes and scrapes come from outside the pod
@@ -267,13 +282,6 @@ class Settings(BaseSettings):
         "MSTC_EXCHANGE",
         "Direct exchange the work queue is bound to.",
         min_length=1,
-        max_length=255,
-    )
-    events_exchange: str = _setting(
-        "amq.topic",
-        "MSTC_EVENTS_EXCHANGE",
-        "Topic exchange the Jobs' lifecycle events go to (amq.topic is the MQTT plugin's); "
-        "it must exist. The empty string turns events off.",
         max_length=255,
     )
     events_job_listener_topic: bool = _setting(

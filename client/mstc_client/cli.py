@@ -1,5 +1,6 @@
-"""The `mstc` command: `mstc run` (files in, results out), `mstc send` (a raw request) and
-`mstc cancel` (stop a Job).
+"""The `mstc` command: `mstc run` (files in, results out), `mstc send` (a raw request),
+`mstc cancel` (stop a Job), and the listeners `mstc events --follow` (job events as they
+happen) and `mstc workers` (the replicas).
 
 The command is a thin shell over `Client`: it parses flags, overlays them on the environment
 (the worker's variable names, so one env file serves both), shows progress, prints a summary
@@ -10,6 +11,7 @@ or one JSON object, and turns the outcome into an exit code a script can branch 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +34,7 @@ from mstc_client.errors import (
     WaitTimeout,
 )
 from mstc_client.handle import JobHandle
+from mstc_client.listen import follow_events, list_workers
 from mstc_client.protocol import Resources, Status
 from mstc_client.result import error_for
 from mstc_client.run_request import RunRequest, timeout_minutes_of, wait_budget
@@ -60,9 +63,11 @@ class ExitCode(IntEnum):
 
 EPILOG = """\
 exit codes:
-  0  the Job succeeded (or, with --no-wait, the request was handed to the broker)
+  0  the Job succeeded (or, with --no-wait, the request was handed to the broker;
+     mstc workers: a replica was heard; mstc events: stopped with Ctrl-C)
   1  the Job failed (non-zero exit code, image pull error, ...): read its log
   2  timeout: the Job ran past --timeout, or no reply came within --wait-timeout
+     (mstc workers: no replica's heartbeat within --wait)
   3  the worker rejected the request (bad field, image not allowed): fix it and resend
   4  RabbitMQ or MinIO unreachable or refusing the login: check the settings below
   5  any other error, including bad usage and unusable local paths
@@ -79,6 +84,7 @@ settings (environment, the worker's own names; flags override them):
   MSTC_EXCHANGE (mstc.exchange), MSTC_WORK_QUEUE (mstc.queue.work), MSTC_BUCKET (mstc),
   MSTC_CONTROL_QUEUE (mstc.queue.control),
   MSTC_CONNECT_TIMEOUT_SECONDS (15), MSTC_HEARTBEAT_SECONDS (30)
+  MSTC_EVENTS_EXCHANGE (amq.topic; empty: events off), for mstc events and mstc workers
 """
 
 _STATUS_CODES = {
@@ -250,15 +256,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("--reason", help="why; the cancelled reply's message says it")
     cancel.add_argument("--control-queue", help="control queue (MSTC_CONTROL_QUEUE)")
+    _add_listeners(commands)
     return parser  # fmt: skip
+
+
+def _add_listeners(commands: Any) -> None:
+    listening = _Parser(add_help=False)
+    listening.add_argument("--json", action="store_true", help="print JSON, one object a line")
+    listening.add_argument("--amqp-url", help="broker URL (MSTC_AMQP_URL)")
+    listening.add_argument("--events-exchange", help="exchange (MSTC_EVENTS_EXCHANGE)")
+    listening.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up connecting after this long (MSTC_CONNECT_TIMEOUT_SECONDS)",
+    )
+    events = commands.add_parser(
+        "events", parents=[listening], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="print job events as they happen (--follow), until Ctrl-C",
+    )  # fmt: skip
+    events.add_argument("--follow", action="store_true", help="print events as they happen")
+    events.add_argument("--job", metavar="NAME", help="only the Job requested as NAME")
+    events.add_argument("--final", action="store_true", help="only final events")
+    workers = commands.add_parser(
+        "workers", parents=[listening], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="list the worker replicas heard from (their heartbeats)",
+    )  # fmt: skip
+    workers.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="listen this long (default: one heartbeat interval and a margin, about 7 s)",
+    )
 
 
 def _config(args: argparse.Namespace, env: Mapping[str, str]) -> ClientConfig:
     overlay = {
         "MSTC_AMQP_URL": args.amqp_url,
-        "MSTC_S3_ENDPOINT": args.s3_endpoint,
-        "MSTC_WORK_QUEUE": args.work_queue,
-        "MSTC_EXCHANGE": args.exchange,
+        "MSTC_S3_ENDPOINT": getattr(args, "s3_endpoint", None),
+        "MSTC_WORK_QUEUE": getattr(args, "work_queue", None),
+        "MSTC_EXCHANGE": getattr(args, "exchange", None),
+        "MSTC_EVENTS_EXCHANGE": getattr(args, "events_exchange", None),
         "MSTC_BUCKET": getattr(args, "bucket", None),
         "MSTC_CONTROL_QUEUE": getattr(args, "control_queue", None),
         "MSTC_CONNECT_TIMEOUT_SECONDS": (
@@ -375,11 +415,27 @@ def _sent(
     return ExitCode.SUCCEEDED
 
 
+def _listen(config: ClientConfig, args: argparse.Namespace) -> ExitCode:
+    if args.command == "workers":
+        list_workers(config, sys.stdout, wait=args.wait, as_json=args.json)
+        return ExitCode.SUCCEEDED
+    if not args.follow:
+        raise ConfigError(
+            "events keeps no history (that is the flow service's, still to come): "
+            "use --follow to print events as they happen."
+        )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how following ends
+        follow_events(config, sys.stdout, job=args.job, final=args.final, as_json=args.json)
+    return ExitCode.SUCCEEDED
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     display = Display(sys.stderr, enabled=not args.json)
     try:
         config = _config(args, os.environ if env is None else env)
+        if args.command in ("events", "workers"):
+            return int(_listen(config, args))
         with Client(config) as client:
             command = {"run": _run, "send": _send, "cancel": _cancel}[args.command]
             return int(command(client, args, display))

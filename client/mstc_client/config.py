@@ -3,12 +3,14 @@
 The variable names are the worker's own (and the Java worker's before it), so one `env.sh` or
 one Kubernetes Secret configures both sides: `MSTC_AMQP_URL` or `WORK_QUEUE_HOST/PORT/USER/PASS`
 for the broker, `MSTC_S3_ENDPOINT` or `MINIO_SERVICE_HOST/PORT` plus a MinIO key for storage,
-`MSTC_EXCHANGE` and `MSTC_WORK_QUEUE` for the topology. The key is any MinIO user's that may
-read and write the buckets used (the chart makes one, see its NOTES): `MSTC_S3_ACCESS_KEY` and
-`MSTC_S3_SECRET_KEY`, else the Java-era names `MINIO_ROOT_USER/PASSWORD`, which never had to be
-the root key.
+`MSTC_EXCHANGE` and `MSTC_WORK_QUEUE` for the topology, `MSTC_EVENTS_EXCHANGE` for the job
+events and replica heartbeats (`mstc events`, `mstc workers`). The key is any MinIO user's that
+may read and write the buckets used (the chart makes one, see its NOTES): `MSTC_S3_ACCESS_KEY`
+and `MSTC_S3_SECRET_KEY`, else the Java-era names `MINIO_ROOT_USER/PASSWORD`, which never had
+to be the root key.
 A few settings only a submitter has start with `MSTC_` too (`MSTC_BUCKET`, ...). Empty values
-count as unset, as they do for the worker. Secrets never appear in `repr` or in error messages.
+count as unset, as they do for the worker (but for `MSTC_EVENTS_EXCHANGE`, where empty means
+off, as it does for the worker). Secrets never appear in `repr` or in error messages.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ClientConfig:
     connect_timeout_seconds: float = 15.0
     reply_queue_expires_seconds: int = 3600
     declare_topology: bool = True
+    events_exchange: str = "amq.topic"  # '' = the worker publishes no events or heartbeats
 
     @property
     def amqp_url_for_display(self) -> str:
@@ -81,6 +84,8 @@ class ClientConfig:
             ),
             declare_topology=values.get("MSTC_DECLARE_TOPOLOGY", "true").lower()
             not in ("0", "false", "no"),
+            # Empty is a choice here, as for the worker: events off.
+            events_exchange=source.get("MSTC_EVENTS_EXCHANGE", "amq.topic"),
         )
 
 

@@ -75,12 +75,14 @@ class Message:
 
 @dataclass(frozen=True)
 class Event:
-    """One confirmed event."""
+    """One confirmed publish to an exchange (a lifecycle event or a heartbeat)."""
 
     exchange: str
     routing_key: str
     body: bytes
-    message_id: str
+    message_id: str | None
+    message_type: str
+    persistent: bool
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class FakeBroker:
         self.events: list[Event] = []
         self.refuse_events = 0  # how many next publish_event calls fail (a broker outage)
         self.refuse_publishes = 0  # the same for publish
+        self.fail_events = False  # every publish_event fails until cleared (a longer outage)
         self.generation = 1
         self._connected = threading.Event()
         self._paused = False
@@ -172,13 +175,21 @@ class FakeBroker:
                 self.publish(self.results_queue, body, correlation_id=correlation_id)
 
     def publish_event(
-        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, message_type: str
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_type: str,
+        message_id: str | None = None,
+        persistent: bool = True,
     ) -> None:
-        assert message_type == "mstc.event"
+        if self.fail_events:
+            raise BrokerUnavailable("the broker is down (fake)")
         if self.refuse_events:
             self.refuse_events -= 1
             raise BrokerUnavailable("the fake broker refuses this event (an outage)")
-        self.events.append(Event(exchange, routing_key, body, message_id))
+        self.events.append(Event(exchange, routing_key, body, message_id, message_type, persistent))
         self.journal.append(("event", routing_key))
 
     def call(self, queue: str, body: bytes, *, correlation_id: str, on_reply: ReplyHandler) -> None:
