@@ -130,11 +130,11 @@ realnode-deps: ## Debian's containerd, runc, CNI plugins, umoci and debootstrap,
 
 realnode-build: ## kubelet, kube-proxy and CoreDNS (cached by version) and the node's images (by content)
 	MSTC_STACK_REAL_NODE=1 stack/build.sh
-	for image in pause base python job worker rabbitmq minio; do stack/images/build.sh $$image || exit 1; done
+	for image in pause base python job worker rabbitmq minio tasks; do stack/images/build.sh $$image || exit 1; done
 
 realnode-up: stack-deps realnode-deps realnode-build ## the local stack with a real node beside KWOK's
 	MSTC_STACK_REAL_NODE=1 $(STACK) up
 
 test-real-node: install stack-deps realnode-deps realnode-build ## the real node's tests (own stack)
 	MSTC_STACK_REAL_NODE=1 $(PY) pytest -m real_node tests/e2e/test_real_node.py tests/e2e/test_real_node_services.py \
-	  tests/e2e/test_real_node_chart.py
+	  tests/e2e/test_real_node_chart.py tests/e2e/test_real_node_tasks.py

@@ -10,7 +10,8 @@ Pods land on it only when they ask: the node is registered with the taint
 needs that toleration and that nodeSelector; everything else keeps going to KWOK's node. A
 namespace annotated with ``realnode_files.NAMESPACE_ANNOTATIONS`` gets both for all its pods
 (admission plugins this mode turns on): that is how a worker's Jobs run there. Pods reach the
-stack's MinIO (127.0.0.1 only) at the node's address, through a relay (socat) on the same port;
+stack's MinIO and RabbitMQ's AMQP port (both 127.0.0.1 only) at the node's address, through a
+relay (socat) each on the same port (task queues: a Job's pods log in to RabbitMQ);
 Services and their names work through ``realnode_services`` (kube-proxy, CoreDNS).
 Images are never pulled: ``stack/images/build.sh`` builds them here and ``up`` imports them.
 
@@ -36,8 +37,9 @@ import realnode_services as services
 import realnode_sweep as sweep
 from localstack import Config, StackError
 
-KUBELET, CONTAINERD, S3_RELAY = "realnode-kubelet", "realnode-containerd", "realnode-s3-relay"
-PARTS_IN_STOP_ORDER = [KUBELET, *services.PARTS_IN_STOP_ORDER, S3_RELAY, CONTAINERD]
+KUBELET, CONTAINERD = "realnode-kubelet", "realnode-containerd"
+S3_RELAY, AMQP_RELAY = "realnode-s3-relay", "realnode-amqp-relay"
+PARTS_IN_STOP_ORDER = [KUBELET, *services.PARTS_IN_STOP_ORDER, AMQP_RELAY, S3_RELAY, CONTAINERD]
 NEEDED_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "umoci", "debootstrap",
                 "buildah", "socat", "nft")  # fmt: skip
 
@@ -92,7 +94,7 @@ def _preflight(cfg: Config) -> Path:
 def _build_images() -> dict[str, Path]:
     """Each image's archive, built here or taken from the cache (see stack/images/build.sh)."""
     script = str(localstack.HERE / "images" / "build.sh")
-    roles = ("pause", "base", "job", "worker", "rabbitmq", "minio")
+    roles = ("pause", "base", "job", "worker", "rabbitmq", "minio", "tasks")
     return {role: Path(_run(script, role, timeout=1800).strip()) for role in roles}
 
 
@@ -138,16 +140,16 @@ def _containerd(cfg: Config, lay: files.Layout, pause_ref: str) -> None:
     localstack.wait_for("containerd", lambda: bool(ctr(lay, "version")), 30, cfg, CONTAINERD)
 
 
-def _s3_relay(cfg: Config, lay: files.Layout) -> None:
-    """MinIO listens on 127.0.0.1 only; pods reach it at the node's address, same port."""
-    port = cfg.ports["s3"]
+def _relay(cfg: Config, lay: files.Layout, part: str, port: int) -> None:
+    """A server listening on 127.0.0.1 only (MinIO, RabbitMQ), reached by pods at the node's
+    address on the same port."""
     argv = [
         "socat",
         f"TCP-LISTEN:{port},bind={lay.node_ip},fork,reuseaddr",
         f"TCP:127.0.0.1:{port}",
     ]
-    localstack.start(cfg, S3_RELAY, argv)
-    localstack.wait_for("S3 relay", lambda: _listening(lay.node_ip, port), 15, cfg, S3_RELAY)
+    localstack.start(cfg, part, argv)
+    localstack.wait_for(part, lambda: _listening(lay.node_ip, port), 15, cfg, part)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -200,7 +202,8 @@ def up(cfg: Config) -> None:
     archives = _build_images()
     _containerd(cfg, lay, _ref("pause", archives["pause"]))
     _import_images(lay, archives)
-    _s3_relay(cfg, lay)
+    _relay(cfg, lay, S3_RELAY, cfg.ports["s3"])
+    _relay(cfg, lay, AMQP_RELAY, cfg.ports["amqp"])
     _kubelet(cfg, lay, kubelet)
     services.up(cfg, lay)
     print(f"real node {files.NODE_NAME} Ready in {time.monotonic() - started:.1f} s")
@@ -211,7 +214,9 @@ def connection_env(cfg: Config) -> dict[str, str]:
     lay = files.Layout(cfg)
     env = {"MSTC_REAL_NODE": files.NODE_NAME, "MSTC_REAL_NODE_HOST_IP": lay.node_ip,
            # MinIO as pods on the node reach it (through the relay): give it to Jobs.
-           "MSTC_REAL_NODE_MINIO_HOST": lay.node_ip}  # fmt: skip
+           "MSTC_REAL_NODE_MINIO_HOST": lay.node_ip,
+           # RabbitMQ's AMQP port likewise: a worker's WORK_QUEUE_HOST for Jobs' task queues.
+           "MSTC_REAL_NODE_AMQP_HOST": lay.node_ip}  # fmt: skip
     if lay.images_file.exists():
         for role, ref in json.loads(lay.images_file.read_text()).items():
             env[f"MSTC_REAL_NODE_{role.upper()}_IMAGE"] = ref
@@ -238,6 +243,7 @@ def down(cfg: Config) -> None:
     lay = files.Layout(cfg)
     localstack.stop(cfg, KUBELET)
     services.down(cfg)
+    localstack.stop(cfg, AMQP_RELAY)
     localstack.stop(cfg, S3_RELAY)
     if localstack.is_running(cfg, CONTAINERD):
         _kill_tasks(lay)

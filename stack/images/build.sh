@@ -9,7 +9,9 @@
 #   rabbitmq  Debian's rabbitmq-server (3.10) on minbase, its user as uid/gid 999 (the official
 #             image's, which the chart's securityContext names), management plugin enabled
 #   minio  the stack's own MinIO binary (the version in stack/versions.env) on minbase
-# Usage: stack/images/build.sh pause|base|python|job|worker|rabbitmq|minio
+#   tasks  pods that drain a task queue: examples/tasks/Dockerfile, the client (client/) installed
+#          on the python image and examples/tasks/drain.py as the entrypoint
+# Usage: stack/images/build.sh pause|base|python|job|worker|rabbitmq|minio|tasks
 #        -> prints the archive's path on stdout.
 # Each archive's name carries a hash of what it is made from (its recipe below, the source,
 # the suite and mirror), so a change to any of them makes a new archive and an unchanged one is
@@ -215,6 +217,25 @@ build_job() {
   dockerfile_image job "$tag" "$python" "$repo/examples/job"
 }
 
+# Its context is assembled here: the Dockerfile's directory and the client's package beside it
+# (the repo's .dockerignore keeps the client out of a context at the repo's root).
+build_tasks() {
+  local python tag out context
+  python=$(build_python)
+  tag=$(key <(declare -f build_tasks dockerfile_image) <(basename "$python") \
+    "$repo/examples/tasks/Dockerfile" "$repo/examples/tasks/drain.py" "$repo/client/pyproject.toml" \
+    <(cd "$repo/client" && find mstc_client -type f ! -path '*__pycache__*' | sort | xargs cat))
+  out="$cache/tasks-$tag.tar"
+  [[ -f "$out" ]] && { echo "$out"; return; }
+  context="$work/tasks-context"
+  mkdir -p "$context/client"
+  cp "$repo/examples/tasks/Dockerfile" "$repo/examples/tasks/drain.py" "$context/"
+  cp "$repo/client/pyproject.toml" "$context/client/"
+  (cd "$repo/client" && find mstc_client -type f ! -path '*__pycache__*' \
+    -exec cp --parents {} "$context/client/" \;)
+  dockerfile_image tasks "$tag" "$python" "$context"
+}
+
 mkdir -p "$cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -226,5 +247,6 @@ case "${1:-}" in
   worker) build_worker ;;
   rabbitmq) build_rabbitmq ;;
   minio) build_minio ;;
-  *) echo "usage: $0 pause|base|python|job|worker|rabbitmq|minio" >&2; exit 2 ;;
+  tasks) build_tasks ;;
+  *) echo "usage: $0 pause|base|python|job|worker|rabbitmq|minio|tasks" >&2; exit 2 ;;
 esac
