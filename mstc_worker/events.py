@@ -166,12 +166,24 @@ def facts_from_annotation(
     return _facts(data, request_id, correlation_id, name_key="requestedName")
 
 
+# A rejected body's facts are read only from a body this small: an event is news, not a copy of
+# whatever was sent (a rejected body may be megabytes).
+_FACTS_BODY_LIMIT = 65_536
+
+
 def facts_from_body(body: bytes, *, request_id: str, correlation_id: str | None) -> JobFacts:
-    """The facts of a request that was not understood (rejected): what its body still says."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        data = {}
+    """The facts of a request that was not understood (rejected): what its body still says.
+
+    The body is hostile until shown otherwise: one over `_FACTS_BODY_LIMIT` is not read at all
+    (its event says nothing of it), and nesting too deep for the JSON reader (a RecursionError,
+    not a ValueError) says nothing either, so that the rejection is still announced and replied.
+    """
+    data: Any = {}
+    if len(body) <= _FACTS_BODY_LIMIT:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            data = {}
     if not isinstance(data, dict):
         data = {}
     return _facts(data, request_id, correlation_id, name_key="jobName")

@@ -211,3 +211,20 @@ def test_events_go_to_the_events_exchange(make_rig: MakeRig, make_body: MakeBody
     rig = make_rig(MSTC_EVENTS_EXCHANGE="mstc.events")
     started(rig, make_body)
     assert {event.exchange for event in rig.broker.events} == {"mstc.events"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 5000 + b"]" * 5000, json.dumps({"jobName": "big", "image": "x" * 70_000}).encode()],
+    ids=["nested-too-deep", "oversized"],
+)
+def test_a_hostile_rejected_body_is_still_announced_and_replied(
+    rig: ServiceRig, body: bytes
+) -> None:
+    """What the body says is not read from these; the rejection goes out all the same."""
+    rig.request(body, reply_to=CLIENT, correlation_id="9")
+    assert keys(rig) == ["mstc.job.final.rejected._"]
+    [event] = bodies(rig)
+    assert (event["requestedName"], event["image"]) == (None, None)
+    [reply] = rig.replies_to(CLIENT)
+    assert reply["status"] == "rejected"
