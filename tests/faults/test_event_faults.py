@@ -1,16 +1,13 @@
-"""The final event is owed like the reply: exactly once through a worker kill and a broker restart.
+"""The final event is owed like the reply: exactly once through a broker restart.
 
-Each kill test halts a real worker process at one step of a request's life (the fault points
-of test_worker_faults), kills it with SIGKILL, starts it again unharmed and counts the final
-events of the request on a durable queue bound to the events exchange (`EventTap`), which
-outlives the kill and counts exactly. At the last step (the reply confirmed, the Job not yet
-let go) the reply may come twice; the final event may not: that it went out is written on the
-Job before it is let go (see `mstc_worker.events`).
+The request's final events are counted on a durable queue bound to the events exchange
+(`EventTap`), which outlives the restart and counts exactly. (Exactly once through a worker
+killed or terminated at each step of a request's life is counted in the rows of
+test_worker_faults, which stop the worker at those steps anyway.)
 """
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +17,7 @@ from kubernetes import client as k8s
 
 import localstack
 from tests.faults.report import FaultRecord
-from tests.faults.test_worker_faults import STEPS, Moment, wait_for_log
 from tests.support.events import EventTap
-from tests.support.faultinject import clear_faults, fault_env
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
@@ -50,35 +45,6 @@ def _active(api_client: k8s.ApiClient, namespace: str) -> None:
         lambda _k, job: bool(job.status and job.status.active),
         namespace=namespace,
     )
-
-
-@pytest.mark.parametrize("step", list(STEPS))
-def test_the_final_event_arrives_once_after_a_worker_kill_at_each_step(
-    step: Moment, make_worker: MakeWorker, client: AmqpClient, tap: EventTap, bucket: str,
-    work_queue: str, api_client: k8s.ApiClient, namespace: str, name: str, fault: FaultRecord,
-) -> None:  # fmt: skip
-    fault.fault = f"worker killed (-9) {STEPS[step]}, then started again: its final event"
-    fault.expected = "exactly one final event (succeeded) for the request"
-    faults = fault_env() if step == "while-running" else fault_env(halt_at=step)
-    worker = make_worker(MSTC_JOB_TTL_SECONDS="600", **faults)  # see test_worker_faults
-    run_for = "8s" if step == "while-running" else "1s"
-    cid = client.send(request(bucket, jobName=name, **pod_fate(run_for=run_for)),
-                      queue=work_queue)  # fmt: skip
-    if step == "while-running":
-        _active(api_client, namespace)
-    else:
-        wait_for_log(worker, f"halted at {step}")
-    worker.signal(signal.SIGKILL)
-    worker.wait(timeout=60)
-    clear_faults(worker.env)
-    worker.start()
-    reply = client.wait(cid, timeout=180)
-    wait_released(api_client, namespace, reply["jobName"])
-    finals = tap.finals_of(name)  # published before the reply: all there by now
-    replies = len(client.replies.get(cid, []))
-    assert [f["event"] for f in finals] == ["succeeded"], finals
-    assert finals[0]["jobName"] == reply["jobName"]
-    fault.saw(f"{len(finals)} final event ({finals[0]['event']}); {replies} repl(y/ies)")
 
 
 @pytest.fixture

@@ -13,21 +13,30 @@ client keeps the first (mstc_client does); the test checks exactly that, and its
 
 "Jobs made" is counted from the API server's events (tests/support/jobs_made.py), from before
 the request is sent: a second Job would be seen even after the TTL deleted the first.
+
+The request's final lifecycle event is counted too, on a durable queue bound to the events
+exchange (`EventTap`, which outlives the stop): it is owed like the reply but, unlike the
+reply, comes exactly once at every step, the last one included (that it went out is written
+on the Job before the Job is let go; see `mstc_worker.events`).
 """
 
 from __future__ import annotations
 
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
 from kubernetes import client as k8s
 
 from tests.faults.report import FaultRecord
+from tests.support.events import EventTap
 from tests.support.faultinject import Step, clear_faults, fault_env
 from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
+from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request, wait_released
@@ -54,6 +63,13 @@ def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 60) -> None:
         time.sleep(0.1)  # polling a log file with a deadline: there is no event to wait on
 
 
+@pytest.fixture
+def tap(stack: StackInfo) -> Iterator[EventTap]:
+    events = EventTap(stack)
+    yield events
+    events.close()
+
+
 def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
     client.barrier()
     return client.replies.get(cid, [])
@@ -64,7 +80,7 @@ def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
 def test_worker_stopped_at_each_step_still_replies_with_one_job(
     step: Moment, signum: signal.Signals, make_worker: MakeWorker, client: AmqpClient,
     bucket: str, work_queue: str, api_client: k8s.ApiClient, namespace: str,
-    jobs_made: JobsMade, fault: FaultRecord,
+    jobs_made: JobsMade, tap: EventTap, fault: FaultRecord,
 ) -> None:  # fmt: skip
     fault.fault = f"worker {SIGNALS[signum]} {STEPS[step]}, then started again"
     exactly_once = step != "before-release"
@@ -73,7 +89,7 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
         if exactly_once
         else "exactly one Job made; at least one reply, at most two, identical (same "
         "correlation_id, Job and status); Job let go"
-    )
+    ) + "; exactly one final event"
     faults = fault_env() if step == "while-running" else fault_env(halt_at=step)
     # A delivery handed back after its Job replied finds that Job again only while the Job
     # exists: a restart slower than the TTL (seen at 29 s on a loaded machine) would make a
@@ -81,7 +97,9 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
     # the TTL is kept out of its way here so each row measures its step, not the machine.
     worker = make_worker(MSTC_JOB_TTL_SECONDS="600", **faults)
     run_for = "20s" if step == "while-running" else "1s"
-    cid = client.send(request(bucket, **pod_fate(run_for=run_for)), queue=work_queue)
+    name = f"stop-{uuid.uuid4().hex[:8]}"
+    cid = client.send(request(bucket, jobName=name, **pod_fate(run_for=run_for)),
+                      queue=work_queue)  # fmt: skip
     if step == "while-running":
         watch_until(
             k8s.BatchV1Api(api_client).list_namespaced_job,
@@ -112,9 +130,12 @@ def test_worker_stopped_at_each_step_still_replies_with_one_job(
     else:
         assert 1 <= len(replies) <= 2, replies
         assert {(r["jobName"], r["status"]) for r in replies} == {(reply["jobName"], "succeeded")}
+    finals = tap.finals_of(name)  # published before the reply: all there by now
+    assert [(f["event"], f["jobName"]) for f in finals] == [("succeeded", reply["jobName"])]
     fault.saw(
         f"exit code {code}; {len(replies)} repl{'y' if len(replies) == 1 else 'ies'} "
-        f"({reply['status']}) {took:.0f} s after the stop; Jobs made: {len(made)}; Job let go"
+        f"({reply['status']}) {took:.0f} s after the stop; Jobs made: {len(made)}; Job let go; "
+        f"{len(finals)} final event ({finals[0]['event']})"
     )
     # The restarted worker serves new requests.
     assert client.wait(client.send(request(bucket), queue=work_queue))["status"] == "succeeded"
