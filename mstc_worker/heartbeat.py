@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mstc_worker import __version__
+from mstc_worker import __version__, events
 from mstc_worker.ports import BrokerPort, BrokerUnavailable
 from mstc_worker.settings import Settings
 
@@ -39,13 +38,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TYPE = "mstc.heartbeat"
 """The AMQP `type` of heartbeat and stopping messages."""
 
-_NOT_A_WORD_CHARACTER = re.compile(r"[^A-Za-z0-9_-]")
-_WORD_LENGTH = 100
-
-
-def topic_word(name: str | None) -> str:
-    """`name` as exactly one topic level, legal in AMQP and MQTT (the body keeps it exact)."""
-    return _NOT_A_WORD_CHARACTER.sub("_", name or "_")[:_WORD_LENGTH]
+# A replica's id becomes one topic level by the job events' rule (the body keeps it exact).
+topic_word = events.word
 
 
 def routing_key(event: str, replica: str) -> str:
