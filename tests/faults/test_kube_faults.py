@@ -153,7 +153,12 @@ def test_api_server_restarted_while_jobs_run(
     worker = make_worker(MSTC_JOB_TTL_SECONDS="12", **NO_SWEEP)
     cids = [send(client, work_queue, bucket, f"restart-{i}", f"{2 + 2 * i}s") for i in range(3)]
     batch = k8s.BatchV1Api(api_client)
-    wait_until(lambda: len(batch.list_namespaced_job(namespace).items) == 3, "3 Jobs created")
+    # Running, not only created: a Job is made suspended and resumed once its credentials are
+    # in place, and the row is about Jobs that run.
+    wait_until(
+        lambda: sum(not j.spec.suspend for j in batch.list_namespaced_job(namespace).items) == 3,
+        "3 Jobs created and resumed",
+    )
 
     started = time.monotonic()
     try:

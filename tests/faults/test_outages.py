@@ -98,8 +98,12 @@ def test_minio_down_when_the_log_is_stored(
     )
     make_worker()
     cid = client.send(request(bucket, **pod_fate(run_for="3s")), queue=work_queue)
+    # A Job is made suspended and resumed once its MinIO credentials are in its Secret: MinIO
+    # goes down only after that, when the row's fault (the log's store) is what is left.
     watch_until(
-        k8s.BatchV1Api(api_client).list_namespaced_job, lambda _k, _j: True, namespace=namespace
+        k8s.BatchV1Api(api_client).list_namespaced_job,
+        lambda _k, job: not job.spec.suspend,
+        namespace=namespace,
     )
     localstack.stop(local_cfg, "minio")
     try:
