@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+import localstack
 from tests.faults.report import (
     FaultRecord,
     fold_phase,
@@ -28,7 +29,10 @@ from tests.faults.report import (
     update_readme,
     write_results,
 )
+from tests.support.events import EventTap
 from tests.support.jobs_made import JobsMade
+from tests.support.stack import StackInfo
+from tests.support.worker import AmqpClient
 from tests.worker.conftest import (  # noqa: F401  (fixtures, found by pytest by name)
     bucket,
     client,
@@ -131,3 +135,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def _order(nodeid: str) -> tuple[int, str]:
     return (_collected.index(nodeid) if nodeid in _collected else len(_collected), nodeid)
+
+
+# Fixtures of the rows that stop the stack's servers or count lifecycle events.
+@pytest.fixture
+def local_cfg(stack: StackInfo) -> localstack.Config:
+    if stack.kind != "local":
+        pytest.skip("stops and starts servers of the local stack; this stack's are not ours")
+    return localstack.Config.from_env()
+
+
+@pytest.fixture
+def durable_client(stack: StackInfo) -> Iterator[AmqpClient]:
+    amqp = AmqpClient(stack, durable=True)
+    yield amqp
+    amqp.close()
+
+
+@pytest.fixture
+def tap(stack: StackInfo) -> Iterator[EventTap]:
+    events = EventTap(stack)
+    yield events
+    events.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
@@ -19,19 +18,11 @@ import localstack
 from tests.faults.report import FaultRecord
 from tests.support.events import EventTap
 from tests.support.kube import watch_until
-from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request, wait_released
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def tap(stack: StackInfo) -> Iterator[EventTap]:
-    events = EventTap(stack)
-    yield events
-    events.close()
 
 
 @pytest.fixture
@@ -45,20 +36,6 @@ def _active(api_client: k8s.ApiClient, namespace: str) -> None:
         lambda _k, job: bool(job.status and job.status.active),
         namespace=namespace,
     )
-
-
-@pytest.fixture
-def local_cfg(stack: StackInfo) -> localstack.Config:
-    if stack.kind != "local":
-        pytest.skip("stops and starts servers of the local stack; this stack's are not ours")
-    return localstack.Config.from_env()
-
-
-@pytest.fixture
-def durable_client(stack: StackInfo) -> Iterator[AmqpClient]:
-    amqp = AmqpClient(stack, durable=True)
-    yield amqp
-    amqp.close()
 
 
 def test_the_final_event_arrives_once_after_a_rabbitmq_restart_while_its_job_runs(

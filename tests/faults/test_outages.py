@@ -7,7 +7,6 @@ project's own stack (the kind mode's servers are not ours to restart).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
@@ -16,26 +15,11 @@ import localstack
 from tests.faults.report import FaultRecord
 from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
-from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request, wait_released
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def local_cfg(stack: StackInfo) -> localstack.Config:
-    if stack.kind != "local":
-        pytest.skip("stops and starts servers of the local stack; this stack's are not ours")
-    return localstack.Config.from_env()
-
-
-@pytest.fixture
-def durable_client(stack: StackInfo) -> Iterator[AmqpClient]:
-    amqp = AmqpClient(stack, durable=True)
-    yield amqp
-    amqp.close()
 
 
 def test_rabbitmq_restart_with_jobs_in_flight_and_requests_queued(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
@@ -36,7 +35,6 @@ from tests.support.events import EventTap
 from tests.support.faultinject import Step, clear_faults, fault_env
 from tests.support.jobs_made import JobsMade
 from tests.support.kube import watch_until
-from tests.support.stack import StackInfo
 from tests.support.worker import AmqpClient, WorkerProcess
 from tests.worker.conftest import MakeWorker
 from tests.worker.test_service import pod_fate, request, wait_released
@@ -61,13 +59,6 @@ def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"worker never logged {text!r}:\n{worker.log_text[-3000:]}")
         time.sleep(0.1)  # polling a log file with a deadline: there is no event to wait on
-
-
-@pytest.fixture
-def tap(stack: StackInfo) -> Iterator[EventTap]:
-    events = EventTap(stack)
-    yield events
-    events.close()
 
 
 def replies_for(client: AmqpClient, cid: str) -> list[dict[str, Any]]:
