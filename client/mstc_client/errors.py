@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrokerUnreachable",
+    "CatalogInvalid",
     "ClientClosed",
     "ConfigError",
     "InputError",
@@ -26,6 +27,7 @@ __all__ = [
     "StorageUnreachable",
     "TaskNotJson",
     "TaskQueueError",
+    "TemplateError",
     "WaitTimeout",
 ]
 
@@ -99,3 +101,20 @@ class TaskQueueError(MstcClientError):
 
 class TaskNotJson(MstcClientError, TypeError):
     """A task that JSON cannot carry (a set, bytes, an object, NaN): tasks are never pickled."""
+
+
+class CatalogInvalid(MstcClientError):
+    """A catalog (YAML or the MQTT job listener's CSV) refused whole.
+
+    `line` is the 1-based line the problem is on (0: the file as a whole); the message reads
+    "SOURCE, line N: REASON" so that an editor can jump to it.
+    """
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        self.source, self.line, self.reason = source, line, reason
+        where = f"{source}, line {line}" if line else source
+        super().__init__(f"{where}: {reason}")
+
+
+class TemplateError(MstcClientError):
+    """A catalog entry's request template could not be filled from a trigger's payload."""
