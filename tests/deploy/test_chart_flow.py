@@ -25,7 +25,17 @@ ON = {"mstc-flow.enabled": "true"}
 DATABASE_URL = "postgresql+psycopg://flow:pw-1@db.example:5432/flow"
 POSTGRESQL = {**ON, "mstc-flow.replicas": "3", "mstc-flow.store.postgresql.url": DATABASE_URL}
 INLINE_CATALOG = {**ON, "mstc-flow.catalog.inline": "entries: []"}
-VALUE_SETS = {"sqlite": ON, "postgresql": POSTGRESQL, "configmap-catalog": INLINE_CATALOG}
+BUNDLED_POSTGRESQL = {
+    **ON,
+    "mstc-flow.replicas": "2",
+    "mstc-flow.mstc-flow-postgresql.enabled": "true",
+}
+VALUE_SETS = {
+    "sqlite": ON,
+    "postgresql": POSTGRESQL,
+    "bundled-postgresql": BUNDLED_POSTGRESQL,
+    "configmap-catalog": INLINE_CATALOG,
+}
 
 
 def flow_pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,6 +136,35 @@ def test_postgresql_url_from_an_existing_secret(stack: StackInfo) -> None:
     objects = render(stack, values)
     assert ref(flow_env(objects), "MSTC_FLOW_STORE_URL") == ("my-db", "dsn")
     assert ("Secret", f"{FLOW}-store") not in flow_objects(objects)
+
+
+def test_bundled_postgresql_is_a_non_root_statefulset_whose_url_the_flow_reads(
+    stack: StackInfo,
+) -> None:
+    objects = render(stack, BUNDLED_POSTGRESQL)
+    name = "t-mstc-flow-postgresql"
+    secret = {
+        k: base64.b64decode(v).decode() for k, v in find(objects, "Secret", name)["data"].items()
+    }
+    assert len(secret["password"]) == 32
+    assert secret["url"] == (
+        f"postgresql+psycopg://mstc_flow:{secret['password']}@{name}:5432/mstc_flow"
+    )
+    assert ref(flow_env(objects), "MSTC_FLOW_STORE_URL") == (name, "url")
+    assert find(objects, "Deployment", FLOW)["spec"]["replicas"] == 2
+    assert find(objects, "Service", name)["spec"]["ports"][0]["port"] == 5432
+    database = find(objects, "StatefulSet", name)["spec"]
+    assert database["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    pod = database["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert ref(env, "POSTGRES_PASSWORD") == (name, "password")
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    # No flow claim: the flow's pod keeps nothing on disk.
+    assert ("PersistentVolumeClaim", FLOW) not in flow_objects(objects)
 
 
 def test_configmap_catalog_is_readable_by_the_flow_alone_and_only_that_one(

@@ -38,15 +38,27 @@ app.kubernetes.io/part-of: MSTC
 {{- .Values.auth.existingSecret | default (printf "%s-tokens" (include "mstc-flow.fullname" .)) }}
 {{- end }}
 
-{{/* "true" when the store is PostgreSQL (a URL given, or a Secret holding one). */}}
-{{- define "mstc-flow.postgresql" -}}
+{{/* "true" when the bundled PostgreSQL is on (and no other URL given). */}}
+{{- define "mstc-flow.bundledPostgresql" -}}
 {{- $pg := .Values.store.postgresql }}
-{{- if or $pg.url $pg.existingSecret }}true{{ end }}
+{{- if and (dig "enabled" false (index .Values "mstc-flow-postgresql")) (not $pg.url) (not $pg.existingSecret) }}true{{ end }}
 {{- end }}
 
-{{/* The Secret and key holding the PostgreSQL URL. */}}
+{{/* "true" when the store is PostgreSQL (a URL given, a Secret holding one, or the bundled one). */}}
+{{- define "mstc-flow.postgresql" -}}
+{{- $pg := .Values.store.postgresql }}
+{{- if or $pg.url $pg.existingSecret (include "mstc-flow.bundledPostgresql" .) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret and key holding the PostgreSQL URL (the bundled one's name follows its rule). */}}
 {{- define "mstc-flow.storeSecretName" -}}
-{{- .Values.store.postgresql.existingSecret | default (printf "%s-store" (include "mstc-flow.fullname" .)) }}
+{{- if .Values.store.postgresql.existingSecret }}
+{{- .Values.store.postgresql.existingSecret }}
+{{- else if include "mstc-flow.bundledPostgresql" . }}
+{{- default (printf "%s-mstc-flow-postgresql" .Release.Name) (dig "fullnameOverride" "" (index .Values "mstc-flow-postgresql")) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-store" (include "mstc-flow.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{- define "mstc-flow.storeSecretKey" -}}
@@ -196,6 +208,6 @@ be shared. Checked where the replicas are rendered.
 */}}
 {{- define "mstc-flow.checkReplicas" -}}
 {{- if and (gt (int .Values.replicas) 1) (not (include "mstc-flow.postgresql" .)) }}
-{{- fail (printf "mstc-flow.replicas=%d needs PostgreSQL (mstc-flow.store.postgresql.url or .existingSecret): SQLite is one file on one volume and cannot be shared by several replicas" (int .Values.replicas)) }}
+{{- fail (printf "mstc-flow.replicas=%d needs PostgreSQL (mstc-flow.store.postgresql.url or .existingSecret, or mstc-flow.mstc-flow-postgresql.enabled): SQLite is one file on one volume and cannot be shared by several replicas" (int .Values.replicas)) }}
 {{- end }}
 {{- end }}
