@@ -1,8 +1,9 @@
 """`helm install` with mstc-flow on, into the real API server (KWOK runs the pods).
 
-The umbrella installs with the flow, its SQLite claim bound to a volume made here (the stack
-has no provisioner), its catalog ConfigMap and Role; `--wait` returns only once every
-Deployment is ready and the claim bound. The API server's SubjectAccessReview then says what
+The umbrella installs with the flow, its store's claim (SQLite's, or the bundled PostgreSQL's
+with two flow replicas) bound to a volume made here (the stack has no provisioner), its catalog
+ConfigMap and Role; `--wait` returns only once every Deployment and StatefulSet is ready and
+the claim bound. The API server's SubjectAccessReview then says what
 the flow's ServiceAccount may do: read its catalog ConfigMap, nothing else. An upgrade keeps
 the tokens. No flow image runs here (KWOK simulates containers), so this checks the objects,
 not the service.
@@ -64,24 +65,50 @@ def storage_class(api_client: k8s.ApiClient) -> Iterator[str]:
     core.delete_persistent_volume(name)
 
 
+RELEASE = "fl"
+FLOW = f"{RELEASE}-mstc-flow"
+# Per store: the values, the flow's replicas, and the claim that must be bound.
+STORES = {
+    "sqlite": (
+        {"mstc-flow.store.sqlite.persistence.storageClass": "{class}",
+         "mstc-flow.store.sqlite.persistence.size": "1Gi"},
+        1,
+        FLOW,
+    ),
+    "bundled-postgresql": (
+        {"mstc-flow.replicas": "2",
+         "mstc-flow.mstc-flow-postgresql.enabled": "true",
+         "mstc-flow.mstc-flow-postgresql.persistence.storageClass": "{class}",
+         "mstc-flow.mstc-flow-postgresql.persistence.size": "1Gi"},
+        2,
+        f"data-{RELEASE}-mstc-flow-postgresql-0",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("store", "replicas", "claim_name"), STORES.values(), ids=STORES.keys())
 def test_install_with_flow_is_accepted_and_scoped(
-    stack: StackInfo, api_client: k8s.ApiClient, namespace: str, storage_class: str
+    stack: StackInfo,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    storage_class: str,
+    store: dict[str, str],
+    replicas: int,
+    claim_name: str,
 ) -> None:
-    release = "fl"
-    flow = f"{release}-mstc-flow"
+    release, flow = RELEASE, FLOW
     values = {
         "serviceAccount.name": f"mstc-{uuid.uuid4().hex[:6]}",
         "mstc-flow.enabled": "true",
         "mstc-flow.catalog.inline": "entries: []",
-        "mstc-flow.store.sqlite.persistence.storageClass": storage_class,
-        "mstc-flow.store.sqlite.persistence.size": "1Gi",
+        **{key: value.format(**{"class": storage_class}) for key, value in store.items()},
     }
     helm(stack, "install", release, str(CHART), "-n", namespace, *set_args(values),
          "--wait", "--timeout", "170s")  # fmt: skip
     try:
         apps, core = k8s.AppsV1Api(api_client), k8s.CoreV1Api(api_client)
-        assert apps.read_namespaced_deployment(flow, namespace).status.ready_replicas == 1
-        claim = core.read_namespaced_persistent_volume_claim(flow, namespace)
+        assert apps.read_namespaced_deployment(flow, namespace).status.ready_replicas == replicas
+        claim = core.read_namespaced_persistent_volume_claim(claim_name, namespace)
         assert (claim.status.phase, claim.spec.volume_name) == ("Bound", storage_class)
         service = core.read_namespaced_service(flow, namespace)
         assert [(p.name, p.port) for p in service.spec.ports] == [("http", 8090)]
