@@ -263,6 +263,17 @@ def test_an_upgrade_keeps_the_tokens_already_installed(stack: StackInfo, namespa
     assert base64.b64decode(data["adminToken"]) == b"admin-token-in-use-already"
 
 
+def test_an_upgrade_keeps_the_bundled_database_password(stack: StackInfo, namespace: str) -> None:
+    name = "t-mstc-flow-postgresql"
+    kubectl(stack, "-n", namespace, "create", "secret", "generic", name,
+            "--from-literal=password=db-password-in-use")  # fmt: skip
+    out = helm(stack, "template", "t", str(CHART), "-n", namespace, "--dry-run=server",
+               *set_args(BUNDLED_POSTGRESQL))  # fmt: skip
+    data = find([d for d in yaml.safe_load_all(out.stdout) if d], "Secret", name)["data"]
+    assert base64.b64decode(data["password"]) == b"db-password-in-use"
+    assert b":db-password-in-use@" in base64.b64decode(data["url"])
+
+
 def test_probes_port_and_security_context(stack: StackInfo) -> None:
     objects = render(stack, ON)
     pod = flow_pod(objects)
