@@ -50,8 +50,10 @@ def create_app(ports: FlowPorts, settings: FlowSettings, registry: CollectorRegi
         redoc_url=None,
     )
     tokens = Tokens(settings)
-    app.include_router(jobs_router(ports, tokens), prefix=API_PREFIX)
-    app.include_router(catalog_router(ports, tokens), prefix=API_PREFIX)
+    # The prefix goes to the routers themselves, so that each route knows its whole template
+    # (the request counter labels by it).
+    app.include_router(jobs_router(ports, tokens, API_PREFIX))
+    app.include_router(catalog_router(ports, tokens, API_PREFIX))
     app.include_router(health_router(ports, registry))
     _add_error_handlers(app)
     _count_requests(app, registry)

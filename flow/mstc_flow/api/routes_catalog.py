@@ -37,9 +37,9 @@ _PAYLOAD = {
 }
 
 
-def catalog_router(ports: FlowPorts, tokens: Tokens) -> APIRouter:
+def catalog_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter:
     reader = [Depends(tokens.reader())]
-    router = APIRouter(responses=_ERRORS)
+    router = APIRouter(prefix=prefix, responses=_ERRORS)
 
     @router.get("/catalog", dependencies=reader, tags=["catalog"], summary="The active catalog")
     def catalog() -> dict[str, Any]:

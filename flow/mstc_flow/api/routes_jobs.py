@@ -72,10 +72,10 @@ def job_query(  # noqa: PLR0917 (one argument per documented query parameter)
                     since=since, until=until, limit=limit, cursor=cursor or None)  # fmt: skip
 
 
-def jobs_router(ports: FlowPorts, tokens: Tokens) -> APIRouter:
+def jobs_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter:
     reader = [Depends(tokens.reader())]
     admin = [Depends(tokens.admin())]
-    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=_ERRORS)
+    router = APIRouter(prefix=f"{prefix}/jobs", tags=["jobs"], responses=_ERRORS)
 
     @router.get("", dependencies=reader, summary="List jobs, newest first, a page at a time")
     def list_jobs(query: Annotated[JobQuery, Depends(job_query)]) -> dict[str, Any]:
