@@ -140,14 +140,15 @@ class FakePorts:
     def list_jobs(self, query: JobQuery) -> FakePage:
         self._maybe_fail()
         self.queries.append(query)
-        if query.cursor not in (None, "p2"):
-            raise BadQuery("query parameter 'cursor': not a cursor this service made")
+        start = 0
+        if query.cursor is not None:  # "p<offset>", as this fake makes them
+            if not (query.cursor.startswith("p") and query.cursor[1:].isdigit()):
+                raise BadQuery("query parameter 'cursor': not a cursor this service made")
+            start = int(query.cursor[1:])
         rows = [j for j in self.jobs if query.state in (None, j.state)]
         rows = [j for j in rows if query.name in (None, j.requested_name, j.job_name)]
-        start = 0 if query.cursor is None else query.limit
-        page = rows[start : start + query.limit]
-        more = start + query.limit < len(rows) and query.cursor is None
-        return FakePage(page, "p2" if more else None)
+        end = start + query.limit
+        return FakePage(rows[start:end], f"p{end}" if end < len(rows) else None)
 
     def get_job(self, key: str) -> FakeJob:
         self._maybe_fail()
