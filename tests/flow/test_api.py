@@ -237,6 +237,14 @@ def test_a_transient_failure_is_503_with_retry_after(url: str, ports: FakePorts)
     assert as_json(response)["error"] == "The store is unreachable: connection refused."
 
 
+def test_a_bug_is_500_telling_nothing_of_itself(url: str, ports: FakePorts) -> None:
+    ports.fail_next = RuntimeError("secret detail")
+    response = call(url, "POST", "/api/v1/catalog/ingest/fire", body=b"x")
+    _refused(response, 500)
+    assert "secret" not in response.data.decode()
+    assert call(url, "GET", "/api/v1/jobs").status == 200  # and the server still serves
+
+
 def test_unknown_paths_and_methods_answer_json(url: str) -> None:
     _refused(call(url, "GET", "/api/v1/nothing"), 404)
     _refused(call(url, "DELETE", "/api/v1/jobs/sort-1"), 405)

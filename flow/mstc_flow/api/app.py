@@ -4,9 +4,10 @@ REST/JSON under `/api/v1`, described by OpenAPI at `/api/v1/openapi.json` (no do
 would fetch scripts from the internet). Every error is JSON `{"error": "<sentence>"}`: the
 flow's error classes become 404 (NotFound), 400 (BadQuery, a bad query parameter named),
 409 (any other PermanentError: retrying cannot help) and 503 (TransientError, with
-Retry-After); 401/403 come from `auth`. `/healthz`, `/readyz` and `/metrics` are open, as the
-worker's are, for probes and Prometheus. This is the only package that imports FastAPI,
-Starlette or uvicorn (an import contract says so).
+Retry-After); 401/403 come from `auth`; anything else is a bug, 500 without details.
+`/healthz`, `/readyz` and `/metrics` are open, as the worker's are, for probes and
+Prometheus. This is the only package that imports FastAPI, Starlette or uvicorn (an import
+contract says so).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = ["API_PREFIX", "create_app", "error_response"]
 API_PREFIX = "/api/v1"
 # A TransientError's 503 asks the caller to come back after this long.
 _RETRY_AFTER_SECONDS = "5"
+_UNEXPECTED = "The flow service failed on this request; its log says why."
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -78,6 +80,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Forbidden, sentence(403))
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    # A bug: the body says no more than that (the traceback goes to the service's log).
+    # The server drops the connection after it, so the client is told not to reuse it.
+    app.add_exception_handler(
+        Exception, lambda _r, _exc: error_response(500, _UNEXPECTED, {"Connection": "close"})
+    )
 
 
 def _invalid_request(_request: Request, exc: Exception) -> Response:
