@@ -1,6 +1,7 @@
 """The `mstc` command: `mstc run` (files in, results out), `mstc send` (a raw request),
-`mstc cancel` (stop a Job), and the listeners `mstc events --follow` (job events as they
-happen) and `mstc workers` (the replicas).
+`mstc cancel` (stop a Job), the listeners `mstc events --follow` (job events as they
+happen) and `mstc workers` (the replicas), and, on the flow service's API, `mstc jobs ...`
+and `mstc catalog ...` (registered from `mstc_client.cli_flow`, which runs them itself).
 
 The command is a thin shell over `Client`: it parses flags, overlays them on the environment
 (the worker's variable names, so one env file serves both), shows progress, prints a summary
@@ -16,10 +17,10 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from mstc_client.cli_flow import add_flow_commands
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
@@ -33,6 +34,7 @@ from mstc_client.errors import (
     StorageError,
     WaitTimeout,
 )
+from mstc_client.exit_codes import ExitCode, exit_code_for_cancel
 from mstc_client.handle import JobHandle
 from mstc_client.listen import follow_events, list_workers
 from mstc_client.protocol import Resources, Status
@@ -46,19 +48,6 @@ __all__ = [
     "exit_code_for_status",
     "main",
 ]
-
-
-class ExitCode(IntEnum):
-    SUCCEEDED = 0
-    JOB_FAILED = 1
-    TIMEOUT = 2
-    REJECTED = 3
-    UNREACHABLE = 4
-    ERROR = 5
-    UNKNOWN = 6
-    CANCELLED = 7
-    NO_SUCH_JOB = 8
-    ALREADY_FINISHED = 9
 
 
 EPILOG = """\
@@ -76,6 +65,8 @@ exit codes:
   8  mstc cancel: no such Job
   9  mstc cancel: the Job had finished already (the answer says how)
   (mstc cancel: 0 the Job is being cancelled; 3 the name is ambiguous or the message bad)
+  10 mstc jobs|catalog: the flow API refused the token (MSTC_FLOW_TOKEN); these commands
+     also use 8 for no such job or entry, 4 when the API does not answer, 3 when it refuses
 
 settings (environment, the worker's own names; flags override them):
   MSTC_AMQP_URL or WORK_QUEUE_HOST, WORK_QUEUE_PORT, WORK_QUEUE_USER, WORK_QUEUE_PASS
@@ -85,6 +76,7 @@ settings (environment, the worker's own names; flags override them):
   MSTC_CONTROL_QUEUE (mstc.queue.control),
   MSTC_CONNECT_TIMEOUT_SECONDS (15), MSTC_HEARTBEAT_SECONDS (30)
   MSTC_EVENTS_EXCHANGE (amq.topic; empty: events off), for mstc events and mstc workers
+  MSTC_FLOW_URL, MSTC_FLOW_TOKEN: the flow service's API and token, for mstc jobs|catalog
 """
 
 _STATUS_CODES = {
@@ -96,23 +88,10 @@ _STATUS_CODES = {
     Status.CANCELLED: ExitCode.CANCELLED,
     Status.UNKNOWN: ExitCode.UNKNOWN,
 }
-# mstc cancel: the answer's status; anything else (an unreadable answer, "error") is ERROR.
-_CANCEL_CODES = {
-    "cancelling": ExitCode.SUCCEEDED,
-    "unknown": ExitCode.NO_SUCH_JOB,
-    "finished": ExitCode.ALREADY_FINISHED,
-    "ambiguous": ExitCode.REJECTED,
-    "invalid": ExitCode.REJECTED,
-}
 
 
 def exit_code_for_status(status: Status) -> ExitCode:
     return _STATUS_CODES[status]
-
-
-def exit_code_for_cancel(answer_status: str) -> ExitCode:
-    """The exit code of `mstc cancel` for the worker's answer."""
-    return _CANCEL_CODES.get(answer_status, ExitCode.ERROR)
 
 
 def exit_code_for_error(exc: BaseException) -> ExitCode:
@@ -257,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", help="why; the cancelled reply's message says it")
     cancel.add_argument("--control-queue", help="control queue (MSTC_CONTROL_QUEUE)")
     _add_listeners(commands)
+    add_flow_commands(commands)  # mstc jobs ..., mstc catalog ...: the flow service's API
     return parser  # fmt: skip
 
 
@@ -431,6 +411,8 @@ def _listen(config: ClientConfig, args: argparse.Namespace) -> ExitCode:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "handler"):  # a command that brings its own runner (cli_flow)
+        return int(args.handler(args, os.environ if env is None else env))
     display = Display(sys.stderr, enabled=not args.json)
     try:
         config = _config(args, os.environ if env is None else env)

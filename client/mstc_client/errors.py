@@ -14,10 +14,14 @@ if TYPE_CHECKING:
     from mstc_client.protocol import Reply
 
 __all__ = [
+    "AuthError",
     "BrokerUnreachable",
     "CatalogInvalid",
     "ClientClosed",
     "ConfigError",
+    "FlowApiError",
+    "FlowNotFound",
+    "FlowUnreachable",
     "InputError",
     "JobFailed",
     "JobTimedOut",
@@ -118,3 +122,27 @@ class CatalogInvalid(MstcClientError):
 
 class TemplateError(MstcClientError):
     """A catalog entry's request template could not be filled from a trigger's payload."""
+
+
+class FlowApiError(MstcClientError):
+    """The flow service's API refused a call; `status` is the HTTP status (0: no answer).
+
+    The message is the server's own sentence (its `{"error": ...}`), so it says what to fix.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(FlowApiError):
+    """The flow API refused the token: none or an unknown one (401), or a read-only one for a
+    change (403). `MSTC_FLOW_TOKEN` holds the token."""
+
+
+class FlowNotFound(FlowApiError):
+    """No such job, catalog entry or log in the flow service (404)."""
+
+
+class FlowUnreachable(FlowApiError):
+    """The flow API did not answer (`status` 0), or answered that it cannot serve now (503)."""

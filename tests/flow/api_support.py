@@ -1,0 +1,236 @@
+"""The flow API over real HTTP, for the API's and the `mstc jobs|catalog` commands' tests.
+
+`FakePorts` is a pure in-memory `FlowPorts`: it stands for the service's engine and store
+(their own tests use the real ones); the HTTP boundary is real, uvicorn on 127.0.0.1 with a
+port from the system. It records the writes it was asked for so tests can check them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from mstc_flow.api import ApiServer, JobQuery, JobRecord, create_app, serve
+from mstc_flow.errors import BadQuery, NotFound, PermanentError
+from mstc_flow.settings import FlowSettings, load_settings
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+READ_TOKEN = "read-token-0123456789abcdef"
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        _camel(f.name): _json_value(getattr(record, f.name)) for f in dataclasses.fields(record)
+    }
+
+
+@dataclass(frozen=True)
+class FakeJob:
+    """The shared plan's JobRecord fields, with its `.to_json()`."""
+
+    request_id: str
+    requested_name: str | None
+    job_name: str | None
+    namespace: str | None = "mstc-dev"
+    image: str | None = "busybox:1"
+    state: str = "succeeded"
+    request: dict[str, Any] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    correlation_id: str | None = None
+    replica: str | None = "worker-0"
+    accepted_at: datetime | None = T0
+    running_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    error: str | None = None
+    log_bucket: str | None = "mstc"
+    log_object: str | None = None
+    output_bucket: str | None = None
+    pods_succeeded: int | None = None
+    pods_failed: int | None = None
+    duration_ms: int | None = None
+    updated_at: datetime | None = T0
+
+    def to_json(self) -> dict[str, Any]:
+        return _record_json(self)
+
+
+@dataclass(frozen=True)
+class FakePage:
+    items: list[FakeJob]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class FakeReplica:
+    replica: str
+    version: str | None = "0.1.0"
+    in_flight: int | None = 1
+    capacity: int | None = 100
+    started_at: datetime | None = T0
+    last_seen: datetime | None = T0
+    stopping: bool = False
+    interval_seconds: float | None = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return _record_json(self)
+
+
+def sample_jobs() -> list[FakeJob]:
+    """Five jobs, newest first: two succeeded, a failed one, a running one, a rejected one."""
+    rows = [
+        ("a" * 64, "sort", "sort-1", "succeeded", {"team": "x"}, 0),
+        ("b" * 64, "sort", "sort-2", "failed", {"team": "x"}, 1),
+        ("c" * 64, "render", "render-1", "running", {"team": "y"}, None),
+        ("d" * 64, "render", "render-2", "succeeded", {}, 0),
+        ("e" * 64, "bad", None, "rejected", {}, None),
+    ]
+    return [
+        FakeJob(request_id=rid, requested_name=name, job_name=made, state=state, labels=labels,
+                exit_code=code, accepted_at=T0 - timedelta(minutes=n),
+                log_object=f"logs/{made}.log" if made else None)
+        for n, (rid, name, made, state, labels, code) in enumerate(rows)
+    ]  # fmt: skip
+
+
+class FakePorts:
+    """In-memory FlowPorts; `fail_next` makes the next call raise the given error."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the sample data, nothing recorded (a module's server serves many tests)."""
+        self.jobs = sample_jobs()
+        self.logs = {"a" * 64: b"hello from sort-1\n", "b" * 64: b"exit 1\n\xff raw byte\n"}
+        self.entries = ["ingest", "process"]
+        self.fired: list[tuple[str, bytes]] = []
+        self.retried: list[str] = []
+        self.cancelled: list[str] = []
+        self.queries: list[JobQuery] = []
+        self.is_ready = True
+        self.fail_next: Exception | None = None
+        self._lock = threading.Lock()
+
+    def _maybe_fail(self) -> None:
+        with self._lock:
+            error, self.fail_next = self.fail_next, None
+        if error is not None:
+            raise error
+
+    def list_jobs(self, query: JobQuery) -> FakePage:
+        self._maybe_fail()
+        self.queries.append(query)
+        start = 0
+        if query.cursor is not None:  # "p<offset>", as this fake makes them
+            if not (query.cursor.startswith("p") and query.cursor[1:].isdigit()):
+                raise BadQuery("query parameter 'cursor': not a cursor this service made")
+            start = int(query.cursor[1:])
+        rows = [j for j in self.jobs if query.state in (None, j.state)]
+        rows = [j for j in rows if query.name in (None, j.requested_name, j.job_name)]
+        end = start + query.limit
+        return FakePage(rows[start:end], f"p{end}" if end < len(rows) else None)
+
+    def get_job(self, key: str) -> FakeJob:
+        self._maybe_fail()
+        for job in self.jobs:
+            if key in (job.request_id, job.job_name):
+                return job
+        raise NotFound(f"No job {key!r} in the history.")
+
+    def job_events(self, request_id: str) -> list[dict[str, Any]]:
+        return [{"eventId": f"{request_id}:accepted", "event": "accepted"},
+                {"eventId": f"{request_id}:succeeded", "event": "succeeded"}]  # fmt: skip
+
+    def job_firing(self, request_id: str) -> dict[str, Any] | None:
+        if request_id != "a" * 64:
+            return None
+        return {"entry": "ingest", "kind": "trigger", "retryOf": None}
+
+    def read_log(self, job: JobRecord) -> bytes:
+        try:
+            return self.logs[job.request_id]
+        except KeyError:
+            raise NotFound(f"No log is stored for {job.job_name or job.request_id}.") from None
+
+    def retry(self, key: str) -> dict[str, Any]:
+        self._maybe_fail()
+        job = self.get_job(key)
+        if job.state not in ("failed", "succeeded", "timeout", "error", "cancelled"):
+            raise PermanentError(f"{key} is still {job.state}; retry it once it has ended.")
+        self.retried.append(key)
+        return {"firingId": "f" * 32, "retryOf": job.request_id}
+
+    def cancel(self, key: str) -> dict[str, Any]:
+        self._maybe_fail()
+        job = self.get_job(key)
+        self.cancelled.append(key)
+        if job.state == "running":
+            return {"status": "cancelling", "message": f"Cancelling {job.job_name}."}
+        return {"status": "finished", "message": f"{job.job_name} had finished: {job.state}."}
+
+    def catalog(self) -> dict[str, Any]:
+        self._maybe_fail()
+        return {"source": "file:catalog.yaml", "digest": "0" * 64, "loadedAt": T0.isoformat(),
+                "error": None,
+                "entries": [{"name": "ingest", "trigger": "data/in/+", "image": "busybox:1",
+                             "concurrency": "allow", "maxInFlight": 0},
+                            {"name": "process", "trigger": None, "image": "busybox:1",
+                             "concurrency": "skip", "maxInFlight": 2}]}  # fmt: skip
+
+    def fire(self, entry: str, payload: bytes) -> dict[str, Any]:
+        self._maybe_fail()
+        if entry not in self.entries:
+            raise NotFound(f"The catalog has no entry {entry!r}.")
+        self.fired.append((entry, payload))
+        return {"firingId": "1" * 32}
+
+    def parked(self) -> list[dict[str, Any]]:
+        return [{"firingId": "2" * 32, "entry": "ingest", "lastError": "broker down"}]
+
+    def replicas(self) -> list[FakeReplica]:
+        return [FakeReplica("worker-0"), FakeReplica("worker-1", stopping=True, in_flight=0)]
+
+    def ready(self) -> bool:
+        self._maybe_fail()
+        return self.is_ready
+
+
+def api_settings(*, read_token: str | None = READ_TOKEN) -> FlowSettings:
+    env = {"MSTC_FLOW_ADMIN_TOKEN": ADMIN_TOKEN, "MSTC_FLOW_HTTP_HOST": "127.0.0.1",
+           "MSTC_FLOW_HTTP_PORT": "0"}  # fmt: skip
+    if read_token is not None:
+        env["MSTC_FLOW_READ_TOKEN"] = read_token
+    return load_settings(env)
+
+
+@contextmanager
+def running_api(ports: FakePorts, settings: FlowSettings | None = None) -> Iterator[str]:
+    """The API on a free port of 127.0.0.1; yields its base URL; stops it after."""
+    settings = settings or api_settings()
+    stop = threading.Event()
+    server: ApiServer = serve(create_app(ports, settings, CollectorRegistry()), settings, stop)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        stop.set()
+        assert server.join(10), "the API did not stop within 10 s of its stop event"
