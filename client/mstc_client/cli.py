@@ -20,6 +20,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from mstc_client.cli_catalog import add_catalog_commands, catalog_main
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", help="why; the cancelled reply's message says it")
     cancel.add_argument("--control-queue", help="control queue (MSTC_CONTROL_QUEUE)")
     _add_listeners(commands)
+    add_catalog_commands(commands, _Parser)
     return parser  # fmt: skip
 
 
@@ -431,6 +433,8 @@ def _listen(config: ClientConfig, args: argparse.Namespace) -> ExitCode:
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "catalog":  # offline: no settings, no client
+        return catalog_main(args)
     display = Display(sys.stderr, enabled=not args.json)
     try:
         config = _config(args, os.environ if env is None else env)
