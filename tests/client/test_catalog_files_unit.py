@@ -110,6 +110,8 @@ def test_csv_refusals_name_the_line_and_the_field(text: str, line: int, words: s
 def test_a_quoted_cell_over_two_lines_keeps_the_next_rows_line() -> None:
     text = 'job_name,image\na,"img\n:1"\nb,img:2\nb,img:3\n'
     assert refused(text, source="jobs.csv").line == 5
+    # A problem in the two-line row itself is on the line the row starts.
+    assert refused('job_name,image\nA,"img\n:1"\n', source="jobs.csv").line == 2
 
 
 # --- YAML -----------------------------------------------------------------------------------

@@ -139,9 +139,29 @@ def test_reload_now_reads_an_unchanged_version_again(tmp_path: Path, changes: Ch
     assert keeper.check() is True
     calls: list[str] = []
     keeper.source = _Counting(keeper.source, calls)
+    assert keeper.check() is False
+    assert calls == ["version"]  # a poll of an unchanged version does not read it
     assert keeper.reload_now() is False  # read, same digest: on_change not called again
-    assert calls == ["read"]
+    assert calls == ["version", "read"]
     assert len(changes.catalogs) == 1
+
+
+def test_a_broken_version_is_refused_once_not_at_every_poll(
+    tmp_path: Path, changes: Changes
+) -> None:
+    path = tmp_path / "flows.yaml"
+    path.write_text(BROKEN)
+    calls: list[str] = []
+    keeper = CatalogKeeper(
+        _Counting(open_source(f"file:{path}", NO_S3), calls), changes, poll_seconds=60
+    )
+    assert keeper.check() is False
+    assert keeper.check() is False
+    assert calls == ["version", "read", "version"]
+    assert keeper.last_error is not None
+    assert keeper.last_error.endswith(
+        "line 10: concurrency: 'often' is not one of allow, skip, replace"
+    )
 
 
 class _Counting:
