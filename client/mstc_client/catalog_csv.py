@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from typing import Any
 
 from mstc_client.catalog import Entry, Trigger
@@ -146,7 +147,7 @@ def _entry(row: dict[str, str], source: str, line: int) -> Entry:
     return Entry(name=name, trigger=trigger, request=request, line=line)
 
 
-def _resources(row: dict[str, str], place: Any) -> dict[str, dict[str, str]]:
+def _resources(row: dict[str, str], place: Callable[[str], Place]) -> dict[str, dict[str, str]]:
     sections: dict[str, dict[str, str]] = {}
     for column, (section, resource) in _RESOURCE_COLUMNS.items():
         value = row.get(column, "")

@@ -141,6 +141,8 @@ def test_yaml_entries_with_every_field() -> None:
     assert by_hand.request["jobName"] == "custom"
     rendered = init.render(b'{"dataset": "d1"}', "experiments/init-job", "f" * 32)
     assert rendered["env"]["DATASET"] == "d1"
+    # env values stay texts even when the payload's value is a number (the worker wants texts)
+    assert init.render(b'{"dataset": 7}', "t", "f" * 32)["env"]["DATASET"] == "7"
     assert by_hand.trigger is None
     assert by_hand.concurrency is Concurrency.ALLOW
 
