@@ -84,6 +84,7 @@ __all__ = [
     "REPLY_ANNOTATIONS",
     "REPLY_TO_ANNOTATION",
     "REQUEST_ID_ANNOTATION",
+    "SCRATCH_VOLUME",
     "TASK_QUEUE_ANNOTATION",
     "ReplyRoute",
     "build_job",
@@ -100,6 +101,8 @@ __all__ = [
 # request redelivered across an upgrade start a second Job.
 JOB_NAME_NAMESPACE = uuid.UUID("8b6ca883-d308-4700-ba70-8557070c61ba")
 _UUID_CHARS = 36
+# The pod volume of a request's `scratch` directory (the only volume a Job's pod has).
+SCRATCH_VOLUME = "scratch"
 # The base keeps the full uuid within a 63-character name: 63 - 1 - 36 = 26.
 _BASE_MAX = DNS1123_LABEL_MAX - 1 - _UUID_CHARS
 
@@ -252,6 +255,7 @@ def build_job(
                     "enableServiceLinks": False,
                     "securityContext": _pod_security(settings),
                     "containers": [_container(request, settings, unique_name)],
+                    **_scratch_volumes(request),
                 },
             },
         },
@@ -317,7 +321,22 @@ def _container(request: Request, settings: Settings, unique_name: str) -> dict[s
         }
         if resources:
             container["resources"] = resources
+    if request.scratch is not None:
+        container["volumeMounts"] = [
+            {"name": SCRATCH_VOLUME, "mountPath": request.scratch.mount_path}
+        ]
     return container
+
+
+def _scratch_volumes(request: Request) -> dict[str, Any]:
+    """The pod's `volumes` for a request's scratch directory (none without one)."""
+    if request.scratch is None:
+        return {}
+    empty_dir: dict[str, Any] = {}
+    if request.scratch.size_limit is not None:
+        # Past it the kubelet evicts the pod: the Job fails rather than fill the node's disk.
+        empty_dir["sizeLimit"] = request.scratch.size_limit
+    return {"volumes": [{"name": SCRATCH_VOLUME, "emptyDir": empty_dir}]}
 
 
 def _value(name: str, value: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializ
 
 from mstc_worker import request_fields as fields
 from mstc_worker.errors import ImageNotAllowed, InvalidRequest, MalformedRequest, RequestRejected
-from mstc_worker.request_fields import RESERVED_ENV_NAMES, FanOut, Resources, describe
+from mstc_worker.request_fields import RESERVED_ENV_NAMES, FanOut, Resources, Scratch, describe
 from mstc_worker.settings import Settings
 
 __all__ = [
@@ -75,6 +75,7 @@ class Request(BaseModel):
     backoff_limit: int = 0
     fan_out: FanOut = Field(default_factory=FanOut, description="Pods: one unless asked.")
     task_queue: str | None = Field(default=None, description="taskQueue: the pods' task queue.")
+    scratch: Scratch | None = Field(default=None, description="An emptyDir for the container.")
 
 
 def parse_request(body: bytes, *, settings: Settings) -> Request:
@@ -129,6 +130,7 @@ def parse_request(body: bytes, *, settings: Settings) -> Request:
             max_completions=settings.max_completions,
         ),
         task_queue=fields.task_queue(data, enabled=settings.task_queues),
+        scratch=fields.scratch(data),
     )
 
 

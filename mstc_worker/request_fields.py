@@ -38,6 +38,7 @@ __all__ = [
     "FanOut",
     "KeyAllowList",
     "Resources",
+    "Scratch",
     "buckets",
     "describe",
     "extra_env",
@@ -47,6 +48,7 @@ __all__ = [
     "pod_annotations",
     "prefix",
     "resources",
+    "scratch",
     "string_list",
     "task_queue",
     "whole_number",
@@ -116,6 +118,20 @@ class FanOut(BaseModel):
     def single(self) -> bool:
         """Whether this is the plain one-pod Job (no fan-out fields in its manifest)."""
         return self.completions == 1 and self.parallelism == 1 and not self.indexed
+
+
+class Scratch(BaseModel):
+    """A scratch directory for the Job's container: an emptyDir mounted at `mount_path`.
+
+    Jobs that unpack data need disk beyond their image (the MQTT job listener's `disk_mount`),
+    and with a read-only root filesystem (MSTC_JOB_READ_ONLY_ROOT) it is the writable place.
+    The worker mounts nothing else into the container, so only the runtime's own paths clash.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    mount_path: str
+    size_limit: str | None = None
 
 
 class KeyAllowList(NamedTuple):
@@ -506,3 +522,44 @@ def task_queue(data: dict[str, Any], *, enabled: bool) -> str | None:
             field="taskQueue",
         )
     return name
+
+
+# Where the container runtime mounts its own filesystems: an emptyDir there would hide them.
+_RUNTIME_PATHS = ("/proc", "/sys", "/dev")
+_MOUNT_PATH_MAX = 1024
+
+
+def scratch(data: dict[str, Any]) -> Scratch | None:
+    """`scratch`: {"mountPath": "/abs/path", "sizeLimit": "20Gi"} (sizeLimit optional)."""
+    value = data.get("scratch")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _reject("scratch", 'must be an object like {"mountPath": "/scratch"}', value)
+    unknown = sorted(set(value) - {"mountPath", "sizeLimit"})
+    if unknown:
+        raise RequestRejected(
+            f"Field 'scratch' accepts only 'mountPath' and 'sizeLimit'; got '{unknown[0]}'.",
+            field=f"scratch.{unknown[0]}",
+        )
+    size = value.get("sizeLimit")
+    if size is not None and (not isinstance(size, str) or not is_quantity(size)):
+        raise _reject("scratch.sizeLimit", 'must be a Kubernetes quantity such as "20Gi"', size)
+    return Scratch(mount_path=_mount_path(value.get("mountPath")), size_limit=size)
+
+
+def _mount_path(path: object) -> str:
+    field = "scratch.mountPath"
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _reject(field, 'must be an absolute path such as "/scratch"', path)
+    if len(path) > _MOUNT_PATH_MAX or "\x00" in path or ":" in path:
+        raise _reject(
+            field, f"must be a path of at most {_MOUNT_PATH_MAX} characters without ':'", path
+        )
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts or "." in parts:
+        raise _reject(field, "must not contain '.' or '..' steps", path)
+    normal = "/" + "/".join(parts)
+    if normal == "/" or any(normal == p or normal.startswith(p + "/") for p in _RUNTIME_PATHS):
+        raise _reject(field, f"must not be '/' or under {', '.join(_RUNTIME_PATHS)}", path)
+    return normal

@@ -113,7 +113,11 @@ class Entry:
         text = payload.decode("utf-8", errors="replace")
         values = _Values(text, topic, self.name, firing_id)
         request: dict[str, Any] = _fill(dict(self.request), values)
-        env = dict(request.get("env") or {})
+        # A whole-placeholder value keeps its JSON type, but env values must be texts.
+        env = {
+            k: v if isinstance(v, str) else json.dumps(v)
+            for k, v in (request.get("env") or {}).items()
+        }
         env.update(
             {PAYLOAD_ENV: text, TOPIC_ENV: topic, ENTRY_ENV: self.name, FIRING_ENV: firing_id}
         )

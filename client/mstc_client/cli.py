@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from mstc_client.cli_catalog import add_catalog_commands
 from mstc_client.cli_flow import add_flow_commands
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", help="why; the cancelled reply's message says it")
     cancel.add_argument("--control-queue", help="control queue (MSTC_CONTROL_QUEUE)")
     _add_listeners(commands)
-    add_flow_commands(commands)  # mstc jobs ..., mstc catalog ...: the flow service's API
+    # mstc jobs ..., mstc catalog ...: the flow service\'s API, and the offline validate
+    add_catalog_commands(add_flow_commands(commands))
     return parser  # fmt: skip
 
 

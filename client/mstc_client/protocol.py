@@ -29,6 +29,7 @@ __all__ = [
     "JobRequest",
     "Reply",
     "Resources",
+    "Scratch",
     "Status",
     "parse_progress",
     "parse_reply",
@@ -71,6 +72,15 @@ class Resources(BaseModel):
     limits: dict[str, str] = Field(default_factory=dict)
 
 
+class Scratch(BaseModel):
+    """A scratch directory: an emptyDir the worker mounts at `mount_path` (absolute)."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=_camel, populate_by_name=True)
+
+    mount_path: str
+    size_limit: str | None = None  # a Kubernetes quantity, e.g. "20Gi"; None: unbounded
+
+
 class JobRequest(BaseModel):
     """One request to the worker. Fields left as None are not sent (the worker's defaults apply).
 
@@ -96,6 +106,7 @@ class JobRequest(BaseModel):
     completions: int | None = Field(default=None, ge=1)
     parallelism: int | None = Field(default=None, ge=1)
     completion_mode: Literal["NonIndexed", "Indexed"] | None = None
+    scratch: Scratch | None = None
     extra: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     def to_body(self) -> dict[str, Any]:
