@@ -96,14 +96,25 @@ class FlowService:
     #   record.request) -> {"firingId", "retryOf"}; `cancel(key)` resolves key via history.
 
 
-def run(settings: FlowSettings, *, started: Callable[[FlowService], None] | None = None) -> int:
-    """Run one replica until SIGTERM/SIGINT; `started` is called once it consumes."""
+def run(
+    settings: FlowSettings,
+    *,
+    prepare: Callable[[FlowService], None] | None = None,
+    started: Callable[[FlowService], None] | None = None,
+) -> int:
+    """Run one replica until SIGTERM/SIGINT.
+
+    `prepare` is called before the inbox consumes (give the first catalog there, so its
+    topics are bound before the first message), `started` once it consumes.
+    """
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     database = Database.open(settings.database_url)
     service = FlowService(settings, database)
     try:
+        if prepare is not None:
+            prepare(service)
         service.start()
         log.info("mstc-flow %s running", settings.replica_id)
         if started is not None:

@@ -300,4 +300,5 @@ class Dispatcher:
                 delay = min(30.0, delay * 2)
             else:
                 self._firings.mark_submitted(firing.id)
+                log.info("firing %s submitted (entry %s)", firing.id, firing.entry)
                 return
