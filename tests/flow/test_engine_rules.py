@@ -241,3 +241,13 @@ def test_a_final_event_of_a_request_the_flow_did_not_make_changes_nothing(
     body = {"event": "succeeded", "eventId": "x:succeeded", "correlationId": "someone-else"}
     triggers.on_message(message("mstc.job.final.succeeded.a", json.dumps(body).encode()))
     assert len(firings.in_state("submitted")) == 1
+
+
+def test_mstc_flow_refuses_to_start_without_its_admin_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mstc_flow.__main__ import main  # noqa: PLC0415
+
+    monkeypatch.delenv("MSTC_FLOW_ADMIN_TOKEN", raising=False)
+    assert main() == 2
+    assert "MSTC_FLOW_ADMIN_TOKEN" in capsys.readouterr().err
