@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.flow.engine_support import FlowProcess, entry_json
+from tests.support.events import MqttEvents
 from tests.support.kube import watch_until
 from tests.support.stack import StackInfo
 from tests.worker.conftest import (  # noqa: F401  (fixtures, found by pytest by name)
@@ -244,3 +245,40 @@ def test_two_flow_replicas_on_one_store_submit_each_firing_once(
     for firing_id, _state in firings:
         assert logs.count(f"firing {firing_id} submitted") == 1, firing_id
     assert len(jobs_of(api_client, namespace, a)) == 4
+
+
+def long_template(bucket: str, name: str) -> dict[str, Any]:  # noqa: F811
+    return {**template(bucket, name), "annotations": {"mstc.test/run-for": "300s"}}
+
+
+def test_replace_cancels_the_running_job_and_skip_leaves_it_alone(
+    make_worker: MakeWorker, make_flow: MakeFlow, stack: StackInfo, bucket: str,  # noqa: F811
+    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_path: Path,
+) -> None:  # fmt: skip
+    make_worker(**worker_env)
+    replaced, skipping, marker = name(), name(), name()
+    cancelled = MqttEvents(stack, [f"mstc/job/final/cancelled/{replaced}"])
+    try:
+        make_flow([
+            entry_json(replaced, f"lab/{replaced}", long_template(bucket, replaced),
+                       concurrency="replace"),
+            entry_json(skipping, f"lab/{skipping}", long_template(bucket, skipping),
+                       concurrency="skip"),
+            entry_json(marker, f"lab/{marker}", template(bucket, marker)),
+        ])  # fmt: skip
+        firsts = {}
+        for entry in (replaced, skipping):
+            publish_amqp(stack, f"lab.{entry}", b"1", message_id=f"{entry}-1")
+            firsts[entry] = wait_job(api_client, namespace, entry, MSTC_TRIGGER_PAYLOAD="1")
+            publish_amqp(stack, f"lab.{entry}", b"2", message_id=f"{entry}-2")
+        wait_job(api_client, namespace, replaced, MSTC_TRIGGER_PAYLOAD="2")
+        (_topic, event), *_ = cancelled.wait_for(lambda events: len(events) >= 1)
+        assert event["jobName"] == firsts[replaced].metadata.name
+        publish_amqp(stack, f"lab.{marker}", b"m", message_id=f"{marker}-m")
+        wait_job(api_client, namespace, marker)  # submitted after the skip was decided
+        assert len(jobs_of(api_client, namespace, skipping)) == 1
+        assert sorted(state for _id, state in firings_of(store_path, skipping)) == [
+            "skipped", "submitted",
+        ]  # fmt: skip
+    finally:
+        cancelled.close()
