@@ -10,6 +10,9 @@ of two replicas wins a claim, and a stale claim is taken over; final events fini
 from __future__ import annotations
 
 import json
+import os
+import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -251,3 +254,32 @@ def test_mstc_flow_refuses_to_start_without_its_admin_token(
     monkeypatch.delenv("MSTC_FLOW_ADMIN_TOKEN", raising=False)
     assert main() == 2
     assert "MSTC_FLOW_ADMIN_TOKEN" in capsys.readouterr().err
+
+
+def test_two_replicas_racing_for_fifty_firings_claim_each_exactly_once(tmp_path: Path) -> None:
+    """Two stores (as two replicas have), two threads claiming the same firings at once.
+
+    MSTC_TEST_FLOW_STORE_URL runs it on an empty PostgreSQL database instead of SQLite.
+    """
+    url = os.environ.get("MSTC_TEST_FLOW_STORE_URL") or f"sqlite:///{tmp_path / 'race.sqlite3'}"
+    one, two = Firings(Database.open(url)), Firings(Database.open(url))
+    tag = uuid.uuid4().hex[:8]
+    ids = [uuid.uuid4().hex for _ in range(50)]
+    for firing_id in ids:
+        one.add(firing_id=firing_id, entry="race", kind="trigger", topic="t",
+                source_key=f"{tag}-{firing_id}", payload=b"", request={})  # fmt: skip
+    start = threading.Barrier(2)
+    won: dict[str, list[str]] = {"r1": [], "r2": []}
+
+    def race(firings: Firings, replica: str) -> None:
+        start.wait()
+        won[replica] = [i for i in ids if firings.claim(i, replica, timedelta(minutes=1))]
+
+    threads = [
+        threading.Thread(target=race, args=(store, r)) for store, r in ((one, "r1"), (two, "r2"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won["r1"] + won["r2"]) == sorted(ids)
