@@ -1,6 +1,7 @@
 """The trigger engine against the real stack: RabbitMQ (AMQP and its MQTT plugin), a real worker
 on the KWOK cluster, and `mstc-flow` processes (tests/flow/engine_support.py) with a catalog given
-by hand. Each test has its own namespace, work queue, inbox and reply queue, and store file.
+by hand. Each test has its own namespace, work queue, inbox and reply queue, and store (an SQLite
+file; the PostgreSQL database named by MSTC_TEST_FLOW_STORE_URL when set).
 
 What a user sees: an AMQP or an MQTT publish on an entry's topic makes a Job whose env carries
 the payload; two entries on one topic both fire; an entry chained on another's completion (the
@@ -13,7 +14,7 @@ restarted; two flow replicas sharing one store fire each trigger once. The exact
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 import pika
 import pytest
+import sqlalchemy
 from kubernetes import client as k8s
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -45,22 +47,24 @@ MakeFlow = Callable[..., FlowProcess]
 
 
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "flow.sqlite3"
+def store_url(tmp_path: Path) -> str:
+    """This test's store: an SQLite file, or the PostgreSQL in MSTC_TEST_FLOW_STORE_URL (entry
+    names are unique per test, so tests can share that database)."""
+    return os.environ.get("MSTC_TEST_FLOW_STORE_URL") or f"sqlite:///{tmp_path / 'flow.sqlite3'}"
 
 
 @pytest.fixture
 def make_flow(
     stack: StackInfo,
     work_queue: str,  # noqa: F811
-    store_path: Path,
+    store_url: str,
     tmp_path: Path,
 ) -> Iterator[MakeFlow]:
     """Flow replicas sharing this test's inbox, reply queue and store; stopped afterwards."""
     tag = uuid.uuid4().hex[:8]
     env = {
         "MSTC_WORK_QUEUE": work_queue,
-        "MSTC_FLOW_STORE_PATH": str(store_path),
+        "MSTC_FLOW_STORE_URL": store_url,
         "MSTC_FLOW_INBOX_QUEUE": f"test.flow.inbox.{tag}",
         "MSTC_FLOW_REPLY_QUEUE": f"test.flow.replies.{tag}",
         "MSTC_FLOW_PENDING_SCAN_SECONDS": "1",
@@ -141,10 +145,14 @@ def jobs_of(api_client: k8s.ApiClient, namespace: str, entry: str) -> list[k8s.V
     return [job for job in jobs if job_env(job).get("MSTC_FLOW_ENTRY") == entry]
 
 
-def firings_of(store_path: Path, entry: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(store_path) as db:
-        rows = db.execute("SELECT id, state FROM firings WHERE entry = ?", (entry,))
-        return [(str(a), str(b)) for a, b in rows]
+def firings_of(store_url: str, entry: str) -> list[tuple[str, str]]:
+    engine = sqlalchemy.create_engine(store_url)
+    try:
+        with engine.connect() as db:
+            query = sqlalchemy.text("SELECT id, state FROM firings WHERE entry = :entry")
+            return [(str(a), str(b)) for a, b in db.execute(query, {"entry": entry})]
+    finally:
+        engine.dispose()
 
 
 def name() -> str:
@@ -204,7 +212,7 @@ def test_an_entry_chained_on_another_runs_after_it_with_its_final_event(
 
 def test_a_flow_killed_after_committing_before_acking_makes_no_second_job(
     make_worker: MakeWorker, make_flow: MakeFlow, stack: StackInfo, bucket: str,  # noqa: F811
-    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_path: Path,
+    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_url: str,
 ) -> None:  # fmt: skip
     make_worker(**worker_env)
     a, marker = name(), name()
@@ -214,18 +222,18 @@ def test_a_flow_killed_after_committing_before_acking_makes_no_second_job(
     flow.start(MSTC_TEST_KILL_AFTER_KEY=f"lab.{a}")
     publish_amqp(stack, f"lab.{a}", b"once", message_id=f"once-{a}")
     assert flow.wait_killed() == -9
-    assert len(firings_of(store_path, a)) == 1  # committed before the kill
+    assert len(firings_of(store_url, a)) == 1  # committed before the kill
     flow.start()  # the unacked message comes back to this life
     publish_amqp(stack, f"lab.{marker}", b"behind", message_id=f"marker-{marker}")
     wait_job(api_client, namespace, a)
     wait_job(api_client, namespace, marker)  # queued behind the redelivery: it was handled
-    assert len(firings_of(store_path, a)) == 1
+    assert len(firings_of(store_url, a)) == 1
     assert len(jobs_of(api_client, namespace, a)) == 1
 
 
 def test_two_flow_replicas_on_one_store_submit_each_firing_once(
     make_worker: MakeWorker, make_flow: MakeFlow, stack: StackInfo, bucket: str,  # noqa: F811
-    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_path: Path,
+    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_url: str,
 ) -> None:  # fmt: skip
     """max_in_flight 1 keeps firings pending in the shared store; every final event frees the
     slot, and both replicas race to claim the next one (one by its inbox, one by its scan)."""
@@ -239,7 +247,7 @@ def test_two_flow_replicas_on_one_store_submit_each_firing_once(
         wait_job(api_client, namespace, a, MSTC_TRIGGER_PAYLOAD=str(n))
     for flow in flows:
         flow.stop()
-    firings = firings_of(store_path, a)
+    firings = firings_of(store_url, a)
     assert len(firings) == 4
     logs = "".join(flow.log_text for flow in flows)
     for firing_id, _state in firings:
@@ -253,7 +261,7 @@ def long_template(bucket: str, name: str) -> dict[str, Any]:  # noqa: F811
 
 def test_replace_cancels_the_running_job_and_skip_leaves_it_alone(
     make_worker: MakeWorker, make_flow: MakeFlow, stack: StackInfo, bucket: str,  # noqa: F811
-    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_path: Path,
+    api_client: k8s.ApiClient, namespace: str, worker_env: dict[str, str], store_url: str,
 ) -> None:  # fmt: skip
     make_worker(**worker_env)
     replaced, skipping, marker = name(), name(), name()
@@ -277,7 +285,7 @@ def test_replace_cancels_the_running_job_and_skip_leaves_it_alone(
         publish_amqp(stack, f"lab.{marker}", b"m", message_id=f"{marker}-m")
         wait_job(api_client, namespace, marker)  # submitted after the skip was decided
         assert len(jobs_of(api_client, namespace, skipping)) == 1
-        assert sorted(state for _id, state in firings_of(store_path, skipping)) == [
+        assert sorted(state for _id, state in firings_of(store_url, skipping)) == [
             "skipped", "submitted",
         ]  # fmt: skip
     finally:
