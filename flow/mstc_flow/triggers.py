@@ -235,6 +235,10 @@ class Dispatcher:
             except TransientError as exc:
                 log.warning("submitting paused: %s", exc)  # the next scan tries again
                 self._stopping.wait(self._settings.submit_backoff_seconds)
+            except Exception:
+                # A bug must not end submitting for good: the firing stays pending, and the
+                # traceback says what to fix.
+                log.exception("submitting %s failed unexpectedly", item or "pending firings")
 
     def scan(self) -> None:
         for firing in self._firings.pending(self._stale):

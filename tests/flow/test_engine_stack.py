@@ -218,7 +218,7 @@ def test_a_flow_killed_after_committing_before_acking_makes_no_second_job(
     a, marker = name(), name()
     flow = make_flow([entry_json(a, f"lab/{a}", template(bucket, a)),
                       entry_json(marker, f"lab/{marker}", template(bucket, marker))])  # fmt: skip
-    flow.stop()
+    assert flow.stop() == 0  # SIGTERM: a clean stop
     flow.start(MSTC_TEST_KILL_AFTER_KEY=f"lab.{a}")
     publish_amqp(stack, f"lab.{a}", b"once", message_id=f"once-{a}")
     assert flow.wait_killed() == -9
