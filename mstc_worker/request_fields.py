@@ -75,6 +75,9 @@ RESERVED_ENV_NAMES = frozenset(
     }
 )
 RESERVED_ENV_PREFIX = "MSTC_"
+# Names under the reserved prefix that a submitter sets and the worker never does: mstc-flow
+# passes a trigger's payload and topic, and its entry and firing, to the Job under these.
+CALLER_ENV_PREFIXES = ("MSTC_TRIGGER_", "MSTC_FLOW_")
 # Key prefixes whose labels and annotations the worker or the Job controller set;
 # a request writing them could hide its Job from the worker or hijack another's.
 _RESERVED_KEY_DOMAINS = ("app.kubernetes.io", "mstc.io", "batch.kubernetes.io")
@@ -354,11 +357,14 @@ def extra_env(data: dict[str, Any]) -> dict[str, str]:
                 "use letters, digits and '_', not starting with a digit.",
                 field=f"env.{name}",
             )
-        if name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX):
+        if name in RESERVED_ENV_NAMES or (
+            name.startswith(RESERVED_ENV_PREFIX) and not name.startswith(CALLER_ENV_PREFIXES)
+        ):
             raise RequestRejected(
                 f"Environment variable {name} in 'env' is set by the worker and cannot be "
                 f"overridden; reserved are {', '.join(sorted(RESERVED_ENV_NAMES))} and every "
-                f"name starting with {RESERVED_ENV_PREFIX}.",
+                f"name starting with {RESERVED_ENV_PREFIX} (but for the names mstc-flow sets, "
+                f"{' and '.join(f'{p}*' for p in CALLER_ENV_PREFIXES)}).",
                 field=f"env.{name}",
             )
     return values

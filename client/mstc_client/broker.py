@@ -14,6 +14,10 @@ the *first* send. A queue that survives a broker restart under the same name the
 receives them, including replies published while this client was reconnecting. `x-expires`
 removes it if the client dies; `close()` deletes it.
 
+A long-lived submitter (mstc-flow) sets `ClientConfig.reply_queue_name` instead: that queue is
+durable without `x-expires` and survives `close()`, because the requests it sent outlive the
+process; replies for requests this process never sent (a previous life's) are acked and dropped.
+
 On every reconnect the queue's backlog is read first, then each request still waiting is
 re-sent with the same correlation_id: the worker derives the Job's name from it, so a re-send
 adopts the running Job instead of making a second one. The first reply per correlation_id wins;
@@ -80,7 +84,8 @@ class BrokerLink:
     def __init__(self, config: ClientConfig, factory: ConnectionFactory | None = None) -> None:
         self._config = config
         self._factory = factory or default_connection_factory(config)
-        self.reply_queue = f"mstc.reply.{uuid.uuid4().hex}"
+        self._fixed_queue = config.reply_queue_name is not None
+        self.reply_queue = config.reply_queue_name or f"mstc.reply.{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._pending: dict[str, JobHandle] = {}
         self._controls: dict[str, ControlCall] = {}  # control messages awaiting an answer
@@ -241,11 +246,11 @@ class BrokerLink:
             channel.exchange_declare(cfg.exchange, exchange_type="direct", durable=True)
             channel.queue_declare(cfg.work_queue, durable=True)
             channel.queue_bind(cfg.work_queue, cfg.exchange, routing_key=cfg.work_queue)
-        declared = channel.queue_declare(
-            self.reply_queue,
-            durable=True,
-            arguments={"x-expires": cfg.reply_queue_expires_seconds * 1000},
+        # A fixed queue is shared with this client's next life: it must never expire.
+        expires = (
+            None if self._fixed_queue else {"x-expires": cfg.reply_queue_expires_seconds * 1000}
         )
+        declared = channel.queue_declare(self.reply_queue, durable=True, arguments=expires)
         channel.basic_consume(self.reply_queue, self._on_reply)
         with self._lock:
             self._conn, self._channel = conn, channel
@@ -269,8 +274,9 @@ class BrokerLink:
         if conn is None or not conn.is_open:
             return
         try:
-            # Nobody will read it: replies still owed go to the worker's results queue instead.
-            channel.queue_delete(self.reply_queue)
+            if not self._fixed_queue:
+                # Nobody will read it: replies still owed go to the worker's results queue.
+                channel.queue_delete(self.reply_queue)
             conn.close()
         except pika.exceptions.AMQPError as exc:
             log.debug("closing the broker connection: %r", exc)

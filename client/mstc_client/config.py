@@ -49,6 +49,9 @@ class ClientConfig:
     reply_queue_expires_seconds: int = 3600
     declare_topology: bool = True
     events_exchange: str = "amq.topic"  # '' = the worker publishes no events or heartbeats
+    # A fixed, durable reply queue (no x-expires, kept on close) for a long-lived submitter
+    # such as mstc-flow, whose requests outlive one process; None = a private queue per client.
+    reply_queue_name: str | None = None
 
     @property
     def amqp_url_for_display(self) -> str:

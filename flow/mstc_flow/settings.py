@@ -99,6 +99,34 @@ class FlowSettings(BaseModel):
     replica: str = _setting("", "MSTC_FLOW_REPLICA", "This replica's name; default: the host name.")
     client: ClientConfig = Field(description="Broker and storage, as mstc_client reads them.")
 
+    # --- the trigger engine (H3: broker, triggers, submitter) ---------------------------------
+    inbox_prefetch: int = _setting(
+        20, "MSTC_FLOW_INBOX_PREFETCH", "Inbox messages a replica holds unacked at once.",
+        ge=1, le=1000,
+    )  # fmt: skip
+    claim_stale_seconds: float = _setting(
+        60.0,
+        "MSTC_FLOW_CLAIM_STALE_SECONDS",
+        "A firing claimed this long ago and still pending (its replica died while submitting) "
+        "may be taken over by another replica.",
+        gt=0,
+        le=3600,
+    )
+    submit_backoff_seconds: float = _setting(
+        1.0,
+        "MSTC_FLOW_SUBMIT_BACKOFF_SECONDS",
+        "First pause between submit attempts of a firing; doubles each time, capped at 30 s.",
+        ge=0,
+        le=60,
+    )
+    pending_scan_seconds: float = _setting(
+        5.0,
+        "MSTC_FLOW_PENDING_SCAN_SECONDS",
+        "How often pending firings (left by a crash, or waiting for a free slot) are looked at.",
+        gt=0,
+        le=3600,
+    )
+
     @property
     def replica_id(self) -> str:
         return self.replica or socket.gethostname()

@@ -246,6 +246,14 @@ def test_reserved_env_names_cannot_be_overridden(
     )
 
 
+def test_the_trigger_and_flow_env_names_mstc_flow_sets_are_allowed(
+    settings: Settings, make_body: MakeBody
+) -> None:
+    env = {"MSTC_TRIGGER_PAYLOAD": "{}", "MSTC_TRIGGER_TOPIC": "a/b", "MSTC_FLOW_ENTRY": "e",
+           "MSTC_FLOW_FIRING": "f" * 32}  # fmt: skip
+    assert parse_request(make_body(env=env), settings=settings).env == env
+
+
 def test_env_names_that_look_like_reserved_ones_but_differ_are_allowed(
     settings: Settings, make_body: MakeBody
 ) -> None:
