@@ -231,8 +231,8 @@ class History:
         """INSERT ... ON CONFLICT (key) DO NOTHING; whether a row went in."""
         dialect = postgresql if self._db.dialect == "postgresql" else sqlite
         statement = dialect.insert(table).values(rows).on_conflict_do_nothing(index_elements=[key])
-        result = session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
+        # RETURNING, not rowcount: psycopg reports -1 for an insert that ignored a conflict.
+        return session.execute(statement.returning(getattr(table, key))).first() is not None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -1,0 +1,316 @@
+"""The history's promises, on SQLite and on PostgreSQL (the `database` fixture runs both).
+
+Recording is idempotent by eventId and independent of arrival order; every filter of
+`list_jobs` selects exactly what it names; pages follow each other without gaps or repeats;
+`purge` removes what finished before its cutoff with its events and labels; heartbeats keep
+each replica's newest; the migrations run again on an existing store without harm.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from mstc_flow.errors import BadQuery, NotFound, PermanentError
+from mstc_flow.store.db import Database
+from mstc_flow.store.history import History, JobQuery
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> str:
+    return (
+        (T0 + timedelta(seconds=seconds)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def event(state: str, request_id: str, seconds: float = 0, **fields: Any) -> dict[str, Any]:
+    """A job event as the worker publishes it (events-spec), `seconds` after T0."""
+    body: dict[str, Any] = {
+        "format": 1,
+        "event": state,
+        "eventId": f"{request_id}:{state}",
+        "requestId": request_id,
+        "at": at(seconds),
+        "replica": "worker-a",
+        "requestedName": "convert",
+        "correlationId": "flow:" + "0" * 32,
+        "image": "example/convert:1",
+        "labels": {"team": "blue"},
+    }
+    if state in {"accepted", "running"}:
+        body |= {"jobName": f"convert-{request_id[:5]}", "namespace": "jobs"}
+    if state == "accepted":
+        body["request"] = {"image": "example/convert:1", "jobName": "convert"}
+    if state not in {"accepted", "running"}:
+        body |= {
+            "status": state,
+            "jobName": f"convert-{request_id[:5]}",
+            "namespace": "jobs",
+            "exitCode": 0 if state == "succeeded" else 3,
+            "reason": "Completed" if state == "succeeded" else "BackoffLimitExceeded",
+            "logBucket": "logs",
+            "logObject": f"convert-{request_id[:5]}.log",
+            "finishedAt": at(seconds - 0.5),
+            "durationMs": 1500,
+            "podsSucceeded": 1,
+        }
+    return body | fields
+
+
+def rid(n: int) -> str:
+    return f"{n:064x}"
+
+
+def lifecycle(history: History, request_id: str, start: float, final: str = "succeeded",
+              **fields: Any) -> None:  # fmt: skip
+    for offset, state in enumerate(("accepted", "running", final)):
+        assert history.record_event(event(state, request_id, start + offset, **fields))
+
+
+def everything(history: History, query: JobQuery) -> list[str]:
+    """Every request id the query lists, following the cursor to the end."""
+    found: list[str] = []
+    cursor = None
+    while True:
+        page = history.list_jobs(JobQuery(**{**query.__dict__, "cursor": cursor}))
+        found += [job.request_id for job in page.items]
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+@pytest.fixture
+def history(database: Database) -> History:
+    return History(database)
+
+
+# --- recording ---------------------------------------------------------------------------------
+
+
+def test_the_same_event_twice_is_recorded_once(history: History) -> None:
+    body = event("accepted", rid(1))
+    assert history.record_event(body) is True
+    assert history.record_event(dict(body)) is False
+    assert len(history.events(rid(1))) == 1
+    assert history.get_job(rid(1)).state == "accepted"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(["accepted", "running", "failed"])))
+def test_every_arrival_order_gives_the_same_record(history: History, order: tuple[str]) -> None:
+    times = {"accepted": 0, "running": 1, "failed": 2}
+    for state in order:
+        assert history.record_event(event(state, rid(2), times[state]))
+    job = history.get_job(rid(2))
+    assert job.state == "failed"  # a late accepted or running never overwrites the final state
+    assert (job.accepted_at, job.running_at) == (T0, T0 + timedelta(seconds=1))
+    assert job.finished_at == T0 + timedelta(seconds=1.5)
+    assert (job.exit_code, job.reason, job.log_object) == (3, "BackoffLimitExceeded",
+                                                           f"convert-{rid(2)[:5]}.log")  # fmt: skip
+    assert job.request == {"image": "example/convert:1", "jobName": "convert"}
+    assert (job.job_name, job.namespace, job.replica) == (f"convert-{rid(2)[:5]}", "jobs",
+                                                          "worker-a")  # fmt: skip
+    assert job.to_json()["finishedAt"] == "2026-05-01T12:00:01.500Z"
+    assert [e["event"] for e in history.events(rid(2))] == ["accepted", "running", "failed"]
+
+
+def test_an_event_without_a_field_does_not_blank_it(history: History) -> None:
+    history.record_event(event("accepted", rid(3)))
+    history.record_event(event("running", rid(3), 1, image=None, labels={}, correlationId=None))
+    job = history.get_job(rid(3))
+    assert (job.image, job.labels, job.correlation_id) == (
+        "example/convert:1", {"team": "blue"}, "flow:" + "0" * 32
+    )  # fmt: skip
+
+
+def test_the_replica_that_accepted_the_request_is_its_replica(history: History) -> None:
+    history.record_event(event("succeeded", rid(4), 5, replica="worker-b"))
+    history.record_event(event("accepted", rid(4), 0, replica="worker-a"))
+    assert history.get_job(rid(4)).replica == "worker-a"
+
+
+def test_a_rejected_request_without_a_job_is_recorded_by_its_request_id(history: History) -> None:
+    body = event("rejected", rid(5), jobName=None, namespace=None, image=None, exitCode=None)
+    assert history.record_event(body)
+    job = history.get_job(rid(5))
+    assert (job.state, job.job_name, job.accepted_at) == ("rejected", None, None)
+    with pytest.raises(NotFound):
+        history.get_job("convert-00000")
+
+
+def test_a_job_is_found_by_its_made_name(history: History) -> None:
+    lifecycle(history, rid(6), 0)
+    assert history.get_job(f"convert-{rid(6)[:5]}").request_id == rid(6)
+    with pytest.raises(NotFound):
+        history.get_job("nothing-like-it")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"eventId": "x:accepted", "event": "accepted"},
+        event("exploded", rid(7)),
+        {**event("accepted", rid(7)), "requestId": 7},
+    ],
+)
+def test_an_event_that_cannot_be_recorded_is_refused(history: History, body: Any) -> None:
+    with pytest.raises(PermanentError):
+        history.record_event(body)
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def varied(history: History) -> History:
+    """Six jobs, one apart each (rid(10) oldest), differing in one field each."""
+    lifecycle(history, rid(10), 0)
+    lifecycle(history, rid(11), 10, final="failed")
+    lifecycle(history, rid(12), 20, requestedName="resize", image="example/resize:2")
+    lifecycle(history, rid(13), 30, labels={"team": "red", "tier": "gold"})
+    lifecycle(history, rid(14), 40, correlationId="cli:abc")
+    history.record_event(event("accepted", rid(15), 50, jobName="special-name"))
+    return history
+
+
+FILTERS = [
+    (JobQuery(), [15, 14, 13, 12, 11, 10]),
+    (JobQuery(state="failed"), [11]),
+    (JobQuery(state="accepted"), [15]),
+    (JobQuery(name="resize"), [12]),  # the requested name
+    (JobQuery(name="special-name"), [15]),  # the made name
+    (JobQuery(label="team=red"), [13]),
+    (JobQuery(label="tier=gold"), [13]),
+    (JobQuery(label="team=blue"), [15, 14, 12, 11, 10]),
+    (JobQuery(image="example/resize:2"), [12]),
+    (JobQuery(since=T0 + timedelta(seconds=20), until=T0 + timedelta(seconds=40)), [13, 12]),
+    (JobQuery(correlation_prefix="cli:"), [14]),
+    (JobQuery(correlation_prefix="FLOW:"), []),  # a prefix is case-sensitive
+    (JobQuery(correlation_prefix="flow:0"), [15, 13, 12, 11, 10]),
+    (JobQuery(state="succeeded", label="team=blue", name="convert"), [14, 10]),
+]
+
+
+def test_each_filter_selects_what_it_names(varied: History) -> None:
+    # One data set for every query (read-only), so the store is filled once per backend.
+    for query, expected in FILTERS:
+        assert everything(varied, query) == [rid(n) for n in expected], query
+
+
+def test_pages_follow_each_other_without_gaps_or_repeats(history: History) -> None:
+    # Several jobs share a first-seen time, so the cursor must order by the id as well.
+    for n in range(23):
+        history.record_event(event("accepted", rid(100 + n), n // 4))
+    pages = []
+    cursor = None
+    while True:
+        page = history.list_jobs(JobQuery(limit=5, cursor=cursor))
+        pages.append([job.request_id for job in page.items])
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    listed = [request_id for page in pages for request_id in page]
+    expected = sorted((rid(100 + n) for n in range(23)), key=lambda r: (int(r, 16) - 100) // 4)
+    assert listed == sorted(expected, key=lambda r: ((int(r, 16) - 100) // 4, r), reverse=True)
+
+
+def test_a_job_recorded_between_pages_does_not_disturb_the_next_page(history: History) -> None:
+    for n in range(6):
+        history.record_event(event("accepted", rid(200 + n), n))
+    first = history.list_jobs(JobQuery(limit=3))
+    history.record_event(event("accepted", rid(300), 100))  # newer than everything
+    second = history.list_jobs(JobQuery(limit=3, cursor=first.next_cursor))
+    assert [j.request_id for j in second.items] == [rid(202), rid(201), rid(200)]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        (JobQuery(limit=0), "limit"),
+        (JobQuery(limit=501), "limit"),
+        (JobQuery(label="team"), "label"),
+        (JobQuery(label="=blue"), "label"),
+        (JobQuery(state="done"), "state"),
+        (JobQuery(cursor="not-a-cursor"), "cursor"),
+        (JobQuery(since=T0, until=T0), "since"),
+    ],
+)
+def test_a_query_it_cannot_answer_names_the_parameter(
+    history: History, query: JobQuery, parameter: str
+) -> None:
+    with pytest.raises(BadQuery, match=parameter):
+        history.list_jobs(query)
+
+
+def test_the_largest_page_is_allowed(history: History) -> None:
+    assert history.list_jobs(JobQuery(limit=500)).items == []
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def test_purge_removes_what_finished_before_the_cutoff_with_its_events(history: History) -> None:
+    lifecycle(history, rid(20), 0)  # finished at 1.5 s
+    lifecycle(history, rid(21), 100)  # finished at 101.5 s
+    history.record_event(event("accepted", rid(22), 0))  # never finished
+    assert history.purge(T0 + timedelta(seconds=50)) == 1
+    assert everything(history, JobQuery()) == [rid(21), rid(22)]
+    assert history.events(rid(20)) == []
+    assert everything(history, JobQuery(label="team=blue")) == [rid(21), rid(22)]
+    assert history.purge(T0 + timedelta(seconds=50)) == 0
+
+
+# --- heartbeats --------------------------------------------------------------------------------
+
+
+def heartbeat(
+    replica: str, seconds: float, kind: str = "heartbeat", **fields: Any
+) -> dict[str, Any]:
+    return {"format": 1, "event": kind, "replica": replica, "version": "0.1.0", "inFlight": 2,
+            "capacity": 100, "startedAt": at(-60), "at": at(seconds), "intervalSeconds": 5,
+            **fields}  # fmt: skip
+
+
+def test_a_replica_keeps_its_newest_heartbeat(history: History) -> None:
+    history.record_heartbeat(heartbeat("worker-a", 10, inFlight=7))
+    history.record_heartbeat(heartbeat("worker-a", 5, inFlight=1))  # late, older
+    history.record_heartbeat(heartbeat("worker-b", 3))
+    [a, b] = history.replicas()
+    assert (a.replica, a.in_flight, a.stopping) == ("worker-a", 7, False)
+    assert a.last_seen == T0 + timedelta(seconds=10)
+    assert (a.capacity, a.version, a.interval_seconds) == (100, "0.1.0", 5.0)
+    assert a.started_at == T0 - timedelta(seconds=60)
+    assert b.replica == "worker-b"
+    assert a.to_json()["lastSeen"] == "2026-05-01T12:00:10.000Z"
+
+
+def test_a_stopping_replica_says_so_until_it_beats_again(history: History) -> None:
+    history.record_heartbeat(heartbeat("worker-a", 10, kind="stopping", inFlight=0))
+    assert history.replicas()[0].stopping is True
+    history.record_heartbeat(heartbeat("worker-a", 20))
+    assert history.replicas()[0].stopping is False
+
+
+def test_a_heartbeat_without_a_replica_is_refused(history: History) -> None:
+    with pytest.raises(PermanentError):
+        history.record_heartbeat({"event": "heartbeat", "replica": 5})
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+def test_migrations_run_again_on_an_existing_store(database: Database) -> None:
+    History(database).record_event(event("accepted", rid(30)))
+    url = database.engine.url.render_as_string(hide_password=False)
+    again = Database.open(url)
+    try:
+        assert History(again).get_job(rid(30)).state == "accepted"
+        again.migrate()
+        assert History(again).record_event(event("running", rid(30), 1))
+    finally:
+        again.close()
