@@ -130,8 +130,8 @@ def fill(database: Database, rows: int, batch: int = 5000) -> None:
             for n in range(first, min(rows, first + batch)):
                 job = fake_job(rng, n, rows)
                 jobs.append(job)
-                labels += [{"request_id": job["request_id"], "key": k, "value": v}
-                           for k, v in job["labels"].items()]  # fmt: skip
+                labels += [{"request_id": job["request_id"], "key": k, "value": v,
+                            "seen_at": job["seen_at"]} for k, v in job["labels"].items()]  # fmt: skip
             session.execute(insert(HistoryJob), jobs)
             session.execute(insert(HistoryLabel), labels)
     with database.engine.begin() as connection:  # fresh statistics, as autovacuum would make

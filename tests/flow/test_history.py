@@ -138,6 +138,24 @@ def test_each_filter_selects_what_it_names(varied: History) -> None:
         assert everything(varied, query) == [rid(n) for n in expected], query
 
 
+def test_a_label_listing_follows_a_job_whose_first_event_came_late(history: History) -> None:
+    history.record_event(event("succeeded", rid(40), 100))  # first seen at 100 ...
+    history.record_event(event("accepted", rid(41), 50))
+    history.record_event(event("accepted", rid(40), 0))  # ... until its accepted (at 0) came
+    assert everything(history, JobQuery(label="team=blue")) == [rid(41), rid(40)]
+    assert everything(history, JobQuery(label="team=blue", limit=1)) == [rid(41), rid(40)]
+
+
+def test_a_name_listing_pages_across_requested_and_made_names(history: History) -> None:
+    history.record_event(event("accepted", rid(50), 0, requestedName="shared"))
+    history.record_event(event("accepted", rid(51), 1, requestedName="other", jobName="shared"))
+    history.record_event(event("accepted", rid(52), 2, requestedName="shared", jobName="shared"))
+    history.record_event(event("accepted", rid(53), 3, requestedName="shared"))
+    expected = [rid(53), rid(52), rid(51), rid(50)]
+    assert everything(history, JobQuery(name="shared", limit=1)) == expected
+    assert everything(history, JobQuery(name="shared", limit=3)) == expected
+
+
 def test_pages_follow_each_other_without_gaps_or_repeats(history: History) -> None:
     # Several jobs share a first-seen time, so the cursor must order by the id as well.
     for n in range(23):

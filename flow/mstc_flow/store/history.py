@@ -18,17 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Select,
-    String,
-    and_,
     delete,
-    exists,
-    func,
-    literal,
-    or_,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -37,6 +29,7 @@ from sqlalchemy.orm import Session
 from mstc_flow.errors import NotFound, PermanentError, TransientError
 from mstc_flow.store.db import Database
 from mstc_flow.store.history_merge import EventFacts, as_int, merge, new_job, parse_time, read_event
+from mstc_flow.store.history_query import NAME_COLUMNS, page_statement
 from mstc_flow.store.history_records import (
     JobPage,
     JobQuery,
@@ -51,7 +44,6 @@ from mstc_flow.store.history_tables import (
     HistoryJob,
     HistoryLabel,
     HistoryReplica,
-    UtcDateTime,
     clean_text,
 )
 
@@ -95,9 +87,9 @@ class History:
                 return False
             mine = HistoryJob.request_id == facts.request_id
             job = session.scalars(select(HistoryJob).where(mine).with_for_update()).one()
-            before = dict(job.labels)
+            before = (dict(job.labels), job.seen_at)
             merge(job, facts, now)
-            if job.labels != before:
+            if (job.labels, job.seen_at) != before:  # label rows repeat the sort key
                 _store_labels(session, job)
         return True
 
@@ -141,18 +133,23 @@ class History:
     def list_jobs(self, query: JobQuery) -> JobPage:
         """One page, newest first; BadQuery naming a parameter it cannot answer."""
         query.check()
-        statement = select(HistoryJob).where(*self._filters(query))
-        if query.cursor:
-            seen_at, request_id = decode_cursor(query.cursor)
-            key = tuple_(HistoryJob.seen_at, HistoryJob.request_id)
-            after = tuple_(literal(seen_at, UtcDateTime()), literal(request_id, String()))
-            statement = statement.where(key < after)
-        statement = statement.order_by(HistoryJob.seen_at.desc(), HistoryJob.request_id.desc())
+        after = decode_cursor(query.cursor) if query.cursor else None
+        dialect = self._db.dialect
         with self._session() as session:
-            rows = session.scalars(statement.limit(query.limit + 1)).all()
+            if query.name is None:
+                rows = list(session.scalars(page_statement(query, dialect=dialect, after=after)))
+            else:  # one walk per name column, merged: the newest of both, each job once
+                found = {
+                    row.request_id: row
+                    for column in NAME_COLUMNS
+                    for row in session.scalars(
+                        page_statement(query, dialect=dialect, name_column=column, after=after)
+                    )
+                }
+                rows = sorted(found.values(), key=_sort_key, reverse=True)
         items = [_record(row) for row in rows[: query.limit]]
-        more = len(rows) > query.limit
         last = items[-1] if items else None
+        more = len(rows) > query.limit
         cursor = encode_cursor(last.seen_at, last.request_id) if more and last else None
         return JobPage(items=items, next_cursor=cursor)
 
@@ -191,39 +188,6 @@ class History:
             return [_replica(row) for row in session.scalars(statement)]
 
     # --- helpers ------------------------------------------------------------------------------
-
-    def _filters(self, query: JobQuery) -> list[ColumnElement[bool]]:
-        job = HistoryJob
-        found: list[ColumnElement[bool]] = []
-        if query.state is not None:
-            found.append(job.state == query.state)
-        if query.name is not None:
-            found.append(or_(job.requested_name == query.name, job.job_name == query.name))
-        if query.image is not None:
-            found.append(job.image == query.image)
-        if query.since is not None:
-            found.append(job.seen_at >= utc(query.since))
-        if query.until is not None:
-            found.append(job.seen_at < utc(query.until))
-        if query.label is not None:
-            key, value = query.label_pair()
-            found.append(
-                exists().where(
-                    HistoryLabel.request_id == job.request_id,
-                    HistoryLabel.key == key,
-                    HistoryLabel.value == value,
-                )
-            )
-        if query.correlation_prefix is not None:
-            found.append(self._prefix(query.correlation_prefix))
-        return found
-
-    def _prefix(self, prefix: str) -> ColumnElement[bool]:
-        column = HistoryJob.correlation_id
-        if self._db.dialect == "postgresql":
-            return column.startswith(prefix, autoescape=True)  # LIKE, from text_pattern_ops
-        # SQLite's LIKE ignores case: a range on the index, then the exact prefix.
-        return and_(column >= prefix, func.substr(column, 1, len(prefix)) == prefix)
 
     def _insert_ignoring(
         self, session: Session, table: type[Any], rows: list[dict[str, Any]], key: str
@@ -264,9 +228,13 @@ def new_job_values(facts: EventFacts, now: datetime) -> dict[str, Any]:
 def _store_labels(session: Session, job: HistoryJob) -> None:
     session.execute(delete(HistoryLabel).where(HistoryLabel.request_id == job.request_id))
     session.add_all(
-        HistoryLabel(request_id=job.request_id, key=key, value=value)
+        HistoryLabel(request_id=job.request_id, key=key, value=value, seen_at=job.seen_at)
         for key, value in job.labels.items()
     )
+
+
+def _sort_key(row: HistoryJob) -> tuple[datetime, str]:
+    return row.seen_at, row.request_id
 
 
 def _seconds(value: object) -> float | None:

@@ -136,7 +136,11 @@ class HistoryJob(Base):
 
 
 class HistoryLabel(Base):
-    """One label of a request, so a label filter is an index lookup, not a JSON scan."""
+    """One label of a request, so a label filter is an index lookup, not a JSON scan.
+
+    It repeats the job's `seen_at`, so a label's listing walks its own index newest first
+    and stops at the page's end, however many or few jobs carry the label.
+    """
 
     __tablename__ = "history_labels"
 
@@ -147,8 +151,11 @@ class HistoryLabel(Base):
     )
     key: Mapped[str] = mapped_column(String(TEXT_LENGTH), primary_key=True)
     value: Mapped[str] = mapped_column(String(TEXT_LENGTH))
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
-    __table_args__ = (Index("ix_history_labels_pair", "key", "value", "request_id"),)
+    __table_args__ = (
+        Index("ix_history_labels_pair_seen", "key", "value", "seen_at", "request_id"),
+    )
 
 
 class HistoryEvent(Base):

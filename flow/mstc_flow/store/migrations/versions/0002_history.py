@@ -86,8 +86,11 @@ def upgrade() -> None:
         ),
         sa.Column("key", sa.String(_TEXT), primary_key=True),
         sa.Column("value", sa.String(_TEXT), nullable=False),
+        _time("seen_at", nullable=False),
     )
-    op.create_index("ix_history_labels_pair", "history_labels", ["key", "value", "request_id"])
+    op.create_index(
+        "ix_history_labels_pair_seen", "history_labels", ["key", "value", "seen_at", "request_id"]
+    )
     op.create_table(
         "history_events",
         sa.Column("event_id", sa.String(_KEY), primary_key=True),
