@@ -147,11 +147,10 @@ class History:
                     )
                 }
                 rows = sorted(found.values(), key=_sort_key, reverse=True)
-        items = [_record(row) for row in rows[: query.limit]]
-        last = items[-1] if items else None
+        shown = rows[: query.limit]
         more = len(rows) > query.limit
-        cursor = encode_cursor(last.seen_at, last.request_id) if more and last else None
-        return JobPage(items=items, next_cursor=cursor)
+        cursor = encode_cursor(*_sort_key(shown[-1])) if more and shown else None
+        return JobPage(items=[_record(row) for row in shown], next_cursor=cursor)
 
     def get_job(self, key: str) -> JobRecord:
         """By request id, else by the made Job's name (the newest such); NotFound if neither."""

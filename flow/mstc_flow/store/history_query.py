@@ -7,7 +7,8 @@ that ends in those two columns, stopping at the page's end:
 * with a label, the walk is on the label's own index (`history_labels` repeats `seen_at`),
   joined to each job by its key, so a common label and a rare one are both cheap;
 * a name matches the requested or the made name: two walks, one per name index, merged by
-  the caller (an OR of two columns would make the database sort every match first);
+  the caller (an OR of two columns would make the database sort every match first); a
+  name is the narrower filter, so with a name a label is tested job by job instead;
 * a correlation prefix is a LIKE on PostgreSQL (its index uses text_pattern_ops), and an
   index range plus an exact substring test on SQLite, whose LIKE ignores case.
 """
@@ -17,7 +18,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, func, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    exists,
+    func,
+    literal,
+    select,
+    tuple_,
+)
 
 from mstc_flow.store.history_records import JobQuery, utc
 from mstc_flow.store.history_tables import HistoryJob, HistoryLabel, UtcDateTime
@@ -36,16 +47,22 @@ def page_statement(
 ) -> Select[tuple[HistoryJob]]:
     """At most `query.limit + 1` jobs after the cursor's row (one more tells a next page)."""
     statement = select(HistoryJob)
-    if query.label is not None:
-        key, value = query.label_pair()
-        seen, request_id = HistoryLabel.seen_at, HistoryLabel.request_id
-        statement = statement.join(HistoryLabel, HistoryLabel.request_id == HistoryJob.request_id)
-        statement = statement.where(HistoryLabel.key == key, HistoryLabel.value == value)
-    else:
-        seen, request_id = HistoryJob.seen_at, HistoryJob.request_id
-    statement = statement.where(*_filters(query, dialect, seen))
+    seen, request_id = HistoryJob.seen_at, HistoryJob.request_id
     if query.name is not None and name_column is not None:
         statement = statement.where(name_column == query.name)
+    if query.label is not None:
+        key, value = query.label_pair()
+        labelled = and_(
+            HistoryLabel.request_id == HistoryJob.request_id,
+            HistoryLabel.key == key,
+            HistoryLabel.value == value,
+        )
+        if name_column is not None:  # the name's walk is the shorter: test the label per job
+            statement = statement.where(exists().where(labelled))
+        else:
+            seen, request_id = HistoryLabel.seen_at, HistoryLabel.request_id
+            statement = statement.join(HistoryLabel, labelled)
+    statement = statement.where(*_filters(query, dialect, seen))
     if after is not None:
         bound = tuple_(literal(after[0], UtcDateTime()), literal(after[1], String()))
         statement = statement.where(tuple_(seen, request_id) < bound)

@@ -96,7 +96,9 @@ class JobRecord:
     pods_failed: int | None
     duration_ms: int | None
     updated_at: datetime
-    seen_at: datetime = field(repr=False)  # the sort key (first event); not in to_json
+    # When the first event of it was published: the listing's sort key. Not in to_json, and
+    # optional so that code outside the store can make a record from the fields above alone.
+    seen_at: datetime | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """camelCase keys, ISO 8601 times with Z, as the worker's events write them."""
