@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mstc_flow.errors import BadQuery, NotFound, PermanentError
+from mstc_flow.errors import BadQuery, NotFound, PermanentError, TransientError
 from mstc_flow.store.db import Database
 from mstc_flow.store.history import History, JobQuery
 from tests.flow.history_support import T0, event, everything, heartbeat, lifecycle, rid
@@ -261,3 +261,16 @@ def test_migrations_run_again_on_an_existing_store(database: Database) -> None:
         assert History(again).record_event(event("running", rid(30), 1))
     finally:
         again.close()
+
+
+def test_an_unreachable_store_is_a_transient_error() -> None:
+    # Nothing listens on port 1: the driver's connection error, as when PostgreSQL is down.
+    unreachable = Database.open("postgresql+psycopg://u:p@127.0.0.1:1/none", migrate=False)
+    try:
+        history = History(unreachable)
+        with pytest.raises(TransientError):
+            history.list_jobs(JobQuery())
+        with pytest.raises(TransientError):
+            history.record_event(event("accepted", rid(31)))
+    finally:
+        unreachable.close()

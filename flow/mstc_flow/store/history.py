@@ -5,9 +5,9 @@ show, events, replicas) plus retention (`purge`). Writes are idempotent by event
 insert that ignores a conflict, so two replicas recording one event race safely), and the
 job's row is locked while an event is merged into it (PostgreSQL; SQLite serialises writers
 itself), so concurrent events of one request never lose each other's fields. The merge
-rules live in `history_merge`, the tables in `history_tables`, the records in
-`history_records`. Database failures become the flow's errors as `db` does: a lost
-connection is a TransientError (the message is requeued), never a crash.
+rules live in `history_merge`, the listing's statements in `history_query`, the tables in
+`history_tables`, the records in `history_records`. Database failures become the flow's
+errors as `db` does: a lost connection is a TransientError (the message is requeued).
 """
 
 from __future__ import annotations
