@@ -17,11 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Select,
-    delete,
-    select,
-)
+from sqlalchemy import Select, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -136,6 +132,11 @@ class History:
         after = decode_cursor(query.cursor) if query.cursor else None
         dialect = self._db.dialect
         with self._session() as session:
+            if dialect == "postgresql":
+                # psycopg prepares a statement run five times, and PostgreSQL may then plan it
+                # once for any values: for a listing that generic plan can sort every match
+                # (measured: 10 ms custom, 180 ms generic). Plan each listing for its values.
+                session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             if query.name is None:
                 rows = list(session.scalars(page_statement(query, dialect=dialect, after=after)))
             else:  # one walk per name column, merged: the newest of both, each job once
