@@ -33,9 +33,10 @@ $(UV):
 install: $(UV) ## create .venv from uv.lock (exact versions)
 	$(UV) sync --frozen
 
-stack-deps: ## install RabbitMQ and openssl from Debian when missing
-	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! command -v openssl >/dev/null; then \
-	  pkgs="rabbitmq-server openssl"; \
+stack-deps: ## install RabbitMQ, PostgreSQL and openssl from Debian when missing
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! command -v openssl >/dev/null \
+	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  pkgs="rabbitmq-server openssl postgresql"; \
 	  sudo= ; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$pkgs; \
 	fi

@@ -10,6 +10,8 @@ watching it to Complete), on the same stack in the same run:
 3. capacity: N jobs in flight that each last S seconds: peak resident memory of the worker's
    processes, watch connections held on the API server, reply delay after the jobs end;
 4. the Java model: the worker limited to one job in flight vs its default, N jobs of S seconds.
+5. history: the flow service's list_jobs on N recorded jobs, SQLite and PostgreSQL
+   (bench/history_bench.py).
 
 Results go to bench/results/results.json, a Markdown table on stdout and results.md, and
 results.png (when matplotlib is installed). Sizes shrink with BENCH_SCALE (e.g. 0.1).
@@ -38,6 +40,7 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
+from bench import history_bench
 from mstc_worker import manifest
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import parse_request
@@ -428,6 +431,7 @@ def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
         "throughput": lambda: bench.throughput(n(1000)),
         "capacity": lambda: bench.capacity(n(1000), max(10, round(120 * SCALE))),
         "java_model": lambda: bench.java_model(n(100), 5),
+        "history": lambda: history_bench.history(stack, n(100_000)),
     }
     results: dict[str, Any] = {"machine": machine(), "scale": SCALE, "scenarios": {}}
     for name, scenario in scenarios.items():

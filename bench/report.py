@@ -11,6 +11,7 @@ TARGETS = {
     "throughput": ("ratio", ">= 0.8"),
     "capacity": ("peak_rss_mb", "<= 400 MB, watches flat"),
     "java_model": ("speedup", ">= 50"),
+    "history": ("p99_ms", "of every list_jobs query <= 50 ms on both backends"),
 }
 
 

@@ -1,10 +1,11 @@
-"""The local stack: real RabbitMQ, MinIO, etcd, Kubernetes control plane, KWOK and helm.
+"""The local stack: real RabbitMQ, MinIO, PostgreSQL, etcd, Kubernetes control plane, KWOK, helm.
 
-Owns starting, checking and stopping every server the worker talks to, on 127.0.0.1, without
-Docker. Binaries come from ``stack/build.sh`` (cached by version); RabbitMQ from Debian.
-State lives in one directory (``MSTC_STACK_DIR``, default ``/tmp/mstc-stack``) so that
-``down`` can find and stop exactly what ``up`` started, and so that ``env.sh`` there tells
-any shell, the worker, the client or kubectl where the stack is.
+Owns starting, checking and stopping every server the worker and the flow service talk to,
+on 127.0.0.1, without Docker. Binaries come from ``stack/build.sh`` (cached by version);
+RabbitMQ and PostgreSQL (``localpg.py``) from Debian. State lives in one directory
+(``MSTC_STACK_DIR``, default ``/tmp/mstc-stack``) so that ``down`` can find and stop exactly
+what ``up`` started, and so that ``env.sh`` there tells any shell, the worker, the client or
+kubectl where the stack is.
 
 Stdlib only: it must run before the project's virtualenv exists. Usage::
 
@@ -58,6 +59,7 @@ DEFAULT_PORTS = {
     "controller_manager": 10257,
     "scheduler": 10259,
     "kwok": 10250,
+    "postgres": 5432,
 }
 
 
@@ -137,8 +139,17 @@ def _log_file(cfg: Config, name: str) -> Path:
     return cfg.state_dir / "logs" / f"{name}.log"
 
 
-def start(cfg: Config, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-    """Start one server in its own session, logging to the state dir, unless it runs already."""
+def start(
+    cfg: Config,
+    name: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> None:
+    """Start one server in its own session, logging to the state dir, unless it runs already.
+
+    `user`: the OS user to run it as (PostgreSQL will not run as root); None = this one.
+    """
     if is_running(cfg, name):
         return
     _log_file(cfg, name).parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +162,7 @@ def start(cfg: Config, name: str, argv: list[str], env: dict[str, str] | None = 
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             start_new_session=True,  # its own process group, so `down` can stop all it spawns
+            user=user,
         )
     _pid_file(cfg, name).write_text(str(proc.pid))
 
@@ -678,6 +690,15 @@ def up_kubernetes(cfg: Config) -> None:
 # --- the whole stack ------------------------------------------------------------------------
 
 
+def postgres() -> ModuleType:
+    """The stack's PostgreSQL (stack/localpg.py), imported as `real_node` is, for the same
+    reason (it imports this module)."""
+    sys.modules.setdefault("localstack", sys.modules[__name__])
+    import localpg  # noqa: PLC0415
+
+    return localpg
+
+
 def real_node() -> ModuleType:
     """The optional real node (stack/realnode.py), imported when used because it imports this
     module; run as a script, this module is registered under its own name first."""
@@ -694,6 +715,7 @@ PARTS_IN_STOP_ORDER = [
     "kube-apiserver",
     "etcd",
     "minio",
+    "postgres",
     "rabbitmq",
     "epmd",
 ]
@@ -731,6 +753,8 @@ def connection_env(cfg: Config) -> dict[str, str]:
         # For TLS tests: RabbitMQ's TLS listener and the CA that signed its certificate.
         "MSTC_STACK_AMQPS_URL": f"amqps://{AMQP_USER}:{AMQP_PASS}@127.0.0.1:{p['amqps']}/%2F",
         "MSTC_STACK_CA_FILE": str(cfg.pki / "ca.crt"),
+        # The flow service's store tests on PostgreSQL: a database of its own, password login.
+        **postgres().connection_env(cfg),
         **(real_node().connection_env(cfg) if real_node().present(cfg) else {}),
     }
 
@@ -750,9 +774,10 @@ def up(cfg: Config) -> None:
     # Before the parts start side by side: RabbitMQ and Kubernetes both use the stack's CA.
     ensure_pki(cfg)
     ensure_service_cert(cfg)
-    # Three independent parts; start them side by side.
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = [pool.submit(f, cfg) for f in (up_rabbitmq, up_minio, up_kubernetes)]
+    # Four independent parts; start them side by side.
+    parts = (up_rabbitmq, up_minio, up_kubernetes, postgres().up)
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        futures = [pool.submit(f, cfg) for f in parts]
         errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise StackError("\n".join(str(e) for e in errors))
@@ -771,6 +796,8 @@ def down(cfg: Config, keep_state: bool = False) -> None:
             failure = exc
     for name in PARTS_IN_STOP_ORDER:
         stop(cfg, name)
+    if not keep_state:
+        postgres().remove(cfg)
     if failure:
         raise failure
     if not keep_state and cfg.state_dir.exists():
