@@ -1,13 +1,15 @@
-"""The flow service assembled: store, inbox, trigger engine, submitter, and their life cycle.
+"""The flow service assembled: store, inbox, history, catalog, trigger engine, API; their life.
 
 `FlowService` wires the parts built from one `FlowSettings` and one `Database`; `run` starts
 it, waits for SIGTERM or SIGINT and stops it cleanly: the inbox stops consuming after the
-message in hand (whose firings are committed before it is acked; anything unacked goes back
-to the queue for the next replica), then the submitting thread finishes its current firing
-(a firing not yet confirmed stays pending and is submitted by the next life).
+message in hand (whose history and firings are committed before it is acked; anything unacked
+goes back to the queue for the next replica), then the submitting thread finishes its current
+firing (a firing not yet confirmed stays pending and is submitted by the next life).
 
-The catalog comes in through `set_catalog` (the catalog source keeper calls it on every good
-load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
+Every inbox message goes to the history first (every job event and heartbeat is kept, not
+only the flow's own), then to the catalog keeper when it is the refresh topic, then to the
+trigger engine. The catalog comes in through `set_catalog` (the keeper calls it on every
+good load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
 """
 
 from __future__ import annotations
@@ -16,19 +18,32 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
 
 from mstc_client.catalog import Catalog, binding_key_of
+from mstc_flow.api import create_app
+from mstc_flow.api.server import ApiServer, serve
 from mstc_flow.broker import Inbox, InboxMessage
+from mstc_flow.catalog_source import CatalogKeeper, open_source
+from mstc_flow.desk import Desk
+from mstc_flow.errors import FlowError
+from mstc_flow.objects import ObjectReader
+from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
 from mstc_flow.store.db import Database
-from mstc_flow.store.firings import PARKED, Firings
+from mstc_flow.store.firings import Firings
+from mstc_flow.store.history import History
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
 __all__ = ["FlowService", "run"]
 
 log = logging.getLogger(__name__)
+
+# How often history older than the retention is deleted.
+_PURGE_EVERY_SECONDS = 3600.0
 
 
 class FlowService:
@@ -37,22 +52,35 @@ class FlowService:
     def __init__(self, settings: FlowSettings, database: Database) -> None:
         self.settings = settings
         self.database = database
+        self.history = History(database)
+        self.recorder = Recorder(self.history)
         self.firings = Firings(database)
         self.submitter = Submitter(settings)
         self.triggers = Triggers(settings, self.firings, self.submitter)
         self._refresh_key = binding_key_of(settings.refresh_topic)
         self.inbox = Inbox(settings, self.on_message, frozenset({self._refresh_key}))
-        # LEAD (merge): build the history and its recorder here, e.g.
-        #   self.history = History(database); self.recorder = Recorder(self.history, ...)
-        # and the catalog keeper (H2), started in `start` with `on_change=self.set_catalog`:
-        #   self.catalog_keeper = CatalogKeeper(settings, ...)
+        self.keeper: CatalogKeeper | None = None
+        if settings.catalog:
+            source = open_source(settings.catalog, settings.client)
+            self.keeper = CatalogKeeper(
+                source, self.set_catalog, poll_seconds=settings.catalog_poll_seconds
+            )
+        self.desk = Desk(
+            history=self.history, firings=self.firings, triggers=self.triggers,
+            submitter=self.submitter, objects=lambda: ObjectReader(settings.client),
+            keeper=self.keeper, ready=self.ready,
+        )  # fmt: skip
+        self.registry = CollectorRegistry()
+        self.api: ApiServer | None = None
+        self._stop = threading.Event()
+        self._purger = threading.Thread(target=self._purge_loop, name="purge", daemon=True)
 
     def on_message(self, message: InboxMessage) -> None:
         """Every inbox message, on the inbox thread; it is acked once this returns."""
-        # LEAD (merge): record the event first (history keeps every job event and heartbeat):
-        #   self.recorder.on_message(message)
-        # and hand the refresh topic to the catalog keeper:
-        #   if message.routing_key == self._refresh_key: self.catalog_keeper.refresh()
+        self.recorder.handle(message.routing_key, message.body)
+        if message.routing_key == self._refresh_key and self.keeper is not None:
+            log.info("refresh topic: reloading the catalog")
+            self.keeper.reload_now()
         self.triggers.on_message(message)
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -63,37 +91,41 @@ class FlowService:
                  len(catalog.entries))  # fmt: skip
 
     def start(self) -> None:
+        """API first (probes answer while the rest starts), then catalog, engine and inbox.
+
+        The catalog's first load binds its topics before the inbox consumes anything.
+        """
+        app = create_app(self.desk, self.settings, self.registry)
+        self.api = serve(app, self.settings, self._stop)
+        if self.keeper is not None:
+            self.keeper.start()
         self.triggers.dispatcher.start()
         self.inbox.start()
-        # LEAD (merge): start the catalog keeper here (its first load calls set_catalog), and
-        # the API app (H4's create_app(ports=self, settings, registry)) under uvicorn.
+        self._purger.start()
 
     def stop(self) -> None:
+        self._stop.set()
         self.inbox.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
         self.triggers.dispatcher.stop()
         self.submitter.close()
-        # LEAD (merge): stop the catalog keeper and the API server here.
+        if self.api is not None:
+            self.api.join(timeout=10)
 
     def ready(self) -> bool:
         return self.inbox.connected.is_set()
 
-    # --- the parts of the API's ports (FlowPorts) the engine owns ------------------------------
-
-    def fire(self, entry: str, payload: bytes) -> dict[str, Any]:
-        return {"firingId": self.triggers.fire(entry, payload).id}
-
-    def parked(self) -> list[dict[str, Any]]:
-        return [firing.to_json() for firing in self.firings.in_state(PARKED)]
-
-    def job_firing(self, request_id: str) -> dict[str, Any] | None:
-        firing = self.firings.by_request_id(request_id)
-        return None if firing is None else firing.to_json()
-
-    def cancel_job(self, job_name: str) -> dict[str, Any]:
-        return self.submitter.cancel(job_name, "cancelled through mstc-flow")
-
-    # LEAD (merge): `retry(key)` = history.get_job(key) -> self.triggers.retry(record.request_id,
-    #   record.request) -> {"firingId", "retryOf"}; `cancel(key)` resolves key via history.
+    def _purge_loop(self) -> None:
+        days = self.settings.history_retention_days
+        while days > 0 and not self._stop.is_set():
+            try:
+                purged = purge_expired(self.history, days, datetime.now(UTC))
+                if purged:
+                    log.info("history: %d jobs older than %s days deleted", purged, days)
+            except FlowError as exc:
+                log.warning("history purge failed, trying again later: %s", exc)
+            self._stop.wait(_PURGE_EVERY_SECONDS)
 
 
 def run(

@@ -152,7 +152,8 @@ class Triggers:
         firing_id = new_firing_id()
         request: dict[str, Any] | None
         try:
-            request, state, error = entry.render(payload, topic, firing_id), PENDING, None
+            request = _with_bucket(entry.render(payload, topic, firing_id), self._settings)
+            state, error = PENDING, None
         except TemplateError as exc:
             request, state, error = None, "parked", f"The request template failed: {exc}"
         firing = self._firings.add(
@@ -306,3 +307,13 @@ class Dispatcher:
                 self._firings.mark_submitted(firing.id)
                 log.info("firing %s submitted (entry %s)", firing.id, firing.entry)
                 return
+
+
+def _with_bucket(request: dict[str, Any], settings: FlowSettings) -> dict[str, Any]:
+    """The request, with the flow's bucket (MSTC_BUCKET) when it names none.
+
+    The worker needs an input bucket and the MQTT job listener's CSV has no column for one.
+    """
+    if not request.get("inputBucket") and not request.get("inputBucketUrl"):
+        request["inputBucket"] = settings.client.bucket
+    return request

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from mstc_client.catalog import Catalog, Concurrency, Entry, Trigger
 
+from tests.support.worker import free_port
+
 if TYPE_CHECKING:  # the flow process itself runs without the tests' stack tooling
     from tests.support.stack import StackInfo
 
@@ -55,9 +57,18 @@ class FlowProcess:
         self.log_dir = log_dir
         self.entries_file = log_dir / "entries.json"
         self.entries_file.write_text(json.dumps(entries))
-        self.env = {**os.environ, **stack.env, "MSTC_FLOW_ADMIN_TOKEN": ADMIN_TOKEN, **env}
+        self.port = free_port()
+        self.env = {
+            **os.environ, **stack.env, "MSTC_FLOW_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MSTC_FLOW_HTTP_HOST": "127.0.0.1", "MSTC_FLOW_HTTP_PORT": str(self.port), **env,
+        }  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """The flow's API."""
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def log_text(self) -> str:

@@ -240,7 +240,9 @@ def test_two_flow_replicas_on_one_store_submit_each_firing_once(
     make_worker(**worker_env)
     a = name()
     entries = [entry_json(a, f"lab/pair/{a}", template(bucket, a), max_in_flight=1)]
-    flows = [make_flow(entries), make_flow(entries)]
+    # Several replicas are what PostgreSQL is for: the stack's own server, whatever store_url is.
+    store_url = stack.env["MSTC_FLOW_TEST_PG_URL"]
+    flows = [make_flow(entries, MSTC_FLOW_STORE_URL=store_url) for _ in range(2)]
     for n in range(4):
         publish_amqp(stack, f"lab.pair.{a}", str(n).encode(), message_id=f"pair-{a}-{n}")
     for n in range(4):

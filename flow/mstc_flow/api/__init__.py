@@ -8,8 +8,8 @@ metrics), `server` (uvicorn in a thread), `ports` and `queries` (what the API is
 
 from mstc_flow.api.app import API_PREFIX, create_app
 from mstc_flow.api.ports import FlowPorts, JobPage, JobRecord, ReplicaRecord
-from mstc_flow.api.queries import JobQuery
 from mstc_flow.api.server import ApiServer, serve
+from mstc_flow.store.history_records import JobQuery
 
 __all__ = [
     "API_PREFIX",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from mstc_flow.api.queries import JobQuery
+from mstc_flow.store.history_records import JobQuery
 
 __all__ = ["FlowPorts", "JobPage", "JobRecord", "ReplicaRecord"]
 

@@ -19,8 +19,8 @@ from fastapi.responses import PlainTextResponse, Response
 
 from mstc_flow.api.auth import Tokens
 from mstc_flow.api.ports import FlowPorts
-from mstc_flow.api.queries import JobQuery
 from mstc_flow.errors import BadQuery
+from mstc_flow.store.history_records import JobQuery
 
 __all__ = ["MAX_LIMIT", "jobs_router"]
 

@@ -1,0 +1,142 @@
+"""The API's answers (`FlowPorts`), from the history, the trigger engine and the bucket.
+
+The API layer knows HTTP and tokens; what a question means lives here: a job is found by its
+request id or its made name in the history; its log is read from the bucket its final event
+named; a retry sends the request the `accepted` event recorded, as a new firing linked to the
+first; a cancel goes to the workers by the made Job's name. Kept apart from `service` (which
+builds and runs the parts) so each stays short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mstc_client.catalog import Catalog, Entry
+from mstc_flow.catalog_source import CatalogKeeper
+from mstc_flow.errors import NotFound, PermanentError
+from mstc_flow.objects import ObjectReader
+from mstc_flow.store.firings import PARKED, Firings
+from mstc_flow.store.history import History
+from mstc_flow.store.history_records import (
+    FINAL_STATES,
+    JobPage,
+    JobQuery,
+    JobRecord,
+    ReplicaRecord,
+)
+from mstc_flow.submitter import Submitter
+from mstc_flow.triggers import Triggers
+
+__all__ = ["Desk"]
+
+# The worker bounds a stored log to 1 MiB; a little more covers its header lines.
+_MAX_LOG_BYTES = 2 * 1024 * 1024
+
+
+class Desk:
+    """Implements `mstc_flow.api.ports.FlowPorts` over the service's parts."""
+
+    def __init__(
+        self,
+        *,
+        history: History,
+        firings: Firings,
+        triggers: Triggers,
+        submitter: Submitter,
+        objects: Callable[[], ObjectReader],
+        keeper: CatalogKeeper | None,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._history, self._firings, self._triggers = history, firings, triggers
+        self._submitter, self._objects, self._keeper = submitter, objects, keeper
+        self._ready = ready
+
+    # --- history -------------------------------------------------------------------------------
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        return self._history.list_jobs(query)
+
+    def get_job(self, key: str) -> JobRecord:
+        return self._history.get_job(key)
+
+    def job_events(self, request_id: str) -> Sequence[Mapping[str, Any]]:
+        return self._history.events(request_id)
+
+    def replicas(self) -> Sequence[ReplicaRecord]:
+        return self._history.replicas()
+
+    def read_log(self, job: Any) -> bytes:
+        if not job.log_bucket or not job.log_object:
+            raise NotFound(f"Job {job.job_name or job.request_id} has no stored log (yet).")
+        try:
+            data, _etag = self._objects().read(
+                job.log_bucket, job.log_object, max_bytes=_MAX_LOG_BYTES
+            )
+        except NotFound as exc:
+            raise NotFound(
+                f"The log s3://{job.log_bucket}/{job.log_object} is gone from the bucket."
+            ) from exc
+        return data[:_MAX_LOG_BYTES]
+
+    # --- changes -------------------------------------------------------------------------------
+
+    def retry(self, key: str) -> dict[str, Any]:
+        job = self._history.get_job(key)
+        if job.state not in FINAL_STATES:
+            raise PermanentError(
+                f"Job {job.job_name or key} is still {job.state}; retry it once it ends."
+            )
+        if not job.request:
+            raise PermanentError(
+                f"The history holds no request for {job.job_name or key} (its accepted event "
+                "was never recorded), so it cannot be sent again."
+            )
+        firing = self._triggers.retry(job.request_id, dict(job.request))
+        return {"firingId": firing.id, "retryOf": job.request_id}
+
+    def cancel(self, key: str) -> dict[str, Any]:
+        try:
+            name = self._history.get_job(key).job_name or key
+        except NotFound:
+            name = key  # not (yet) in the history: the workers may still know it
+        return self._submitter.cancel(name, "cancelled through mstc-flow")
+
+    # --- the engine ----------------------------------------------------------------------------
+
+    def job_firing(self, request_id: str) -> dict[str, Any] | None:
+        firing = self._firings.by_request_id(request_id)
+        return None if firing is None else firing.to_json()
+
+    def fire(self, entry: str, payload: bytes) -> dict[str, Any]:
+        return {"firingId": self._triggers.fire(entry, payload).id}
+
+    def parked(self) -> list[dict[str, Any]]:
+        return [firing.to_json() for firing in self._firings.in_state(PARKED)]
+
+    def catalog(self) -> dict[str, Any]:
+        keeper = self._keeper
+        current: Catalog | None = self._triggers.catalog
+        loaded = keeper.loaded_at if keeper is not None else None
+        return {
+            "source": current.source if current else (keeper.source.name if keeper else None),
+            "digest": current.digest if current else None,
+            "loadedAt": loaded.isoformat() if loaded else None,
+            "error": keeper.last_error if keeper is not None else None,
+            "entries": [_entry_json(entry) for entry in (current.entries if current else ())],
+        }
+
+    def ready(self) -> bool:
+        return self._ready()
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "trigger": entry.trigger.topic if entry.trigger else None,
+        "bindingKey": entry.trigger.binding_key if entry.trigger else None,
+        "image": entry.request.get("image"),
+        "concurrency": str(entry.concurrency),
+        "maxInFlight": entry.max_in_flight,
+        "line": entry.line,
+    }
