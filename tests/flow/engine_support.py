@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstc_client.catalog import Catalog, Concurrency, Entry, Trigger
-
 from tests.support.worker import free_port
 
 if TYPE_CHECKING:  # the flow process itself runs without the tests' stack tooling
