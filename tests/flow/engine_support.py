@@ -14,18 +14,25 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstc_client.catalog import Catalog, Concurrency, Entry, Trigger
-from tests.support.worker import free_port
 
 if TYPE_CHECKING:  # the flow process itself runs without the tests' stack tooling
     from tests.support.stack import StackInfo
 
 ADMIN_TOKEN = "engine-test-token-0123456789"
+
+
+def free_port() -> int:
+    # Not tests.support.worker's: the flow process imports this module without the stack tooling.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def entry_json(
