@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from mstc_client.cli_catalog import add_catalog_commands
-from mstc_client.cli_flow import add_flow_commands
+from mstc_client.cli_flow import add_flow_commands, workers_from_api
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
@@ -272,6 +272,10 @@ def _add_listeners(commands: Any) -> None:
         metavar="SECONDS",
         help="listen this long (default: one heartbeat interval and a margin, about 7 s)",
     )
+    workers.add_argument("--url", help="ask this flow service instead of listening (MSTC_FLOW_URL)")
+    workers.add_argument(
+        "--live", action="store_true", help="listen to heartbeats even when MSTC_FLOW_URL is set"
+    )
 
 
 def _config(args: argparse.Namespace, env: Mapping[str, str]) -> ClientConfig:
@@ -403,7 +407,7 @@ def _listen(config: ClientConfig, args: argparse.Namespace) -> ExitCode:
         return ExitCode.SUCCEEDED
     if not args.follow:
         raise ConfigError(
-            "events keeps no history (that is the flow service's, still to come): "
+            "events keeps no history (the flow service does: mstc jobs show KEY): "
             "use --follow to print events as they happen."
         )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how following ends
@@ -415,6 +419,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     if hasattr(args, "handler"):  # a command that brings its own runner (cli_flow)
         return int(args.handler(args, os.environ if env is None else env))
+    if args.command == "workers" and not args.live:
+        values = os.environ if env is None else env
+        if args.url or values.get("MSTC_FLOW_URL"):  # the flow service remembers the replicas
+            return workers_from_api(args, values)
     display = Display(sys.stderr, enabled=not args.json)
     try:
         config = _config(args, os.environ if env is None else env)

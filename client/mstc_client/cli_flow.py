@@ -32,7 +32,7 @@ from mstc_client.errors import (
 from mstc_client.exit_codes import ExitCode, exit_code_for_cancel
 from mstc_client.flow_api import FlowApi, FlowApiConfig
 
-__all__ = ["FLOW_EPILOG", "add_flow_commands", "exit_code_for_flow_error"]
+__all__ = ["FLOW_EPILOG", "add_flow_commands", "exit_code_for_flow_error", "workers_from_api"]
 
 FLOW_EPILOG = """\
 settings: MSTC_FLOW_URL (the flow service, http(s)://host:port; --url overrides it) and
@@ -284,3 +284,31 @@ def _payload(text: str) -> bytes:
         return Path(text[1:]).read_bytes()
     except OSError as exc:
         raise ConfigError(f"--payload {text}: cannot read the file: {exc.strerror}.") from exc
+
+
+def workers_from_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`mstc workers` when a flow service is configured: every replica it heard, with the age
+    of its last heartbeat (stopped replicas too, until the history's retention drops them)."""
+    return int(_runner(_workers)(args, env))
+
+
+def _workers(api: FlowApi, args: argparse.Namespace) -> ExitCode:
+    replicas = api.replicas()
+    if args.json:
+        for replica in replicas:
+            _print(json.dumps(replica))
+        return ExitCode.SUCCEEDED
+    now = datetime.now(UTC)
+    rows = [_replica_row(replica, now) for replica in replicas]
+    _print(_table(("REPLICA", "VERSION", "IN FLIGHT", "CAPACITY", "LAST HEARD", "STATE"), rows))
+    return ExitCode.SUCCEEDED
+
+
+def _replica_row(replica: Mapping[str, Any], now: datetime) -> tuple[str, ...]:
+    seen = replica.get("lastSeen")
+    age = "-"
+    if seen:
+        age = f"{max(0.0, (now - datetime.fromisoformat(seen)).total_seconds()):.0f} s ago"
+    state = "stopping" if replica.get("stopping") else "running"
+    return (_text(replica.get("replica")), _text(replica.get("version")),
+            _text(replica.get("inFlight")), _text(replica.get("capacity")), age, state)  # fmt: skip

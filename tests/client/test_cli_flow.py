@@ -240,3 +240,20 @@ def test_the_installed_command(env: dict[str, str], tmp_path: Path) -> None:
     assert "use the admin token" in refused.stderr
     helped = run_mstc("jobs", "ls", "--help", env=env, cwd=tmp_path, timeout=60)
     assert "10 the token was refused" in " ".join(helped.stdout.split())
+
+
+def test_workers_asks_the_flow_service_when_one_is_configured(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    """With MSTC_FLOW_URL set, `mstc workers` lists the replicas the flow heard (stopped ones
+    too) at once instead of listening for a heartbeat interval."""
+    code, out, err = mstc(capsys, env, "workers")
+    assert code == ExitCode.SUCCEEDED, err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["REPLICA", "VERSION", "IN"]
+    assert [line.split()[0] for line in lines[1:]] == ["worker-0", "worker-1"]
+    assert lines[1].split()[-1] == "running"
+    assert lines[2].split()[-1] == "stopping"
+    code, out, err = mstc(capsys, env, "workers", "--json")
+    assert code == ExitCode.SUCCEEDED, err
+    assert [json.loads(line)["replica"] for line in out.splitlines()] == ["worker-0", "worker-1"]
