@@ -29,6 +29,7 @@ from mstc_flow.broker import Inbox, InboxMessage
 from mstc_flow.catalog_source import CatalogKeeper, open_source
 from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
+from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
 from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
@@ -71,12 +72,20 @@ class FlowService:
             keeper=self.keeper, ready=self.ready,
         )  # fmt: skip
         self.registry = CollectorRegistry()
+        self.metrics = FlowMetrics(
+            self.registry,
+            firing_counts=self.firings.counts,
+            catalog_entries=self._catalog_entries,
+            catalog_refused=lambda: self.keeper is not None and self.keeper.last_error is not None,
+            inbox_connected=self.ready,
+        )
         self.api: ApiServer | None = None
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="purge", daemon=True)
 
     def on_message(self, message: InboxMessage) -> None:
         """Every inbox message, on the inbox thread; it is acked once this returns."""
+        self.metrics.message(message.routing_key, self._refresh_key)
         self.recorder.handle(message.routing_key, message.body)
         if message.routing_key == self._refresh_key and self.keeper is not None:
             log.info("refresh topic: reloading the catalog")
@@ -115,6 +124,10 @@ class FlowService:
 
     def ready(self) -> bool:
         return self.inbox.connected.is_set()
+
+    def _catalog_entries(self) -> int | None:
+        catalog = self.triggers.catalog
+        return None if catalog is None else len(catalog.entries)
 
     def _purge_loop(self) -> None:
         days = self.settings.history_retention_days

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,12 +166,26 @@ def test_an_amqp_publish_fires_its_entry_and_the_payload_reaches_the_job(
 ) -> None:  # fmt: skip
     make_worker(**worker_env)
     a = name()
-    make_flow([entry_json(a, f"lab/{a}/start", template(bucket, a))])
+    flow = make_flow([entry_json(a, f"lab/{a}/start", template(bucket, a))])
     publish_amqp(stack, f"lab.{a}.start", b'{"sample": 7}', message_id="msg-1")
     env = job_env(wait_job(api_client, namespace, a))
     assert env["MSTC_TRIGGER_PAYLOAD"] == '{"sample": 7}'
     assert env["MSTC_TRIGGER_TOPIC"] == f"lab/{a}/start"
     assert len(env["MSTC_FLOW_FIRING"]) == 32
+    # The flow's metrics say so too: the trigger message counted, its firing in the store.
+    metrics = metric_values(flow.url)
+    assert metrics['mstc_flow_inbox_messages_total{kind="other"}'] >= 1
+    assert sum(v for k, v in metrics.items() if k.startswith("mstc_flow_firings{")) >= 1
+    assert metrics["mstc_flow_catalog_entries"] == 1
+    assert metrics["mstc_flow_inbox_connected"] == 1
+
+
+def metric_values(url: str) -> dict[str, float]:
+    """The flow's /metrics as {"name{labels}": value} (no token: probes and scrapers read it)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {key: float(value) for key, value in pairs}
 
 
 def test_an_mqtt_publish_fires_both_entries_on_its_topic(

@@ -237,6 +237,12 @@ class Firings:
             query = select(FiringRow).where(FiringRow.entry == entry, FiringRow.state == SUBMITTED)
             return [_firing(row) for row in session.scalars(query.order_by(FiringRow.created_at))]
 
+    def counts(self) -> dict[str, int]:
+        """How many firings are in each state (for the metrics)."""
+        with self._db.session() as session:
+            query = select(FiringRow.state, func.count()).group_by(FiringRow.state)
+            return {str(state): int(count) for state, count in session.execute(query)}
+
     def in_state(self, state: str, limit: int = 500) -> list[Firing]:
         with self._db.session() as session:
             query = select(FiringRow).where(FiringRow.state == state)
