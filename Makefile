@@ -53,12 +53,32 @@ stack-down: ## stop the local stack and remove its state
 stack-status: ## show which parts of the stack run
 	$(STACK) status
 
-run: install stack-up ## set up everything, then run the worker on the local stack (Ctrl-C stops it)
+# `make run`'s flow service: its catalog (file:PATH, configmap:NS/NAME[/KEY] or s3://BUCKET/OBJECT),
+# SQLite store and API tokens live with the stack. The worker's and the flow's HTTP ports move with
+# MSTC_STACK_PORT_OFFSET as the stack's own do, so two `make run`s can share a machine.
+FLOW_CATALOG ?= file:examples/flows/catalog.yaml
+RUN_PORT_OFFSET := $(or $(MSTC_STACK_PORT_OFFSET),0)
+WORKER_HTTP_PORT ?= $(shell echo $$((8080 + $(RUN_PORT_OFFSET))))
+FLOW_HTTP_PORT ?= $(shell echo $$((8090 + $(RUN_PORT_OFFSET))))
+FLOW_TOKENS := $(MSTC_STACK_DIR)/flow-tokens.env
+
+run: install stack-up ## set up everything, then run the worker and mstc-flow on the local stack (one Ctrl-C stops both)
 	source $(MSTC_STACK_DIR)/env.sh && \
 	  kubectl apply -f config/service-account.yaml && \
 	  kubectl -n mstc-dev create secret generic mstc-minio --from-literal=rootUser="$$MINIO_ROOT_USER" \
 	    --from-literal=rootPassword="$$MINIO_ROOT_PASSWORD" --dry-run=client -o yaml | kubectl apply -f - && \
-	  MSTC_NAMESPACE=mstc-dev MSTC_HTTP_HOST=127.0.0.1 $(UV) run --frozen mstc-worker
+	  if [ ! -s $(FLOW_TOKENS) ]; then \
+	    (umask 077; python3 -c 'import secrets; t = secrets.token_hex; \
+	      print(f"MSTC_FLOW_READ_TOKEN={t(24)}\nMSTC_FLOW_ADMIN_TOKEN={t(24)}")' > $(FLOW_TOKENS)); fi && \
+	  chmod 600 $(FLOW_TOKENS) && set -a && source $(FLOW_TOKENS) && set +a && \
+	  echo "mstc-flow API: http://127.0.0.1:$(FLOW_HTTP_PORT)/api/v1 (tokens in $(FLOW_TOKENS)); in another shell:" && \
+	  echo "  source $(MSTC_STACK_DIR)/env.sh" && \
+	  echo "  export MSTC_FLOW_URL=http://127.0.0.1:$(FLOW_HTTP_PORT) MSTC_FLOW_TOKEN=$$MSTC_FLOW_ADMIN_TOKEN  # admin; read-only: $$MSTC_FLOW_READ_TOKEN" && \
+	  { MSTC_FLOW_STORE_PATH=$(MSTC_STACK_DIR)/mstc-flow.sqlite3 MSTC_FLOW_CATALOG=$(FLOW_CATALOG) \
+	    MSTC_FLOW_HTTP_HOST=127.0.0.1 MSTC_FLOW_HTTP_PORT=$(FLOW_HTTP_PORT) .venv/bin/mstc-flow & } && \
+	  flow=$$! && trap 'kill -TERM $$flow 2>/dev/null; wait $$flow' EXIT && \
+	  MSTC_NAMESPACE=mstc-dev MSTC_HTTP_HOST=127.0.0.1 MSTC_HTTP_PORT=$(WORKER_HTTP_PORT) \
+	    MSTC_EVENTS_JOB_LISTENER_TOPIC=true .venv/bin/mstc-worker
 
 lint: install ## ruff (lint and format check), mypy and the import contracts (pyproject.toml)
 	$(PY) ruff check .
