@@ -77,7 +77,7 @@ class FlowService:
             firing_counts=self.firings.counts,
             catalog_entries=self._catalog_entries,
             catalog_refused=lambda: self.keeper is not None and self.keeper.last_error is not None,
-            inbox_connected=self.ready,
+            inbox_connected=self.inbox.connected.is_set,
         )
         self.api: ApiServer | None = None
         self._stop = threading.Event()
@@ -123,7 +123,9 @@ class FlowService:
             self.api.join(timeout=10)
 
     def ready(self) -> bool:
-        return self.inbox.connected.is_set()
+        """Serving: the inbox is connected (so events are recorded and triggers heard) and the
+        store answers."""
+        return self.inbox.connected.is_set() and self.database.reachable()
 
     def _catalog_entries(self) -> int | None:
         catalog = self.triggers.catalog

@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -73,6 +73,15 @@ class Database:
                 yield session
         except OperationalError as exc:
             raise TransientError(f"The store is unreachable: {exc.orig}") from exc
+
+    def reachable(self) -> bool:
+        """Whether one trivial query succeeds now (the readiness probe's store half)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except OperationalError:
+            return False
+        return True
 
     def close(self) -> None:
         self.engine.dispose()
