@@ -308,6 +308,8 @@ def up_rabbitmq(cfg: Config) -> None:
                 "management.tcp.ip = 127.0.0.1",
                 f"management.tcp.port = {p['rabbit_mgmt']}",
                 f"mqtt.listeners.tcp.1 = 127.0.0.1:{p['mqtt']}",
+                # MQTT clients log in like AMQP ones (else anonymous = the default user).
+                "mqtt.allow_anonymous = false",
                 f"default_user = {AMQP_USER}",
                 f"default_pass = {AMQP_PASS}",
                 "default_user_tags.administrator = true",

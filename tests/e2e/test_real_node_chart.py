@@ -26,13 +26,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pika
 import pytest
 from kubernetes import client as k8s
 from minio import Minio
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.deploy.conftest import ROOT
 from tests.support.kube import wait_gone, watch_until
+from tests.support.mqtt_login import connack
 from tests.support.realnode import why_not
 from tests.support.realnode_chart import (
     NAMESPACE,
@@ -108,6 +111,35 @@ def test_the_chart_runs_worker_rabbitmq_and_minio_as_ready_pods_on_the_real_node
     (rabbit,) = installed.pods("mstc-work-queue")
     log = installed.core.read_namespaced_pod_log(rabbit.metadata.name, NAMESPACE)
     assert "Applying definitions from file at '/etc/rabbitmq/definitions.json'" in log
+
+
+def test_the_charts_rabbitmq_takes_mqtt_from_its_user_onto_amq_topic_and_refuses_anonymous(
+    installed: Installed,
+) -> None:
+    """MQTT publishers (the MQTT job listener's users) reach mstc-flow's triggers through the
+    chart's RabbitMQ: its user's MQTT publish arrives on amq.topic with `/` as `.`; a client
+    without a login is refused (the plugin would otherwise let anyone in)."""
+    env = installed.client_env()
+    host = env["WORK_QUEUE_HOST"]
+    conn = pika.BlockingConnection(pika.URLParameters(installed.amqp_url()))
+    try:
+        channel = conn.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "amq.topic", "experiments.init-job")
+        user = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="chart-mqtt-user")
+        user.username_pw_set(env["WORK_QUEUE_USER"], env["WORK_QUEUE_PASS"])
+        user.connect(host, 1883)
+        user.loop_start()
+        user.publish("experiments/init-job", b"go", qos=1).wait_for_publish(30)
+        user.loop_stop()
+        user.disconnect()
+        for method, _props, body in channel.consume(queue, inactivity_timeout=30):
+            assert method is not None, "the MQTT publish never reached amq.topic"
+            assert body == b"go"
+            break
+    finally:
+        conn.close()
+    assert connack(host, 1883, None).is_failure
 
 
 def _mstc() -> str:
