@@ -129,12 +129,12 @@ def test_the_files_bucket_wins_and_one_is_needed() -> None:
 def test_defaults_are_merged_key_by_key_and_a_task_replaces_the_rest() -> None:
     pipeline = pipeline_of(
         {"name": "a", "env": {"B": "2", "A": "x"}, "timeOut": 3, "labels": {"k": "v"}},
-        defaults={"image": "img:1", "timeOut": 1, "env": {"A": "1"}, "args": ["d"]},
+        defaults={"image": "img:1", "timeOut": 1, "env": {"A": "1", "C": "3"}, "args": ["d"]},
         prefix="runs/p",
     )
     request = pipeline.task("a").request
     assert request == {
-        "image": "img:1", "timeOut": 3, "env": {"A": "x", "B": "2"}, "args": ["d"],
+        "image": "img:1", "timeOut": 3, "env": {"A": "x", "B": "2", "C": "3"}, "args": ["d"],
         "labels": {"k": "v"},
     }  # fmt: skip
 
@@ -184,12 +184,12 @@ def test_ranges_expand_to_evenly_spaced_values(spec: dict[str, Any], values: lis
         ({"start": 0, "end": 1, "count": 2.5}, "foreach.count", "whole number"),
         ({"start": 0, "end": 10, "count": 3, "scale": "log"}, "foreach.start", "above 0"),
         ({"start": 1, "end": -1, "count": 3, "scale": "log"}, "foreach.start", "above 0"),
-        ({"start": 0, "end": 1, "count": 1001}, "foreach.count", "over 1000 tasks"),
+        ({"start": 0, "end": 1, "count": 1001}, "foreach.count", "1001 values, over 1000 tasks"),
         ({"start": 0, "end": 1, "count": 2, "scale": "cubic"}, "foreach.scale", "linear"),
         ({"start": 0, "end": 1, "count": 2, "step": 1}, "foreach.step", "unknown"),
         ({"start": "0", "end": 1, "count": 2}, "foreach.start", "a number"),
         ([], "foreach", "no task"),
-        (list(range(1001)), "foreach", "over 1000 tasks"),
+        (list(range(1001)), "foreach", "1001 values, over 1000 tasks"),
         ("abc", "foreach", "a list of values or a range"),
     ],
 )
@@ -328,12 +328,13 @@ def test_an_unknown_after_is_refused() -> None:
 def test_duplicate_names_after_expansion_are_refused() -> None:
     twice = refused({"name": "a"}, {"name": "a"})
     assert (twice.task, twice.field) == ("a", "name")
+    family = refused({"name": "a"}, {"name": "a", "foreach": [1]})  # a, a-0: no expanded clash
+    assert (family.task, family.field, family.reason) == ("a", "name", "another task has this name")
     clash = refused({"name": "s-1"}, {"name": "s", "foreach": [1, 2]})
     assert (clash.task, clash.field) == ("s-1", "name")
     assert "names two tasks" in clash.reason
-    family = refused({"name": "s", "foreach": [1, 2]}, {"name": "x-0", "foreach": [1]},
-                     {"name": "x", "foreach": [1]})  # fmt: skip
-    assert family.task == "x-0"
+    nested = refused({"name": "x-0", "foreach": [1]}, {"name": "x", "foreach": [1]})
+    assert nested.task == "x-0"  # x's expansion x-0 is also the family x-0's name
 
 
 def test_a_family_reference_must_name_a_task_and_its_output() -> None:
