@@ -100,8 +100,9 @@ def parse_pipeline(text: str, *, source: str, fmt: str | None = None) -> Pipelin
     if fmt is not None and fmt not in FORMATS:
         raise _whole(source, f"unknown format {fmt!r}; known: json, yaml")
     chosen = fmt or ("yaml" if source.lower().endswith((".yaml", ".yml")) else "json")
-    data, lines = _load_yaml(text, source) if chosen == "yaml" else _load_json(text, source)
-    _check_depth(data, source, 0)
+    body = text.removeprefix("\ufeff")  # a byte-order mark, as some editors write
+    data, lines = _load_yaml(body, source) if chosen == "yaml" else _load_json(body, source)
+    _check_shape(data, source, 0)
     with Where(source, None).rule("the file") as place:
         check_json(data, place)
     return _build(data, lines, source, digest_of(text))
@@ -146,7 +147,14 @@ def _load_json(text: str, source: str) -> tuple[Any, list[int]]:
 
 def _json_task_lines(text: str) -> list[int]:
     """The line each task starts on, by decoding the (already valid) text value by value."""
-    decoder, index, lines = json.JSONDecoder(), 0, []
+    try:
+        return _task_lines_of(text, json.JSONDecoder())
+    except (ValueError, IndexError):  # lines are a help: without them, refusals name no line
+        return []
+
+
+def _task_lines_of(text: str, decoder: json.JSONDecoder) -> list[int]:
+    lines: list[int] = []
 
     def skip(at: int) -> int:
         while at < len(text) and text[at] in " \t\r\n,:":
@@ -159,8 +167,10 @@ def _json_task_lines(text: str) -> list[int]:
         index = skip(index)
         if key == "tasks" and text[index] == "[":
             index = skip(index + 1)
+            line, counted = 1, 0  # counted up to here, so a long file is scanned once
             while text[index] != "]":
-                lines.append(text.count("\n", 0, index) + 1)
+                line, counted = line + text.count("\n", counted, index), index
+                lines.append(line)
                 index = skip(decoder.raw_decode(text, index)[1])
             return lines
         index = skip(decoder.raw_decode(text, index)[1])
@@ -206,14 +216,19 @@ def _yaml_unique_keys(node: yaml.Node, source: str) -> None:
             _yaml_unique_keys(item, source)
 
 
-def _check_depth(value: Any, source: str, depth: int) -> None:
+def _check_shape(value: Any, source: str, depth: int) -> None:
+    """Bounded nesting, and text keys only (YAML allows `1: x`, which JSON would rename)."""
     if depth > _MAX_DEPTH:
         raise _whole(source, f"the file is nested over {_MAX_DEPTH} levels deep")
+    if isinstance(value, Mapping):
+        strange = next((key for key in value if not isinstance(key, str)), None)
+        if strange is not None:
+            raise _whole(source, f"keys must be texts; {strange!r} is not")
     children = (
         value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
     )
     for child in children:
-        _check_depth(child, source, depth + 1)
+        _check_shape(child, source, depth + 1)
 
 
 def _build(data: Any, lines: list[int], source: str, digest: str) -> Pipeline:

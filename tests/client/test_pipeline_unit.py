@@ -506,6 +506,14 @@ def test_yaml_reads_the_same_and_is_screened_as_the_catalog_is() -> None:
     assert (dup.line, dup.reason) == (3, "the key 'name' is written twice")
     dated = refused_text("name: p\ndescription: 2024-01-01\ntasks: [{name: a}]\n", "p.yaml")
     assert "only JSON values" in dated.reason
+    number_key = refused_text("name: p\ntasks: [{name: a, env: {1: x}}]\n", "p.yaml")
+    assert number_key.reason == "keys must be texts; 1 is not"
+
+
+def test_a_byte_order_mark_is_dropped() -> None:
+    text = "\ufeff" + EXAMPLE.read_text("utf-8")
+    assert parse_pipeline(text, source="s.json").task("merge").line == 28
+    assert decode_pipeline(text.encode("utf-8"), source="s.json") == text[1:]
 
 
 def test_a_refusal_reads_source_line_task_field_reason() -> None:
