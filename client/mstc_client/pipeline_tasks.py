@@ -77,7 +77,8 @@ def expand_tasks(
         families[name] = [draft.task.name for draft in expanded]
         drafts += expanded
         if len(drafts) > MAX_TASKS:
-            raise Where(source, name, line).refuse("foreach", f"over {MAX_TASKS} tasks in all")
+            field = "foreach" if "foreach" in raw else "name"
+            raise Where(source, name, line).refuse(field, f"over {MAX_TASKS} tasks in all")
     _check_names(drafts, families, source)
     outputs = {draft.task.name: draft.task.outputs for draft in drafts}
     resolved = [_resolve(draft, families, outputs, source) for draft in drafts]

@@ -208,6 +208,8 @@ def test_expansions_over_1000_tasks_in_all_are_refused() -> None:
         "b", "foreach", True,
     )  # fmt: skip
     assert len(pipeline_of({"name": "a", "foreach": {"end": 1, "count": 1000}}).tasks) == 1000
+    plain = refused(*({"name": f"t{i}"} for i in range(1001)))
+    assert (plain.task, plain.field, plain.reason) == ("t1000", "name", "over 1000 tasks in all")
 
 
 @pytest.mark.parametrize(
