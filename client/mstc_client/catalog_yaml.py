@@ -29,7 +29,7 @@ from mstc_client.catalog import Concurrency, Entry, Trigger
 from mstc_client.catalog_rules import Place, check_json, check_name, check_templates, check_topic
 from mstc_client.errors import CatalogInvalid
 
-__all__ = ["parse_yaml"]
+__all__ = ["parse_yaml", "screen_yaml"]
 
 _TOP_KEYS = frozenset({"entries"})
 _ENTRY_KEYS = ("name", "trigger", "request", "concurrency", "maxInFlight")
@@ -41,7 +41,7 @@ def parse_yaml(text: str, source: str) -> list[Entry]:
     """The entries of a YAML catalog, in order; CatalogInvalid at the first problem."""
     loader = yaml.SafeLoader(text)
     try:
-        _screen(text, source)
+        screen_yaml(text, source)
         root = loader.get_single_node()
         if root is None:
             raise CatalogInvalid(source, 0, "the catalog is empty: it needs 'entries:'")
@@ -59,8 +59,10 @@ def _first_line(exc: yaml.YAMLError) -> str:
     return str(problem or exc).splitlines()[0]
 
 
-def _screen(text: str, source: str) -> None:
+def screen_yaml(text: str, source: str, what: str = "a catalog") -> None:
     """Refuse aliases and deep nesting from the event stream, before a tree is built.
+
+    Pipeline files read as YAML are screened here too (`what` names the kind of file).
 
     Streaming stops at the first offence, so a hostile text costs little: PyYAML's scanner
     slows down with every open bracket, and its composer recurses once per level.
@@ -69,7 +71,7 @@ def _screen(text: str, source: str) -> None:
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             raise CatalogInvalid(
-                source, _mark_line(event), "YAML aliases (*name) are not allowed in a catalog"
+                source, _mark_line(event), f"YAML aliases (*name) are not allowed in {what}"
             )
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1

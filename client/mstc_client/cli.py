@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TextIO
 
 from mstc_client.cli_catalog import add_catalog_commands
 from mstc_client.cli_flow import add_flow_commands, workers_from_api
+from mstc_client.cli_pipeline import add_pipeline_commands
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listeners(commands)
     # mstc jobs ..., mstc catalog ...: the flow service\'s API, and the offline validate
     add_catalog_commands(add_flow_commands(commands))
+    add_pipeline_commands(commands)  # mstc pipeline validate: offline
     return parser  # fmt: skip
 
 

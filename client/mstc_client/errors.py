@@ -26,6 +26,7 @@ __all__ = [
     "JobFailed",
     "JobTimedOut",
     "MstcClientError",
+    "PipelineInvalid",
     "RequestRejected",
     "StorageError",
     "StorageUnreachable",
@@ -118,6 +119,26 @@ class CatalogInvalid(MstcClientError):
         self.source, self.line, self.reason = source, line, reason
         where = f"{source}, line {line}" if line else source
         super().__init__(f"{where}: {reason}")
+
+
+class PipelineInvalid(MstcClientError):
+    """A pipeline file refused whole, before any of its tasks runs.
+
+    `task` is the task the problem is in (an expanded name such as ``consume-3``, or None for
+    the file as a whole), `field` the field (``inputs.shard``, ``after``, ...; None when the
+    task as a whole is meant), `line` the 1-based line of the task or field (0: unknown).
+    """
+
+    def __init__(
+        self, source: str, task: str | None, field: str | None, reason: str, line: int = 0
+    ) -> None:
+        self.source, self.task, self.field, self.reason, self.line = (
+            source, task, field, reason, line
+        )  # fmt: skip
+        where = [f"{source}, line {line}" if line else source]
+        where += [f"task {task}"] if task else []
+        where += [field] if field else []
+        super().__init__(": ".join([*where, reason]))
 
 
 class TemplateError(MstcClientError):
