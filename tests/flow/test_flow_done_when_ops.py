@@ -84,13 +84,13 @@ def test_retry_runs_a_failed_job_again_linked_to_it_and_only_the_admin_token_may
     for action in ("retry", "cancel"):
         read_only = flow.mstc("jobs", action, key, token=READ_TOKEN)
         assert read_only.returncode == 10, read_only.stderr
-        assert flow.mstc("jobs", action, key, token="not-the-token-0123456789").returncode == 10
-        no_token = flow.mstc("jobs", action, key, token=None)
-        assert no_token.returncode != 0
-        assert "MSTC_FLOW_TOKEN is not set" in no_token.stderr
         status, answer = flow.post(f"/api/v1/jobs/{key}/{action}", token=None)
         assert status == 401, answer
         assert flow.post(f"/api/v1/jobs/{key}/{action}", token=READ_TOKEN)[0] == 403
+    assert flow.mstc("jobs", "retry", key, token="not-the-token-0123456789").returncode == 10
+    no_token = flow.mstc("jobs", "retry", key, token=None)  # refused before any call
+    assert no_token.returncode != 0
+    assert "MSTC_FLOW_TOKEN is not set" in no_token.stderr
     assert flow.get(f"/api/v1/jobs/{key}", token=None)[0] == 401
     shown = flow.mstc("jobs", "show", key, "--json", token=READ_TOKEN)
     assert shown.returncode == 0, shown.stderr
