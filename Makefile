@@ -78,7 +78,7 @@ run: install stack-up ## set up everything, then run the worker and mstc-flow on
 	    MSTC_FLOW_HTTP_HOST=127.0.0.1 MSTC_FLOW_HTTP_PORT=$(FLOW_HTTP_PORT) .venv/bin/mstc-flow & } && \
 	  flow=$$! && trap 'kill -TERM $$flow 2>/dev/null; wait $$flow' EXIT && \
 	  MSTC_NAMESPACE=mstc-dev MSTC_HTTP_HOST=127.0.0.1 MSTC_HTTP_PORT=$(WORKER_HTTP_PORT) \
-	    MSTC_EVENTS_JOB_LISTENER_TOPIC=true .venv/bin/mstc-worker
+	    MSTC_EVENTS_JOB_LISTENER_TOPIC=true MSTC_MAX_PARALLELISM=50 .venv/bin/mstc-worker
 
 lint: install ## ruff (lint and format check), mypy and the import contracts (pyproject.toml)
 	$(PY) ruff check .
