@@ -81,8 +81,10 @@ def test_jobs_ls_json_and_pages(capsys: pytest.CaptureFixture[str], env: dict[st
 def test_jobs_ls_filters_reach_the_history(
     capsys: pytest.CaptureFixture[str], env: dict[str, str], ports: FakePorts
 ) -> None:
+    # An absolute time after the age's: a fixed date would fall before "2h ago" one day.
+    until = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
     argv = ["jobs", "ls", "--state", "failed", "--name", "sort", "--label", "team=x",
-            "--image", "busybox:1", "--since", "2h", "--until", "2026-11-30T13:00:00Z"]  # fmt: skip
+            "--image", "busybox:1", "--since", "2h", "--until", until.isoformat()]  # fmt: skip
     code, out, err = mstc(capsys, env, *argv)
     assert code == ExitCode.SUCCEEDED, err
     asked = ports.queries[-1]
@@ -91,7 +93,7 @@ def test_jobs_ls_filters_reach_the_history(
     )  # fmt: skip
     assert asked.since is not None
     assert abs(asked.since - (datetime.now(UTC) - timedelta(hours=2))) < timedelta(minutes=1)
-    assert asked.until == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
+    assert asked.until == until
     assert out.splitlines()[1].split()[:2] == ["sort-2", "failed"]
 
 
