@@ -33,6 +33,7 @@ __all__ = [
     "ENTRY_ENV",
     "FIRING_ENV",
     "PAYLOAD_ENV",
+    "PLACEHOLDER",
     "TOPIC_ENV",
     "Catalog",
     "Concurrency",
@@ -40,6 +41,7 @@ __all__ = [
     "Trigger",
     "binding_key_of",
     "digest_of",
+    "walk",
 ]
 
 PAYLOAD_ENV = "MSTC_TRIGGER_PAYLOAD"
@@ -47,7 +49,8 @@ TOPIC_ENV = "MSTC_TRIGGER_TOPIC"
 ENTRY_ENV = "MSTC_FLOW_ENTRY"
 FIRING_ENV = "MSTC_FLOW_FIRING"
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
+# A template placeholder, `{{ name }}` or `{{ name.path.to.value }}`; pipelines use the same form.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 
 
 class Concurrency(StrEnum):
@@ -135,7 +138,10 @@ class _Values:
     def look_up(self, name: str) -> Any:
         head, _, path = name.partition(".")
         if head == "payload" and path:
-            return _walk(_json_payload(self.payload, name), path, name)
+            try:
+                return walk(_json_payload(self.payload, name), path, "payload", name)
+            except LookupError as exc:
+                raise TemplateError(str(exc)) from None
         if head in ("payload", "topic", "entry", "firing") and not path:
             return getattr(self, head)
         raise TemplateError(f"unknown placeholder {{{{ {name} }}}}")
@@ -148,14 +154,18 @@ def _json_payload(text: str, name: str) -> Any:
         raise TemplateError(f"{{{{ {name} }}}} needs a JSON payload; this one is not JSON") from exc
 
 
-def _walk(value: Any, path: str, name: str) -> Any:
+def walk(value: Any, path: str, what: str, name: str) -> Any:
+    """`value`'s part at the dotted `path` (keys, or list indexes), for `{{ name }}`.
+
+    LookupError names the missing step and `what` was walked (the payload, the item).
+    """
     for step in path.split("."):
         if isinstance(value, Mapping) and step in value:
             value = value[step]
         elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
         else:
-            raise TemplateError(f"the payload has no {step!r} for {{{{ {name} }}}}")
+            raise LookupError(f"the {what} has no {step!r} for {{{{ {name} }}}}")
     return value
 
 
@@ -170,7 +180,7 @@ def _fill(value: Any, values: _Values) -> Any:
 
 
 def _fill_text(text: str, values: _Values) -> Any:
-    whole = _PLACEHOLDER.fullmatch(text)
+    whole = PLACEHOLDER.fullmatch(text)
     if whole:
         return values.look_up(whole.group(1))
 
@@ -178,7 +188,7 @@ def _fill_text(text: str, values: _Values) -> Any:
         found = values.look_up(match.group(1))
         return found if isinstance(found, str) else json.dumps(found)
 
-    return _PLACEHOLDER.sub(one, text)
+    return PLACEHOLDER.sub(one, text)
 
 
 @dataclass(frozen=True)

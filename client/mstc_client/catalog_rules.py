@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mstc_client.catalog import PLACEHOLDER
 from mstc_client.errors import CatalogInvalid
 
 __all__ = [
@@ -40,7 +41,6 @@ _QUANTITY = re.compile(
     r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][-+]?[0-9]+)?"
 )
 # What catalog.Entry.render understands; anything else between braces is refused up front.
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 _PLAIN_NAMES = frozenset({"payload", "topic", "entry", "firing"})
 
 
@@ -108,7 +108,7 @@ def check_mount_path(path: str, place: Place) -> str:
 def check_templates(value: Any, place: Place) -> None:
     """Every `{{ ... }}` in the strings of `value` must name a value a firing provides."""
     if isinstance(value, str):
-        for match in _PLACEHOLDER.finditer(value):
+        for match in PLACEHOLDER.finditer(value):
             name = match.group(1)
             head, _, path = name.partition(".")
             if name not in _PLAIN_NAMES and not (head == "payload" and path):
@@ -118,7 +118,7 @@ def check_templates(value: Any, place: Place) -> None:
                 )
             if path and any(step == "" for step in path.split(".")):
                 raise place.refuse(f"placeholder {{{{ {name} }}}} has an empty path step")
-        if "{{" in _PLACEHOLDER.sub("", value):
+        if "{{" in PLACEHOLDER.sub("", value):
             raise place.refuse(f"{value!r} holds '{{{{' that is not a placeholder {{{{ name }}}}")
     elif isinstance(value, Mapping):
         for key, item in value.items():

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mstc_client.catalog import PLACEHOLDER, walk
 from mstc_client.pipeline import Task
 from mstc_client.pipeline_fields import (
     FAMILY_KEYS,
@@ -51,7 +52,6 @@ TASK_KEYS = _OWN_KEYS | frozenset(REQUEST_FIELDS)
 _MERGED = frozenset({"env", "labels", "annotations"})
 _TEXT_FIELDS = frozenset({"env", "command", "args", "labels", "annotations", "jobName", "image",
                           "taskQueue", "inputs", "outputs", "after"})  # fmt: skip
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -232,23 +232,12 @@ class _Values:
         if head in ("item", "index") and self.index is None:
             raise LookupError(f"{{{{ {name} }}}} needs a foreach, and this task has none")
         if head == "item":
-            return _walk(self.item, path, name) if path else self.item
+            return walk(self.item, path, "item", name) if path else self.item
         if head in ("index", "task", "pipeline") and not path:
             return getattr(self, head)
         raise LookupError(
             f"unknown placeholder {{{{ {name} }}}}; known: item, item.<key>, index, task, pipeline"
         )
-
-
-def _walk(value: Any, path: str, name: str) -> Any:
-    for step in path.split("."):
-        if isinstance(value, Mapping) and step in value:
-            value = value[step]
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
-        else:
-            raise LookupError(f"the item has no {step!r} for {{{{ {name} }}}}")
-    return value
 
 
 def _fill(value: Any, values: _Values, where: Where, field: str, typed: bool) -> Any:
@@ -265,7 +254,7 @@ def _fill(value: Any, values: _Values, where: Where, field: str, typed: bool) ->
 
 
 def _fill_text(text: str, values: _Values, typed: bool) -> Any:
-    whole = _PLACEHOLDER.fullmatch(text)
+    whole = PLACEHOLDER.fullmatch(text)
     if whole and typed:
         return values.look_up(whole.group(1))
 
@@ -273,7 +262,7 @@ def _fill_text(text: str, values: _Values, typed: bool) -> Any:
         found = values.look_up(match.group(1))
         return found if isinstance(found, str) else json.dumps(found)
 
-    filled = _PLACEHOLDER.sub(one, text)
-    if "{{" in _PLACEHOLDER.sub("", text):
+    filled = PLACEHOLDER.sub(one, text)
+    if "{{" in PLACEHOLDER.sub("", text):
         raise LookupError(f"{text!r} holds '{{{{' that is not a placeholder {{{{ name }}}}")
     return filled
