@@ -8,14 +8,13 @@ parameter, so `pytest -m "not stack"` still runs the SQLite case without servers
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from mstc_flow.store.db import Database
+from tests.support.pg import temporary_schema
 from tests.support.stack import StackInfo
 
 PG_URL_VARIABLE = "MSTC_FLOW_TEST_PG_URL"
@@ -31,16 +30,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = stack.env.get(PG_URL_VARIABLE)
     if not url:
         pytest.skip(f"this stack ({stack.kind}) has no PostgreSQL ({PG_URL_VARIABLE} unset)")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        # Every table, index and Alembic's version table land in the test's own schema.
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with temporary_schema(url, "t") as narrowed:
+        yield narrowed
 
 
 @pytest.fixture

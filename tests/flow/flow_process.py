@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pika
-import psycopg
 import pytest
 
+from tests.support.pg import temporary_schema
 from tests.support.stack import StackInfo
 from tests.support.worker import free_port
 
@@ -154,15 +154,8 @@ def flow_queues(stack: StackInfo) -> Iterator[dict[str, str]]:
 def pg_store(stack: StackInfo) -> Iterator[str]:
     """A fresh schema in the stack's PostgreSQL (SQLAlchemy URL), dropped afterwards."""
     url = stack.env["MSTC_FLOW_TEST_PG_URL"]
-    schema = f"e2e_{uuid.uuid4().hex[:16]}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with temporary_schema(url, "e2e") as narrowed:
+        yield narrowed
 
 
 @pytest.fixture
