@@ -14,6 +14,7 @@ good load), which also rebinds the inbox: new entries' topics bound, dropped one
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # How often history older than the retention is deleted.
 _PURGE_EVERY_SECONDS = 3600.0
+
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class FlowService:
@@ -149,14 +152,17 @@ def run(
     prepare: Callable[[FlowService], None] | None = None,
     started: Callable[[FlowService], None] | None = None,
 ) -> int:
-    """Run one replica until SIGTERM/SIGINT.
+    """Run one replica until SIGTERM/SIGINT. SIGUSR1 writes every thread's stack to stderr (for
+    a replica that does not stop or seems stuck).
 
     `prepare` is called before the inbox consumes (give the first catalog there, so its
     topics are bound before the first message), `started` once it consumes.
     """
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+    # Blocked before any thread exists, so every thread inherits the mask and the signal waits
+    # for `sigwait` below. (A Python handler setting an Event can deadlock: it runs on the main
+    # thread, possibly while that thread holds the Event's own lock inside `wait`.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     database = Database.open(settings.database_url)
     service = FlowService(settings, database)
     try:
@@ -166,8 +172,8 @@ def run(
         log.info("mstc-flow %s running", settings.replica_id)
         if started is not None:
             started(service)
-        stop.wait()
-        log.info("mstc-flow %s stopping", settings.replica_id)
+        received = signal.sigwait(_STOP_SIGNALS)
+        log.info("mstc-flow %s stopping (%s)", settings.replica_id, signal.Signals(received).name)
     finally:
         service.stop()
         database.close()

@@ -54,7 +54,7 @@ def test_install_creates_the_three_parts(release: Release, api_client: k8s.ApiCl
     }
     assert ports == {
         release.worker: {8080},
-        release.rabbit: {5672, 15672},
+        release.rabbit: {5672, 15672, 1883},  # AMQP, management, MQTT (on by default)
         release.minio: {9000, 9001},
     }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mstc_client.catalog import Catalog, Concurrency, Entry, Trigger
+from tests.support.processes import stopped_or_explained
 
 if TYPE_CHECKING:  # the flow process itself runs without the tests' stack tooling
     from tests.support.stack import StackInfo
@@ -103,7 +104,7 @@ class FlowProcess:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        return stopped_or_explained(self.proc, lambda: self.log_text)
 
 
 def _main(entries_file: str) -> int:

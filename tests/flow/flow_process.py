@@ -27,6 +27,7 @@ import pika
 import pytest
 
 from tests.support.pg import temporary_schema
+from tests.support.processes import stopped_or_explained
 from tests.support.stack import StackInfo
 from tests.support.worker import free_port
 
@@ -80,7 +81,7 @@ class RealFlow:
         if self.proc is None or self.proc.poll() is not None:
             return None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        return stopped_or_explained(self.proc, lambda: self.log_text)
 
     def kill(self) -> int:
         """SIGKILL: no clean stop, nothing acked or finished on the way out."""
