@@ -110,6 +110,9 @@ class Entry:
     concurrency: Concurrency = Concurrency.ALLOW
     max_in_flight: int = 0  # 0 = no bound
     line: int = 0
+    # How long one of its Jobs is expected to run; past it the flow flags the Job `overdue`.
+    # 0 = no expectation (a request's `timeOut` is a hard limit the cluster enforces, not one).
+    expected_seconds: float = 0
 
     def render(self, payload: bytes, topic: str, firing_id: str) -> dict[str, Any]:
         """The request to send for one firing: the template filled, the trigger's env added."""

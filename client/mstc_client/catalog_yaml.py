@@ -9,6 +9,7 @@ entries:
       env: {DATASET: "{{ payload.dataset }}"}
     concurrency: skip              # optional: allow (default) | skip | replace
     maxInFlight: 1                 # optional: 0 (default) = no bound
+    expectedSeconds: 600           # optional: a Job running longer is flagged overdue
 ```
 
 `request.jobName` defaults to the entry's name. Unknown keys are refused (a misspelt
@@ -32,7 +33,8 @@ from mstc_client.errors import CatalogInvalid
 __all__ = ["parse_yaml", "screen_yaml"]
 
 _TOP_KEYS = frozenset({"entries"})
-_ENTRY_KEYS = ("name", "trigger", "request", "concurrency", "maxInFlight")
+_ENTRY_KEYS = ("name", "trigger", "request", "concurrency", "maxInFlight", "expectedSeconds")
+_MAX_EXPECTED_SECONDS = 366 * 86400
 _MAX_IN_FLIGHT = 10_000
 _MAX_DEPTH = 32  # a request is a few levels deep; more is a hostile text
 
@@ -155,6 +157,7 @@ def _entry(node: yaml.Node, loader: yaml.SafeLoader, source: str) -> Entry:
         concurrency=_concurrency(*value("concurrency")),
         max_in_flight=_max_in_flight(*value("maxInFlight")),
         line=line,
+        expected_seconds=_expected_seconds(*value("expectedSeconds")),
     )
 
 
@@ -189,3 +192,13 @@ def _max_in_flight(value: Any, place: Place) -> int:
     if not 0 <= value <= _MAX_IN_FLIGHT:
         raise place.refuse(f"{value} is out of range (0 to {_MAX_IN_FLIGHT})")
     return value
+
+
+def _expected_seconds(value: Any, place: Place) -> float:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise place.refuse(f"{value!r} is not a number of seconds")
+    if not 0 < value <= _MAX_EXPECTED_SECONDS:
+        raise place.refuse(f"{value} is out of range (more than 0, at most a year)")
+    return float(value)

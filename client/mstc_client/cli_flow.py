@@ -77,6 +77,10 @@ def add_flow_commands(commands: Any) -> Any:
     ls.add_argument("--until", metavar="TIME", help="ISO 8601 time, or an age: 30m, 2h, 1d")
     ls.add_argument("--limit", type=int, default=50, metavar="N", help="Jobs per page (50)")
     ls.add_argument("--all", action="store_true", help="every page, not only the first")
+    ls.add_argument(
+        "--flagged", action="store_true",
+        help="only Jobs flagged as stalled (pending without a pod, overdue), with their flags",
+    )  # fmt: skip
     for name, help_text, handler in [
         ("show", "one Job: its record, events and firing", _jobs_show),
         ("logs", "the Job's log, from the bucket", _jobs_logs),
@@ -150,7 +154,7 @@ def _jobs_ls(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     filters: dict[str, str | int | None] = {
         "state": args.state, "name": args.name, "label": args.label, "image": args.image,
         "since": _when(args.since), "until": _when(args.until),
-        "limit": args.limit,
+        "limit": args.limit, "flagged": "true" if args.flagged else None,
     }  # fmt: skip
     page = api.list_jobs(filters)
     items = list(page["items"])
@@ -161,8 +165,12 @@ def _jobs_ls(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     if args.json:
         _print(json.dumps({"items": items, "nextCursor": more}))
         return ExitCode.SUCCEEDED
-    _print(_table(("JOB", "STATE", "EXIT", "IMAGE", "ACCEPTED", "REQUEST"),
-                  [_job_row(job) for job in items]))  # fmt: skip
+    header: tuple[str, ...] = ("JOB", "STATE", "EXIT", "IMAGE", "ACCEPTED", "REQUEST")
+    rows = [_job_row(job) for job in items]
+    if args.flagged:  # the flags' kinds as a last column, only where they were asked for
+        header += ("FLAGS",)
+        rows = [(*row, _flag_kinds(job)) for row, job in zip(rows, items, strict=True)]
+    _print(_table(header, rows))
     if more:
         _print(f"mstc: more Jobs than --limit {args.limit}: use --all to list them all.",
                sys.stderr)  # fmt: skip
@@ -178,6 +186,11 @@ def _job_row(job: Mapping[str, Any]) -> tuple[str, ...]:
         str(job.get("acceptedAt") or "-"),
         str(job.get("requestId") or "-")[:12],
     )
+
+
+def _flag_kinds(job: Mapping[str, Any]) -> str:
+    kinds = [str(flag.get("kind")) for flag in job.get("flags") or [] if isinstance(flag, dict)]
+    return ",".join(kinds) or "-"
 
 
 def _text(value: Any) -> str:

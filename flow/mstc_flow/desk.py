@@ -17,6 +17,7 @@ from mstc_flow.catalog_source import CatalogKeeper
 from mstc_flow.errors import NotFound, PermanentError
 from mstc_flow.objects import ObjectReader
 from mstc_flow.store.firings import PARKED, Firings
+from mstc_flow.store.flags import Flags
 from mstc_flow.store.history import History
 from mstc_flow.store.history_records import (
     FINAL_STATES,
@@ -47,10 +48,11 @@ class Desk:
         objects: Callable[[], ObjectReader],
         keeper: CatalogKeeper | None,
         ready: Callable[[], bool],
+        flags: Flags,
     ) -> None:
         self._history, self._firings, self._triggers = history, firings, triggers
         self._submitter, self._objects, self._keeper = submitter, objects, keeper
-        self._ready = ready
+        self._ready, self._flags = ready, flags
 
     # --- history -------------------------------------------------------------------------------
 
@@ -65,6 +67,15 @@ class Desk:
 
     def replicas(self) -> Sequence[ReplicaRecord]:
         return self._history.replicas()
+
+    # --- stalled flags -------------------------------------------------------------------------
+
+    def flags(self) -> list[dict[str, Any]]:
+        return [flag.to_json() for flag in self._flags.open()]
+
+    def job_flags(self, request_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        found = self._flags.open_of(request_ids)
+        return {rid: [flag.to_json() for flag in flags] for rid, flags in found.items()}
 
     def read_log(self, job: Any) -> bytes:
         if not job.log_bucket or not job.log_object:
@@ -138,5 +149,6 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
         "image": entry.request.get("image"),
         "concurrency": str(entry.concurrency),
         "maxInFlight": entry.max_in_flight,
+        "expectedSeconds": entry.expected_seconds or None,
         "line": entry.line,
     }

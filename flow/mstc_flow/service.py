@@ -8,7 +8,8 @@ firing (a firing not yet confirmed stays pending and is submitted by the next li
 
 Every inbox message goes to the history first (every job event and heartbeat is kept, not
 only the flow's own), then to the catalog keeper when it is the refresh topic, then to the
-trigger engine. The catalog comes in through `set_catalog` (the keeper calls it on every
+trigger engine. Beside them the stalled scan (`stalled`) keeps the flags from the history.
+The catalog comes in through `set_catalog` (the keeper calls it on every
 good load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
 """
 
@@ -19,7 +20,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
@@ -34,8 +35,10 @@ from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
 from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
+from mstc_flow.stalled import StallScanner
 from mstc_flow.store.db import Database
-from mstc_flow.store.firings import Firings
+from mstc_flow.store.firings import Firings, firing_id_of
+from mstc_flow.store.flags import Flags
 from mstc_flow.store.history import History
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
@@ -61,6 +64,8 @@ class FlowService:
         self.firings = Firings(database)
         self.submitter = Submitter(settings)
         self.triggers = Triggers(settings, self.firings, self.submitter)
+        self.flags = Flags(database)
+        self.stalled = StallScanner(settings, self.flags, self._expected_seconds)
         self._refresh_key = binding_key_of(settings.refresh_topic)
         self.inbox = Inbox(settings, self.on_message, frozenset({self._refresh_key}))
         self.keeper: CatalogKeeper | None = None
@@ -72,7 +77,7 @@ class FlowService:
         self.desk = Desk(
             history=self.history, firings=self.firings, triggers=self.triggers,
             submitter=self.submitter, objects=lambda: ObjectReader(settings.client),
-            keeper=self.keeper, ready=self.ready,
+            keeper=self.keeper, ready=self.ready, flags=self.flags,
         )  # fmt: skip
         self.registry = CollectorRegistry()
         self.metrics = FlowMetrics(
@@ -113,10 +118,12 @@ class FlowService:
             self.keeper.start()
         self.triggers.dispatcher.start()
         self.inbox.start()
+        self.stalled.start()
         self._purger.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.stalled.stop()
         self.inbox.stop()
         if self.keeper is not None:
             self.keeper.stop()
@@ -130,6 +137,18 @@ class FlowService:
         store answers."""
         return self.inbox.connected.is_set() and self.database.reachable()
 
+    def _expected_seconds(self, correlation_id: str | None) -> float | None:
+        """How long the catalog entry that made this Job expects it to run, if it says."""
+        firing_id = firing_id_of(correlation_id)
+        catalog = self.triggers.catalog
+        if firing_id is None or catalog is None:
+            return None
+        if not any(entry.expected_seconds for entry in catalog.entries):
+            return None  # the common case costs no store lookup per running Job
+        firing = self.firings.get(firing_id)
+        entry = None if firing is None else self.triggers.entry_or_none(firing.entry)
+        return entry.expected_seconds if entry is not None else None
+
     def _catalog_entries(self) -> int | None:
         catalog = self.triggers.catalog
         return None if catalog is None else len(catalog.entries)
@@ -138,9 +157,11 @@ class FlowService:
         days = self.settings.history_retention_days
         while days > 0 and not self._stop.is_set():
             try:
-                purged = purge_expired(self.history, days, datetime.now(UTC))
+                now = datetime.now(UTC)
+                purged = purge_expired(self.history, days, now)
                 if purged:
                     log.info("history: %d jobs older than %s days deleted", purged, days)
+                self.flags.purge(now - timedelta(days=days))
             except FlowError as exc:
                 log.warning("history purge failed, trying again later: %s", exc)
             self._stop.wait(_PURGE_EVERY_SECONDS)

@@ -127,6 +127,24 @@ class FlowSettings(BaseModel):
         le=3600,
     )
 
+    # --- stalled flags (mstc_flow.stalled) -----------------------------------------------------
+    stall_scan_seconds: float = _setting(
+        5.0,
+        "MSTC_FLOW_STALL_SCAN_SECONDS",
+        "How often each replica looks for stalled work (pending Jobs, overdue Jobs, quiet "
+        "worker replicas) and updates the flags.",
+        gt=0,
+        le=3600,
+    )
+    pending_flag_seconds: float = _setting(
+        300.0,
+        "MSTC_FLOW_PENDING_FLAG_SECONDS",
+        "A Job accepted this long ago without a running pod (unschedulable, stuck pulling) is "
+        "flagged `pending`.",
+        gt=0,
+        le=86400,
+    )
+
     @property
     def replica_id(self) -> str:
         return self.replica or socket.gethostname()

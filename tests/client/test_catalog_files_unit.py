@@ -126,6 +126,7 @@ entries:
       completions: 2
     concurrency: skip
     maxInFlight: 1
+    expectedSeconds: 90.5
   - name: by-hand
     request: {image: "img:1", jobName: custom}
 """
@@ -134,9 +135,10 @@ entries:
 def test_yaml_entries_with_every_field() -> None:
     init, by_hand = parse_catalog(YAML, source="c.yaml").entries
     assert init.line == 2
-    assert by_hand.line == 10
+    assert by_hand.line == 11
     assert init.trigger == Trigger("experiments/init-job", "experiments.init-job")
     assert (init.concurrency, init.max_in_flight) == (Concurrency.SKIP, 1)
+    assert (init.expected_seconds, by_hand.expected_seconds) == (90.5, 0)
     assert init.request["jobName"] == "init-job"
     assert by_hand.request["jobName"] == "custom"
     rendered = init.render(b'{"dataset": "d1"}', "experiments/init-job", "f" * 32)
@@ -169,6 +171,8 @@ def entry(body: str) -> str:
         (entry("    request: {image: i}\n    concurrency: queue\n"), 4, "'queue' is not one of"),
         (entry("    request: {image: i}\n    maxInFlight: -1\n"), 4, "maxInFlight: -1 is out"),
         (entry("    request: {image: i}\n    maxInFlight: yes\n"), 4, "not a whole number"),
+        (entry("    request: {image: i}\n    expectedSeconds: 0\n"), 4, "expectedSeconds: 0 is out"),
+        (entry("    request: {image: i}\n    expectedSeconds: 5m\n"), 4, "not a number of seconds"),
         (entry("    request: {image: i}\n    trigger: 'a b'\n"), 4, "holds white space"),
         ("entries:\n  - name: A\n    request: {image: i}\n", 2, "name: 'A' must be lower-case"),
         ("entries:\n  - request: {image: i}\n", 2, "name: a name is required"),

@@ -97,6 +97,20 @@ def test_jobs_ls_filters_reach_the_history(
     assert out.splitlines()[1].split()[:2] == ["sort-2", "failed"]
 
 
+def test_jobs_ls_flagged_asks_for_flagged_jobs_and_shows_their_flags(
+    capsys: pytest.CaptureFixture[str], env: dict[str, str], ports: FakePorts
+) -> None:
+    code, out, err = mstc(capsys, env, "jobs", "ls", "--flagged")
+    assert code == ExitCode.SUCCEEDED, err
+    assert ports.queries[-1].flagged
+    lines = out.splitlines()
+    assert lines[0].split()[-1] == "FLAGS"
+    assert lines[1].split()[::6] == ["sort-1", "pending"]
+    assert lines[2].split()[-1] == "-"
+    mstc(capsys, env, "jobs", "ls")
+    assert not ports.queries[-1].flagged
+
+
 def test_jobs_show(capsys: pytest.CaptureFixture[str], env: dict[str, str]) -> None:
     code, out, _ = mstc(capsys, env, "jobs", "show", "sort-1")
     assert code == ExitCode.SUCCEEDED

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,12 @@ from mstc_flow.settings import FlowSettings, load_settings
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+# The one open flag the fake holds: the first sample job is pending.
+FAKE_FLAG: dict[str, Any] = {
+    "kind": "pending", "subject": "a" * 64, "since": "2026-11-30T12:00:00.000Z",
+    "detail": "accepted, without a running pod after 300 s",
+    "raisedAt": "2026-11-30T12:05:00.000Z", "clearedAt": None,
+}  # fmt: skip
 
 
 def _camel(name: str) -> str:
@@ -209,6 +215,12 @@ class FakePorts:
 
     def replicas(self) -> list[FakeReplica]:
         return [FakeReplica("worker-0"), FakeReplica("worker-1", stopping=True, in_flight=0)]
+
+    def flags(self) -> list[dict[str, Any]]:
+        return [FAKE_FLAG]
+
+    def job_flags(self, request_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return {rid: [FAKE_FLAG] for rid in request_ids if rid == FAKE_FLAG["subject"]}
 
     def ready(self) -> bool:
         self._maybe_fail()

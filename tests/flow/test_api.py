@@ -39,6 +39,7 @@ READS = [
     ("GET", "/api/v1/catalog"),
     ("GET", "/api/v1/parked"),
     ("GET", "/api/v1/replicas"),
+    ("GET", "/api/v1/flags"),
 ]
 WRITES = [
     ("POST", "/api/v1/jobs/sort-2/retry"),
@@ -149,6 +150,22 @@ def test_catalog_parked_and_replicas(url: str) -> None:
     assert [(r["replica"], r["stopping"], r["inFlight"]) for r in replicas] == [
         ("worker-0", False, 1), ("worker-1", True, 0),
     ]  # fmt: skip
+
+
+def test_flags_are_listed_and_each_job_carries_its_own(url: str) -> None:
+    flags = as_json(call(url, "GET", "/api/v1/flags", token=READ_TOKEN))["items"]
+    assert [(flag["kind"], flag["subject"]) for flag in flags] == [("pending", A)]
+    listed = as_json(call(url, "GET", "/api/v1/jobs", token=READ_TOKEN))["items"]
+    assert [[f["kind"] for f in job["flags"]] for job in listed] == [["pending"], [], [], [], []]
+    assert as_json(call(url, "GET", f"/api/v1/jobs/{A}"))["flags"] == flags
+    assert as_json(call(url, "GET", "/api/v1/jobs/sort-2"))["flags"] == []
+
+
+def test_flagged_reaches_the_history(url: str, ports: FakePorts) -> None:
+    assert call(url, "GET", "/api/v1/jobs?flagged=true", token=READ_TOKEN).status == 200
+    assert ports.queries[-1].flagged
+    assert call(url, "GET", "/api/v1/jobs", token=READ_TOKEN).status == 200
+    assert not ports.queries[-1].flagged
 
 
 # --- tokens ---------------------------------------------------------------------------------

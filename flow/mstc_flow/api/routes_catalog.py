@@ -1,6 +1,6 @@
-"""`/api/v1/catalog`, `/api/v1/catalog/{entry}/fire`, `/api/v1/parked`, `/api/v1/replicas`:
-what the flow would fire, firing an entry by hand, the firings it had to park, and the worker
-replicas with their last heartbeat.
+"""`/api/v1/catalog`, `/api/v1/catalog/{entry}/fire`, `/api/v1/parked`, `/api/v1/replicas`,
+`/api/v1/flags`: what the flow would fire, firing an entry by hand, the firings it had to
+park, the worker replicas with their last heartbeat, and the open stalled flags.
 
 Firing takes the request's body, as bytes, as the trigger's payload (what a message on the
 entry's topic would have carried; it reaches the Job as `MSTC_TRIGGER_PAYLOAD`). It is the
@@ -75,5 +75,14 @@ def catalog_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter:
     )
     def replicas() -> dict[str, Any]:
         return {"items": [replica.to_json() for replica in ports.replicas()]}
+
+    @router.get(
+        "/flags",
+        dependencies=reader,
+        tags=["flags"],
+        summary="Open stalled flags: pending or overdue Jobs, quiet worker replicas",
+    )
+    def flags() -> dict[str, Any]:
+        return {"items": ports.flags()}
 
     return router

@@ -4,7 +4,8 @@ and cancelled.
 A job's `key` is its requestId or the name of the Job the worker made (`ports.get_job`
 resolves both). Listing filters are query parameters checked here, each named when wrong:
 `state` (one of the worker's states), `name` (requested or made), `label` (`key=value`),
-`image`, `since`/`until` (ISO 8601; no zone means UTC), `limit` (1..500) and `cursor` (the
+`image`, `since`/`until` (ISO 8601; no zone means UTC), `flagged` (only Jobs with an open
+stalled flag), `limit` (1..500) and `cursor` (the
 `nextCursor` of the page before, opaque). The handlers are plain functions: FastAPI runs them
 in its thread pool, since the ports block on the store.
 """
@@ -61,6 +62,7 @@ def job_query(  # noqa: PLR0917 (one argument per documented query parameter)
     image: Annotated[str | None, Query(description="The container image.")] = None,
     since: Annotated[datetime | None, Query(description="Accepted at or after (ISO 8601).")] = None,
     until: Annotated[datetime | None, Query(description="Accepted before (ISO 8601).")] = None,
+    flagged: Annotated[bool, Query(description="Only Jobs with an open stalled flag.")] = False,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Jobs per page.")] = 50,
     cursor: Annotated[str | None, Query(description="nextCursor of the page before.")] = None,
 ) -> JobQuery:
@@ -69,7 +71,8 @@ def job_query(  # noqa: PLR0917 (one argument per documented query parameter)
     if since is not None and until is not None and until <= since:
         raise BadQuery("query parameter 'until': must be later than 'since'")
     return JobQuery(state=state, name=name or None, label=_label(label), image=image or None,
-                    since=since, until=until, limit=limit, cursor=cursor or None)  # fmt: skip
+                    since=since, until=until, flagged=flagged, limit=limit,
+                    cursor=cursor or None)  # fmt: skip
 
 
 def jobs_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter:
@@ -80,12 +83,15 @@ def jobs_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter:
     @router.get("", dependencies=reader, summary="List jobs, newest first, a page at a time")
     def list_jobs(query: Annotated[JobQuery, Depends(job_query)]) -> dict[str, Any]:
         page = ports.list_jobs(query)
-        return {"items": [job.to_json() for job in page.items], "nextCursor": page.next_cursor}
+        flags = ports.job_flags([job.request_id for job in page.items])
+        items = [{**job.to_json(), "flags": flags.get(job.request_id, [])} for job in page.items]
+        return {"items": items, "nextCursor": page.next_cursor}
 
     @router.get("/{key}", dependencies=reader, summary="One job, and the firing that made it")
     def show_job(key: Key) -> dict[str, Any]:
         job = ports.get_job(key)
-        return {**job.to_json(), "firing": ports.job_firing(job.request_id)}
+        flags = ports.job_flags([job.request_id]).get(job.request_id, [])
+        return {**job.to_json(), "firing": ports.job_firing(job.request_id), "flags": flags}
 
     @router.get("/{key}/events", dependencies=reader, summary="The job's events, oldest first")
     def job_events(key: Key) -> dict[str, Any]:

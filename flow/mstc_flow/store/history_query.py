@@ -9,6 +9,7 @@ that ends in those two columns, stopping at the page's end:
 * a name matches the requested or the made name: two walks, one per name index, merged by
   the caller (an OR of two columns would make the database sort every match first); a
   name is the narrower filter, so with a name a label is tested job by job instead;
+* `flagged` keeps the jobs with an open flag (`flags` is small: a key lookup per job);
 * a correlation prefix is a LIKE on PostgreSQL (its index uses text_pattern_ops), and an
   index range plus an exact substring test on SQLite, whose LIKE ignores case.
 """
@@ -30,6 +31,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from mstc_flow.store.flags import JOB_FLAG_KINDS, FlagRow
 from mstc_flow.store.history_records import JobQuery, utc
 from mstc_flow.store.history_tables import HistoryJob, HistoryLabel, UtcDateTime
 
@@ -81,6 +83,14 @@ def _filters(query: JobQuery, dialect: str, seen: Any) -> list[ColumnElement[boo
         found.append(seen < utc(query.until))
     if query.correlation_prefix is not None:
         found.append(_prefix(query.correlation_prefix, dialect))
+    if query.flagged:
+        found.append(
+            exists().where(
+                FlagRow.subject == HistoryJob.request_id,
+                FlagRow.cleared_at.is_(None),
+                FlagRow.kind.in_(JOB_FLAG_KINDS),
+            )
+        )
     return found
 
 

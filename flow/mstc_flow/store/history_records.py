@@ -45,6 +45,7 @@ class JobQuery:
     since: datetime | None = None  # on when the job was first seen (inclusive)
     until: datetime | None = None  # (exclusive)
     correlation_prefix: str | None = None
+    flagged: bool = False  # only Jobs with an open stalled flag (pending, overdue)
     limit: int = 50
     cursor: str | None = None
 
