@@ -92,8 +92,8 @@ class StallScanner:
     def scan(self) -> None:
         """One pass: judge the history now and sync every kind of flag."""
         now = self._clock()
+        facts = self._flags.stalled_candidates()
         pending_seconds = self._settings.pending_flag_seconds
-        facts = self._flags.stalled_candidates(now - timedelta(seconds=pending_seconds))
         for kind, found in judge(facts, now, pending_seconds, self._expected_of).items():
             self._flags.sync(kind, found, now)
 

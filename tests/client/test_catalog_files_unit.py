@@ -171,7 +171,11 @@ def entry(body: str) -> str:
         (entry("    request: {image: i}\n    concurrency: queue\n"), 4, "'queue' is not one of"),
         (entry("    request: {image: i}\n    maxInFlight: -1\n"), 4, "maxInFlight: -1 is out"),
         (entry("    request: {image: i}\n    maxInFlight: yes\n"), 4, "not a whole number"),
-        (entry("    request: {image: i}\n    expectedSeconds: 0\n"), 4, "expectedSeconds: 0 is out"),
+        (
+            entry("    request: {image: i}\n    expectedSeconds: 0\n"),
+            4,
+            "expectedSeconds: 0 is out",
+        ),
         (entry("    request: {image: i}\n    expectedSeconds: 5m\n"), 4, "not a number of seconds"),
         (entry("    request: {image: i}\n    trigger: 'a b'\n"), 4, "holds white space"),
         ("entries:\n  - name: A\n    request: {image: i}\n", 2, "name: 'A' must be lower-case"),

@@ -129,6 +129,7 @@ def test_a_replica_silent_for_three_intervals_is_quiet_unless_it_said_stopping(
     (flag,) = scan.at(15)
     assert (flag.kind, flag.subject, flag.since) == ("quiet-replica", "worker-a", T0)
     assert "3 intervals of 5 s" in flag.detail
+    assert kinds(scan.at(100)) == [("quiet-replica", "worker-a")]  # worker-b said it stops
 
 
 def test_a_quiet_replica_that_beats_again_is_cleared_and_a_new_silence_is_a_new_flag(

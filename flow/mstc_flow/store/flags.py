@@ -9,8 +9,9 @@ again later (a replica that came back and went quiet again) gets a new row. A fl
 until its cause ends: `sync` sets `cleared_at` on every open flag of a kind that the scan did
 not find again. Cleared flags are kept for the history's retention, then purged.
 
-The questions a scan asks (`stalled_candidates`) are here too, each an index range: accepted
-Jobs accepted before a bound, running Jobs, replicas not stopping.
+The questions a scan asks (`stalled_candidates`) are here too: the Jobs still accepted and
+those running (each an index range on the state: the Jobs in flight, not the history), and
+the replicas not stopping. The scan (`stalled.judge`) applies the rules to them.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class RunningJob:
 class StallFacts:
     """The history's rows a scan judges: see `Flags.stalled_candidates`."""
 
-    pending: Sequence[tuple[str, datetime]]  # (request id, accepted at), accepted by a bound
+    pending: Sequence[tuple[str, datetime]]  # (request id, accepted at)
     running: Sequence[RunningJob]
     replicas: Sequence[tuple[str, datetime, float | None]]  # not stopping: (name, last, interval)
 
@@ -113,13 +114,12 @@ class Flags:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def stalled_candidates(self, accepted_by: datetime) -> StallFacts:
-        """Jobs still `accepted` (no running pod) that were accepted by the bound, Jobs
-        `running`, and the replicas that did not say they stop."""
-        pending = (
-            select(HistoryJob.request_id, HistoryJob.accepted_at, HistoryJob.seen_at)
-            .where(HistoryJob.state == "accepted", HistoryJob.seen_at <= utc(accepted_by))
-        )  # fmt: skip
+    def stalled_candidates(self) -> StallFacts:
+        """Jobs still `accepted` (no running pod), Jobs `running`, and the replicas that did
+        not say they stop."""
+        pending = select(HistoryJob.request_id, HistoryJob.accepted_at, HistoryJob.seen_at).where(
+            HistoryJob.state == "accepted"
+        )
         running = select(
             HistoryJob.request_id, HistoryJob.correlation_id, HistoryJob.running_at,
             HistoryJob.state_at,
@@ -130,9 +130,7 @@ class Flags:
         with self._db.session() as session:
             return StallFacts(
                 pending=[
-                    (rid, accepted or seen)
-                    for rid, accepted, seen in session.execute(pending)
-                    if (accepted or seen) <= utc(accepted_by)
+                    (rid, accepted or seen) for rid, accepted, seen in session.execute(pending)
                 ],
                 running=[
                     RunningJob(rid, cid, started or state_at)
