@@ -154,6 +154,30 @@ def test_two_replicas_scanning_the_same_store_raise_one_flag(
     assert kinds(scan.all_rows()) == [("pending", rid(1))]
 
 
+def test_a_scan_judging_earlier_does_not_clear_a_flag_a_later_scan_raised(
+    scan: Scan, database: Database
+) -> None:
+    behind = Scan(database)  # another replica, whose scan (or clock) is a moment behind
+    scan.history.record_event(event("accepted", rid(1), 0))
+    scan.at(PENDING_SECONDS + 1)
+    assert behind.at(PENDING_SECONDS - 1) == [scan.flags.open()[0]]
+
+
+def test_a_flag_cleared_by_a_scan_that_missed_its_cause_opens_again(
+    scan: Scan, database: Database
+) -> None:
+    # The first scan read the history before the late `accepted` event was recorded.
+    scan.at(PENDING_SECONDS + 1)
+    other = Scan(database)
+    other.history.record_event(event("accepted", rid(1), 0))
+    other.at(PENDING_SECONDS)
+    scan.flags.sync("pending", [], T0 + timedelta(seconds=PENDING_SECONDS + 1))  # its late sync
+    assert scan.flags.open() == []
+    (again,) = scan.at(PENDING_SECONDS + 2)
+    assert (again.kind, again.subject, again.cleared_at) == ("pending", rid(1), None)
+    assert len(scan.all_rows()) == 1
+
+
 def test_the_listing_keeps_only_flagged_jobs_when_asked(scan: Scan) -> None:
     for n in range(1, 5):
         scan.history.record_event(event("accepted", rid(n), n))

@@ -4,8 +4,11 @@ A flag is one stall of one subject: kind `pending` or `overdue` (subject: a requ
 `quiet-replica` (subject: a worker replica's name), `since` the moment its cause began (the
 Job's acceptance, its pod's start, the replica's last heartbeat). (kind, subject, since) is
 the key: every replica's scan computes the same key from the same history, so two replicas
-raising one flag insert one row (an insert that ignores a conflict), and a subject stalling
-again later (a replica that came back and went quiet again) gets a new row. A flag is open
+raising one flag insert one row (an upsert), and a subject stalling again later (a replica
+that came back and went quiet again) gets a new row. Replicas scan at slightly different
+moments (and clocks): a scan never clears a flag raised at a later `now` than its own, and a
+flag cleared by a scan that read the history just before its cause was recorded opens again
+at the next scan that finds it. A flag is open
 until its cause ends: `sync` sets `cleared_at` on every open flag of a kind that the scan did
 not find again. Cleared flags are kept for the history's retention, then purged.
 
@@ -156,7 +159,17 @@ class Flags:
                     }
                     for (subject, since), f in rows.items()
                 ]
-                session.execute(insert(FlagRow).values(values).on_conflict_do_nothing())
+                # A flag a racing scan cleared wrongly (see below) opens again: its cause is here.
+                raise_or_reopen = (
+                    insert(FlagRow)
+                    .values(values)
+                    .on_conflict_do_update(
+                        index_elements=["kind", "subject", "since"],
+                        set_={"cleared_at": None},
+                        where=FlagRow.cleared_at.is_not(None),
+                    )
+                )
+                session.execute(raise_or_reopen)
             open_now = select(FlagRow.subject, FlagRow.since).where(
                 FlagRow.kind == kind, FlagRow.cleared_at.is_(None)
             )
@@ -169,6 +182,9 @@ class Flags:
                         FlagRow.subject == subject,
                         FlagRow.since == since,
                         FlagRow.cleared_at.is_(None),
+                        # Raised by a scan that judged later than this one (another replica,
+                        # whose clock may also run ahead): this one's "not found" is older news.
+                        FlagRow.raised_at <= now,
                     )
                     .values(cleared_at=now)
                 )
