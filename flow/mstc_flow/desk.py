@@ -3,7 +3,8 @@
 The API layer knows HTTP and tokens; what a question means lives here: a job is found by its
 request id or its made name in the history; its log is read from the bucket its final event
 named; a retry sends the request the `accepted` event recorded, as a new firing linked to the
-first; a cancel goes to the workers by the made Job's name. Kept apart from `service` (which
+first; a cancel goes to the workers by the made Job's name; the work queue's status and
+purge are `queue_ops`'. Kept apart from `service` (which
 builds and runs the parts) so each stays short.
 """
 
@@ -16,6 +17,7 @@ from mstc_client.catalog import Catalog, Entry
 from mstc_flow.catalog_source import CatalogKeeper
 from mstc_flow.errors import NotFound, PermanentError
 from mstc_flow.objects import ObjectReader
+from mstc_flow.queue_ops import QueueOps
 from mstc_flow.store.firings import PARKED, Firings
 from mstc_flow.store.history import History
 from mstc_flow.store.history_records import (
@@ -46,11 +48,12 @@ class Desk:
         submitter: Submitter,
         objects: Callable[[], ObjectReader],
         keeper: CatalogKeeper | None,
+        queue: QueueOps,
         ready: Callable[[], bool],
     ) -> None:
         self._history, self._firings, self._triggers = history, firings, triggers
         self._submitter, self._objects, self._keeper = submitter, objects, keeper
-        self._ready = ready
+        self._queue, self._ready = queue, ready
 
     # --- history -------------------------------------------------------------------------------
 
@@ -125,6 +128,14 @@ class Desk:
             "error": keeper.last_error if keeper is not None else None,
             "entries": [_entry_json(entry) for entry in (current.entries if current else ())],
         }
+
+    # --- the work queue -----------------------------------------------------------------------
+
+    def queue_status(self) -> dict[str, Any]:
+        return self._queue.status()
+
+    def purge_queue(self) -> dict[str, Any]:
+        return self._queue.purge()
 
     def ready(self) -> bool:
         return self._ready()

@@ -31,6 +31,7 @@ from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
 from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
+from mstc_flow.queue_ops import QueueOps
 from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
 from mstc_flow.store.db import Database
@@ -38,6 +39,7 @@ from mstc_flow.store.firings import Firings
 from mstc_flow.store.history import History
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
+from mstc_flow.workqueue import WorkQueue
 
 __all__ = ["FlowService", "run"]
 
@@ -66,10 +68,15 @@ class FlowService:
             self.keeper = CatalogKeeper(
                 source, self.set_catalog, poll_seconds=settings.catalog_poll_seconds
             )
+        # Pipelines: the runner's store answers for `pipe:` requests once it exists (hook).
+        self.queue = QueueOps(
+            settings, WorkQueue(settings), self.firings, self.history,
+            slot_freed=self.triggers.dispatcher.slot_freed, pipelines=None,
+        )  # fmt: skip
         self.desk = Desk(
             history=self.history, firings=self.firings, triggers=self.triggers,
             submitter=self.submitter, objects=lambda: ObjectReader(settings.client),
-            keeper=self.keeper, ready=self.ready,
+            keeper=self.keeper, queue=self.queue, ready=self.ready,
         )  # fmt: skip
         self.registry = CollectorRegistry()
         self.metrics = FlowMetrics(

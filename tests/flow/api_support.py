@@ -126,6 +126,7 @@ class FakePorts:
         self.fired: list[tuple[str, bytes]] = []
         self.retried: list[str] = []
         self.cancelled: list[str] = []
+        self.purges = 0
         self.queries: list[JobQuery] = []
         self.is_ready = True
         self.fail_next: Exception | None = None
@@ -206,6 +207,17 @@ class FakePorts:
 
     def parked(self) -> list[dict[str, Any]]:
         return [{"firingId": "2" * 32, "entry": "ingest", "lastError": "broker down"}]
+
+    def queue_status(self) -> dict[str, Any]:
+        self._maybe_fail()
+        return {"workQueue": "mstc.queue.work", "ready": 3, "consumers": 1, "workersInFlight": 1,
+                "pendingFirings": 0, "pipelineTasks": None}  # fmt: skip
+
+    def purge_queue(self) -> dict[str, Any]:
+        self._maybe_fail()
+        self.purges += 1
+        return {"purged": 3, "firings": ["3" * 32], "pipelineTasks": [], "others": 2,
+                "replied": 1, "kept": 0}  # fmt: skip
 
     def replicas(self) -> list[FakeReplica]:
         return [FakeReplica("worker-0"), FakeReplica("worker-1", stopping=True, in_flight=0)]

@@ -39,11 +39,13 @@ READS = [
     ("GET", "/api/v1/catalog"),
     ("GET", "/api/v1/parked"),
     ("GET", "/api/v1/replicas"),
+    ("GET", "/api/v1/queue"),
 ]
 WRITES = [
     ("POST", "/api/v1/jobs/sort-2/retry"),
     ("POST", "/api/v1/jobs/render-1/cancel"),
     ("POST", "/api/v1/catalog/ingest/fire"),
+    ("POST", "/api/v1/queue/purge"),
 ]
 OPEN = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
 _http = urllib3.PoolManager(retries=False, timeout=10)
@@ -172,7 +174,7 @@ def test_no_token_or_a_wrong_one_is_401_with_the_bearer_challenge(
     response = call(url, method, path, token=token, scheme=scheme)
     _refused(response, 401)
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert (ports.fired, ports.retried, ports.cancelled) == ([], [], [])
+    assert (ports.fired, ports.retried, ports.cancelled, ports.purges) == ([], [], [], 0)
 
 
 @pytest.mark.parametrize(("method", "path"), READS)
@@ -183,7 +185,7 @@ def test_the_read_token_reads(url: str, method: str, path: str) -> None:
 @pytest.mark.parametrize(("method", "path"), WRITES)
 def test_the_read_token_may_not_write(url: str, ports: FakePorts, method: str, path: str) -> None:
     _refused(call(url, method, path, token=READ_TOKEN), 403)
-    assert (ports.fired, ports.retried, ports.cancelled) == ([], [], [])
+    assert (ports.fired, ports.retried, ports.cancelled, ports.purges) == ([], [], [], 0)
 
 
 @pytest.mark.parametrize(("method", "path"), READS + WRITES)

@@ -26,6 +26,7 @@ from mstc_flow.api.health import health_router
 from mstc_flow.api.ports import FlowPorts
 from mstc_flow.api.routes_catalog import catalog_router
 from mstc_flow.api.routes_jobs import jobs_router
+from mstc_flow.api.routes_queue import queue_router
 from mstc_flow.errors import BadQuery, NotFound, PermanentError, TransientError
 from mstc_flow.settings import FlowSettings
 
@@ -56,6 +57,7 @@ def create_app(ports: FlowPorts, settings: FlowSettings, registry: CollectorRegi
     # (the request counter labels by it).
     app.include_router(jobs_router(ports, tokens, API_PREFIX))
     app.include_router(catalog_router(ports, tokens, API_PREFIX))
+    app.include_router(queue_router(ports, tokens, API_PREFIX))
     app.include_router(health_router(ports, registry))
     _add_error_handlers(app)
     _count_requests(app, registry)
