@@ -35,9 +35,16 @@ from typing import Any, Protocol
 from mstc_flow.settings import FlowSettings
 from mstc_flow.store.firings import PENDING, Firings, firing_id_of
 from mstc_flow.store.history import History
-from mstc_flow.workqueue import Decision, WaitingRequest, WorkQueue
+from mstc_flow.workqueue import Decide, Decision, QueueCounts, WaitingRequest
 
-__all__ = ["PIPELINE_PREFIX", "PURGED_REASON", "PipelinePurges", "QueueOps", "purged_reply"]
+__all__ = [
+    "PIPELINE_PREFIX",
+    "PURGED_REASON",
+    "PipelinePurges",
+    "QueueOps",
+    "WaitingQueue",
+    "purged_reply",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,13 @@ _ERROR_TYPE = "RequestPurged"
 _MESSAGE = "The request was purged from the work queue before a worker took it (mstc queue purge)."
 # A replica not heard for this many heartbeat intervals is not counted as holding anything.
 _MISSED_BEATS = 3
+
+
+class WaitingQueue(Protocol):
+    """The work queue's side (`mstc_flow.workqueue.WorkQueue`)."""
+
+    def counts(self) -> QueueCounts: ...
+    def take_waiting(self, decide: Decide) -> int: ...
 
 
 class PipelinePurges(Protocol):
@@ -84,7 +98,7 @@ class QueueOps:
     """Status and purge of the work queue, with the flow's records kept true."""
 
     def __init__(
-        self, settings: FlowSettings, work_queue: WorkQueue, firings: Firings, history: History,
+        self, settings: FlowSettings, work_queue: WaitingQueue, firings: Firings, history: History,
         *, slot_freed: Callable[[], None], pipelines: PipelinePurges | None = None,
     ) -> None:  # fmt: skip
         self._own_reply_queue = settings.reply_queue

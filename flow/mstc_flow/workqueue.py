@@ -31,7 +31,7 @@ import pika.exceptions
 from mstc_flow.errors import TransientError
 from mstc_flow.settings import FlowSettings
 
-__all__ = ["Decision", "QueueCounts", "WaitingRequest", "WorkQueue"]
+__all__ = ["Decide", "Decision", "QueueCounts", "WaitingRequest", "WorkQueue"]
 
 log = logging.getLogger(__name__)
 
