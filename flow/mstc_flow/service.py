@@ -8,7 +8,8 @@ firing (a firing not yet confirmed stays pending and is submitted by the next li
 
 Every inbox message goes to the history first (every job event and heartbeat is kept, not
 only the flow's own), then to the catalog keeper when it is the refresh topic, then to the
-trigger engine. The catalog comes in through `set_catalog` (the keeper calls it on every
+trigger engine, then to the pipeline runner (`pipeline_runner`: a pipeline task's job events
+move its task). The catalog comes in through `set_catalog` (the keeper calls it on every
 good load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
 """
 
@@ -29,13 +30,17 @@ from mstc_flow.broker import Inbox, InboxMessage
 from mstc_flow.catalog_source import CatalogKeeper, open_source
 from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
+from mstc_flow.event_publisher import EventPublisher
 from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
+from mstc_flow.pipeline_runner import PipelineRunner, bucket_exists_check
 from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
 from mstc_flow.store.db import Database
 from mstc_flow.store.firings import Firings
 from mstc_flow.store.history import History
+from mstc_flow.store.pipeline_progress import PipelineProgress
+from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
@@ -58,6 +63,17 @@ class FlowService:
         self.firings = Firings(database)
         self.submitter = Submitter(settings)
         self.triggers = Triggers(settings, self.firings, self.submitter)
+        self.pipelines = Pipelines(database)
+        self.events = EventPublisher(settings)
+        exists = bucket_exists_check(lambda b, k: ObjectReader(settings.client).etag(b, k))
+        self.runner = PipelineRunner(
+            settings,
+            self.pipelines,
+            PipelineProgress(self.pipelines),
+            self.submitter,
+            publish=self.events.publish,
+            exists=exists,
+        )
         self._refresh_key = binding_key_of(settings.refresh_topic)
         self.inbox = Inbox(settings, self.on_message, frozenset({self._refresh_key}))
         self.keeper: CatalogKeeper | None = None
@@ -69,7 +85,7 @@ class FlowService:
         self.desk = Desk(
             history=self.history, firings=self.firings, triggers=self.triggers,
             submitter=self.submitter, objects=lambda: ObjectReader(settings.client),
-            keeper=self.keeper, ready=self.ready,
+            keeper=self.keeper, ready=self.ready, pipelines=self.pipelines, runner=self.runner,
         )  # fmt: skip
         self.registry = CollectorRegistry()
         self.metrics = FlowMetrics(
@@ -91,6 +107,7 @@ class FlowService:
             log.info("refresh topic: reloading the catalog")
             self.keeper.reload_now()
         self.triggers.on_message(message)
+        self.runner.on_message(message)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Fire from `catalog` from now on and bind the inbox to exactly its topics."""
@@ -109,6 +126,7 @@ class FlowService:
         if self.keeper is not None:
             self.keeper.start()
         self.triggers.dispatcher.start()
+        self.runner.start()
         self.inbox.start()
         self._purger.start()
 
@@ -118,7 +136,9 @@ class FlowService:
         if self.keeper is not None:
             self.keeper.stop()
         self.triggers.dispatcher.stop()
+        self.runner.stop()
         self.submitter.close()
+        self.events.close()
         if self.api is not None:
             self.api.join(timeout=10)
 
