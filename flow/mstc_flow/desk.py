@@ -17,6 +17,7 @@ from mstc_client.catalog import Catalog, Entry
 from mstc_flow.catalog_source import CatalogKeeper
 from mstc_flow.errors import NotFound, PermanentError
 from mstc_flow.objects import ObjectReader
+from mstc_flow.pipeline_runner import PipelineRunner
 from mstc_flow.queue_ops import QueueOps
 from mstc_flow.store.firings import PARKED, Firings
 from mstc_flow.store.history import History
@@ -27,6 +28,7 @@ from mstc_flow.store.history_records import (
     JobRecord,
     ReplicaRecord,
 )
+from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
@@ -50,10 +52,13 @@ class Desk:
         keeper: CatalogKeeper | None,
         queue: QueueOps,
         ready: Callable[[], bool],
+        pipelines: Pipelines,
+        runner: PipelineRunner,
     ) -> None:
         self._history, self._firings, self._triggers = history, firings, triggers
         self._submitter, self._objects, self._keeper = submitter, objects, keeper
         self._queue, self._ready = queue, ready
+        self._pipelines, self._runner = pipelines, runner
 
     # --- history -------------------------------------------------------------------------------
 
@@ -139,6 +144,23 @@ class Desk:
 
     def ready(self) -> bool:
         return self._ready()
+
+    # --- pipelines -----------------------------------------------------------------------------
+
+    def create_pipeline(self, data: bytes, fmt: str) -> dict[str, Any]:
+        return self._runner.create(data, fmt)
+
+    def list_pipelines(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._pipelines.list_pipelines(state, limit)
+
+    def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self._pipelines.get(pipeline_id)
+
+    def retry_pipeline(self, pipeline_id: str, task: str | None) -> dict[str, Any]:
+        return self._runner.retry(pipeline_id, task)
+
+    def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self._runner.cancel(pipeline_id)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
