@@ -8,7 +8,8 @@ concurrency 1 then takes the oldest request (a long KWOK Job; the worker acks a 
 its Job is made) and the next one, which it holds unacked at its cap; the purge drops exactly
 the others: each waiting client gets the `RequestPurged` failure reply and the firing
 finishes as purged in the store, while the request the worker holds stays with it (no reply)
-and the first one's Job runs on.
+and the first one's Job runs on. A pipeline task's request purged (no worker at all) fails the
+task with the reason, skips its dependant, and `mstc pipeline retry` queues a new attempt.
 """
 
 from __future__ import annotations
@@ -158,3 +159,33 @@ def test_purge_drops_only_the_waiting_requests_and_tells_their_clients(
         still = k8s.BatchV1Api(api_client).read_namespaced_job(job.metadata.name, namespace)
         assert not still.status.succeeded
         assert not still.status.failed
+
+
+def test_a_purged_pipeline_task_fails_skips_its_dependant_and_retry_brings_it_back(
+    make_real_flow: MakeRealFlow, work_queue: str, bucket: str,  # noqa: F811
+) -> None:  # fmt: skip
+    flow = make_real_flow(MSTC_BUCKET=bucket, MSTC_FLOW_PENDING_SCAN_SECONDS="1")
+    document = {"name": f"p{uuid.uuid4().hex[:8]}", "defaults": {"image": "example.invalid/job:1"},
+                "tasks": [{"name": "first"}, {"name": "second", "after": ["first"]}]}  # fmt: skip
+    code, created = flow.request("POST", "/api/v1/pipelines", body=json.dumps(document).encode())
+    assert code == 201, created
+    path = f"/api/v1/pipelines/{created['id']}"
+    flow.poll("/api/v1/queue", lambda answer: answer["ready"] == 1)  # no worker: it waits
+    assert status(flow)["pipelineTasks"] == {"waiting": 1, "queued": 1}
+
+    done = purge(flow, "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["purged"], answer["others"], answer["firings"]) == (1, 0, [])
+    [task] = answer["pipelineTasks"]
+    assert (task["pipelineId"], task["task"]) == (created["id"], "first")
+    shown = flow.poll(path, lambda p: p["state"] == "failed")
+    states = {t["name"]: (t["state"], t["reason"]) for t in shown["tasks"]}
+    assert states == {"first": ("failed", "purged from the work queue"),
+                      "second": ("skipped", "task first failed")}  # fmt: skip
+
+    retried = flow.mstc("pipeline", "retry", created["id"])
+    assert retried.returncode == 0, retried.stderr
+    flow.poll("/api/v1/queue", lambda answer: answer["ready"] == 1)  # a new attempt waits
+    again = flow.poll(path, lambda p: p["tasks"][0]["state"] == "queued")
+    assert again["tasks"][0]["attempts"] == 2
