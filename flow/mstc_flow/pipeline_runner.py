@@ -110,6 +110,13 @@ class PipelineRunner:
         self._published(self._progress.cancel(pipeline_id))
         return self._pipelines.get(pipeline_id)
 
+    def fail_attempt(self, attempt_id: str, reason: str) -> bool:
+        """Fail an attempt that will never reach a worker (purged from the work queue): its
+        task fails and its dependants are skipped, as for a failed Job. False: no news."""
+        changes = self._progress.on_event(JobEvent(attempt_id, "failed", reason=reason))
+        self._published(changes)
+        return bool(changes)
+
     # --- job events (the inbox thread) ---------------------------------------------------------
 
     def on_message(self, message: InboxMessage) -> None:

@@ -213,15 +213,37 @@ def test_a_flow_killed_mid_pipeline_and_restarted_finishes_it_running_each_task_
     assert jobs_per_task(api_client, namespace, name) == Counter(dict.fromkeys(tasks, 1))
 
 
+def test_cancel_cancels_the_waiting_tasks_and_the_running_job(
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+) -> None:  # fmt: skip
+    flow = start_with_worker(make_worker, make_real_flow, WORKER_ENV, MSTC_BUCKET=bucket,
+                             **FLOW_ENV)  # fmt: skip
+    document = {
+        "name": pipeline_name(), "parallelism": 1,
+        "defaults": {"image": "example.invalid/job:1", "timeOut": 2,
+                     "annotations": {RUN_FOR: "90s"}},
+        "tasks": [{"name": "long"}, {"name": "next", "after": ["long"]}],
+    }  # fmt: skip
+    pipeline_id = submit(flow, document)["id"]
+    path = f"/api/v1/pipelines/{pipeline_id}"
+    flow.poll(path, lambda p: p["counts"]["running"] == 1)
+    status, answer = flow.post(f"{path}/cancel")
+    assert status == 200, answer
+    assert answer["state"] == "cancelled"
+    done = flow.poll(path, lambda p: p["finishedAt"] is not None, timeout=60)
+    assert {task["name"]: task["state"] for task in done["tasks"]} == {
+        "long": "cancelled", "next": "cancelled"}  # fmt: skip
+    assert flow.post(f"{path}/cancel")[0] == 409
+
+
 def _refusal(flow: RealFlow, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     status, answer = flow.request("POST", "/api/v1/pipelines", body=json.dumps(document).encode())
     return status, answer
 
 
 def test_bad_documents_are_refused_naming_the_task_and_field(
-    make_real_flow: MakeRealFlow,
-    bucket: str,  # noqa: F811
-) -> None:
+    make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+) -> None:  # fmt: skip
     flow = make_real_flow(MSTC_BUCKET=bucket, **FLOW_ENV)
     image = {"image": "example.invalid/job:1"}
 
