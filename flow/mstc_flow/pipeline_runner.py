@@ -147,7 +147,7 @@ class PipelineRunner:
         event = JobEvent(
             attempt_id, body["event"], _text(body.get("jobName")),
             exit_code if isinstance(exit_code, int) else None,
-            _text(body.get("reason")) or _text(body.get("message")) or _text(body.get("error")),
+            _why(body),
             _when(body.get("at")),
         )  # fmt: skip
         self._published(self._progress.on_event(event))
@@ -223,6 +223,12 @@ class PipelineRunner:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _why(body: dict[str, Any]) -> str | None:
+    """ "BackoffLimitExceeded: Job has reached ...": the event's reason and its sentence."""
+    parts = [_text(body.get(key)) for key in ("reason", "message", "error")]
+    return ": ".join(dict.fromkeys(part for part in parts if part)) or None
 
 
 def _when(value: object) -> datetime | None:

@@ -142,3 +142,132 @@ def test_the_three_stage_example_runs_its_middle_stage_in_parallel_within_its_bo
                           "failedTasks": []}  # fmt: skip
     succeeded = {b["task"] for b in bodies if b["event"] == "task" and b["state"] == "succeeded"}
     assert succeeded == set(tasks)
+
+
+def test_a_failed_task_skips_exactly_its_dependants_and_retry_reruns_only_those(
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    worker = make_worker(start=False, **WORKER_ENV)
+    worker.start(wait_ready=False)
+    flow = make_real_flow(MSTC_BUCKET=bucket, **FLOW_ENV)
+    worker.wait_ready()
+    name = pipeline_name()
+    # `wide` asks for 12 pods at once: over this worker's MSTC_MAX_PARALLELISM (10), rejected.
+    document = {
+        "name": name, "parallelism": 4,
+        "defaults": {"image": "example.invalid/job:1", "timeOut": 2},
+        "tasks": [
+            {"name": "first"},
+            {"name": "wide", "after": ["first"], "parallelism": 12, "completions": 12},
+            {"name": "after-wide", "after": ["wide"]},
+            {"name": "last", "after": ["after-wide"]},
+            {"name": "beside", "after": ["first"]},
+        ],
+    }  # fmt: skip
+    pipeline_id = submit(flow, document)["id"]
+    failed = wait_ended(flow, pipeline_id)
+    states = {task["name"]: task["state"] for task in failed["tasks"]}
+    assert states == {"first": "succeeded", "wide": "failed", "after-wide": "skipped",
+                      "last": "skipped", "beside": "succeeded"}, failed  # fmt: skip
+    assert failed["state"] == "failed"
+    assert "wide" in failed["reason"]
+    reasons = {task["name"]: task["reason"] for task in failed["tasks"]}
+    assert "MSTC_MAX_PARALLELISM" in reasons["wide"]
+    assert reasons["after-wide"] == reasons["last"] == "task wide failed"
+
+    status, refused = flow.request("POST", f"/api/v1/pipelines/{pipeline_id}/retry",
+                                   body=b'{"task": "first"}')  # fmt: skip
+    assert status == 409
+    assert "Task first is succeeded" in refused["error"]
+    worker.stop()  # the operator raises the bound, then retries
+    make_worker(MSTC_MAX_PARALLELISM="20", **WORKER_ENV)
+    status, retried = flow.request("POST", f"/api/v1/pipelines/{pipeline_id}/retry",
+                                   body=b'{"task": null}')  # fmt: skip
+    assert status == 200, retried
+    assert sorted(retried["retried"]) == ["after-wide", "last", "wide"]
+    done = wait_ended(flow, pipeline_id)
+    assert done["state"] == "succeeded", done
+    attempts = {task["name"]: task["attempts"] for task in done["tasks"]}
+    assert attempts == {"first": 1, "wide": 2, "after-wide": 1, "last": 1, "beside": 1}
+    # The rejected attempt made no Job; every other attempt made exactly one.
+    assert jobs_per_task(api_client, namespace, name) == Counter(dict.fromkeys(attempts, 1))
+
+
+def test_a_flow_killed_mid_pipeline_and_restarted_finishes_it_running_each_task_once(
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+    api_client: k8s.ApiClient, namespace: str,
+) -> None:  # fmt: skip
+    flow = start_with_worker(make_worker, make_real_flow, WORKER_ENV, MSTC_BUCKET=bucket,
+                             **FLOW_ENV)  # fmt: skip
+    name = pipeline_name()
+    pipeline_id = submit(flow, shards(name, count=3, parallelism=2))["id"]
+    path = f"/api/v1/pipelines/{pipeline_id}"
+    flow.poll(path, lambda p: p["counts"]["succeeded"] >= 1 and p["counts"]["running"] >= 1)
+    assert flow.kill() == -9  # SIGKILL: nothing finished or acked on the way out
+    flow.start()
+    done = wait_ended(flow, pipeline_id)
+    assert done["state"] == "succeeded", done
+    assert all(task["attempts"] == 1 for task in done["tasks"]), done
+    tasks = [task["name"] for task in done["tasks"]]
+    assert jobs_per_task(api_client, namespace, name) == Counter(dict.fromkeys(tasks, 1))
+
+
+def test_cancel_cancels_the_waiting_tasks_and_the_running_job(
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+) -> None:  # fmt: skip
+    flow = start_with_worker(make_worker, make_real_flow, WORKER_ENV, MSTC_BUCKET=bucket,
+                             **FLOW_ENV)  # fmt: skip
+    document = {
+        "name": pipeline_name(), "parallelism": 1,
+        "defaults": {"image": "example.invalid/job:1", "timeOut": 2,
+                     "annotations": {RUN_FOR: "90s"}},
+        "tasks": [{"name": "long"}, {"name": "next", "after": ["long"]}],
+    }  # fmt: skip
+    pipeline_id = submit(flow, document)["id"]
+    path = f"/api/v1/pipelines/{pipeline_id}"
+    flow.poll(path, lambda p: p["counts"]["running"] == 1)
+    status, answer = flow.post(f"{path}/cancel")
+    assert status == 200, answer
+    assert answer["state"] == "cancelled"
+    done = flow.poll(path, lambda p: p["finishedAt"] is not None, timeout=60)
+    assert {task["name"]: task["state"] for task in done["tasks"]} == {
+        "long": "cancelled", "next": "cancelled"}  # fmt: skip
+    assert flow.post(f"{path}/cancel")[0] == 409
+
+
+def _refusal(flow: RealFlow, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    status, answer = flow.request("POST", "/api/v1/pipelines", body=json.dumps(document).encode())
+    return status, answer
+
+
+def test_bad_documents_are_refused_naming_the_task_and_field(
+    make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+) -> None:  # fmt: skip
+    flow = make_real_flow(MSTC_BUCKET=bucket, **FLOW_ENV)
+    image = {"image": "example.invalid/job:1"}
+
+    def doc(*tasks: dict[str, Any]) -> dict[str, Any]:
+        return {"name": pipeline_name(), "defaults": image, "tasks": list(tasks)}
+
+    cycle = doc({"name": "a", "inputs": {"x": "b.txt"}, "outputs": {"y": "a.txt"}},
+                {"name": "b", "inputs": {"x": "a.txt"}, "outputs": {"y": "b.txt"}})  # fmt: skip
+    double = doc({"name": "a", "outputs": {"y": "same.txt"}},
+                 {"name": "b", "outputs": {"y": "same.txt"}})  # fmt: skip
+    missing = doc({"name": "a", "inputs": {"data": "nowhere.txt"}})
+    unknown = doc({"name": "a", "after": ["ghost"]})
+    cases = [(cycle, "a", "inputs.x", "a cycle: a -> b -> a"),
+             (double, "b", "outputs.y", "already written by task a"),
+             (missing, "a", "inputs.data", "not in the bucket"),
+             (unknown, "a", "after", "ghost")]  # fmt: skip
+    for document, task, field, words in cases:
+        status, answer = _refusal(flow, document)
+        assert status == 422, answer
+        assert (answer["task"], answer["field"]) == (task, field), answer
+        assert words in answer["error"], answer
+        assert f"task {task}: {field}" in answer["error"]
+    oversized = doc({"name": "a", "env": {"BIG": "x" * (2 * 1024 * 1024)}})
+    status, answer = _refusal(flow, oversized)
+    assert status == 413
+    assert "over the limit" in answer["error"]
+    assert flow.get("/api/v1/pipelines")[1]["items"] == []  # nothing was stored

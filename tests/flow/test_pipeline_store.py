@@ -15,6 +15,7 @@ import pytest
 from mstc_flow.errors import NotFound, PermanentError
 from mstc_flow.store.db import Database
 from mstc_flow.store.pipeline_progress import JobEvent, PipelineProgress
+from mstc_flow.store.pipeline_tables import AttemptRow
 from mstc_flow.store.pipelines import Claim, NewTask, Pipelines, attempt_id_of, new_pipeline_id
 
 GRAPH = {"make": (), "left": ("make",), "right": ("make",), "merge": ("left", "right"),
@@ -105,6 +106,11 @@ def test_events_move_an_attempt_forward_only(pipelines: Pipelines,
     assert progress.on_event(JobEvent(claim.attempt_id, "succeeded")) == []  # a repeat
     assert progress.on_event(JobEvent(claim.attempt_id, "failed")) == []  # too late
     assert progress.on_event(JobEvent(claim.attempt_id, "running")) == []  # backwards
+    with pipelines.db.session() as session:  # the attempt itself kept its end
+        attempt = session.get(AttemptRow, claim.attempt_id)
+        assert attempt is not None
+        assert (attempt.state, attempt.result, attempt.job_name) == (
+            "succeeded", "succeeded", "only-abc")  # fmt: skip
     shown = pipelines.get(pipeline_id)
     assert (shown["state"], shown["tasks"][0]["state"]) == ("succeeded", "succeeded")
     assert shown["tasks"][0]["jobName"] == "only-abc"

@@ -13,9 +13,10 @@ retry `{"id", "retried": [task names]}`; cancel the pipeline as GET shows it.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from mstc_client.pipeline_files import MAX_PIPELINE_BYTES
@@ -42,6 +43,14 @@ _CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "The document is over the size limit"},
     422: {"description": "The document is refused; `task`, `field` and `line` say where"},
 }
+_RETRY_BODY = {
+    "requestBody": {
+        "description": '{"task": NAME}: that task and its skipped dependants; {"task": null} '
+        "or no body: every failed, skipped and cancelled task.",
+        "required": False,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 _DOCUMENT = {
     "requestBody": {
         "description": "The pipeline file's document (see the client's pipeline.schema.json).",
@@ -52,6 +61,20 @@ _DOCUMENT = {
         },
     }
 }
+
+
+def _task_of(body: bytes) -> str | None:
+    """The `task` of a retry's body (JSON whatever the Content-Type; none or null: all)."""
+    if not body.strip():
+        return None
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadQuery(f"request body: not JSON ({exc})") from exc
+    task = value.get("task") if isinstance(value, dict) else 0
+    if task is not None and not isinstance(task, str):
+        raise BadQuery('request body: expected {"task": NAME} or {"task": null}')
+    return task
 
 
 async def _document(request: Request) -> bytes:
@@ -89,22 +112,16 @@ def pipelines_router(ports: FlowPorts, tokens: Tokens, prefix: str) -> APIRouter
     def get_pipeline(pipeline_id: PipelineId) -> dict[str, Any]:
         return ports.get_pipeline(pipeline_id)
 
-    @router.post("/pipelines/{pipeline_id}/retry", dependencies=admin, responses=_WRITE_ERRORS,
-                 summary="Run failed, skipped and cancelled tasks again")  # fmt: skip
-    def retry_pipeline(
-        pipeline_id: PipelineId,
-        body: Annotated[
-            dict[str, Any] | None,
-            Body(
-                description='{"task": NAME} for one task and its skipped dependants; '
-                '{"task": null} or no body for all.'
-            ),
-        ] = None,
-    ) -> dict[str, Any]:
-        task = (body or {}).get("task")
-        if task is not None and not isinstance(task, str):
-            raise BadQuery("body field 'task': a task's name, or null")
-        return ports.retry_pipeline(pipeline_id, task)
+    @router.post(
+        "/pipelines/{pipeline_id}/retry",
+        dependencies=admin,
+        responses=_WRITE_ERRORS,
+        openapi_extra=_RETRY_BODY,
+        summary="Run failed, skipped and cancelled tasks again",
+    )
+    async def retry_pipeline(pipeline_id: PipelineId, request: Request) -> dict[str, Any]:
+        task = _task_of(await request.body())
+        return await run_in_threadpool(ports.retry_pipeline, pipeline_id, task)
 
     @router.post("/pipelines/{pipeline_id}/cancel", dependencies=admin, responses=_WRITE_ERRORS,
                  summary="Cancel a pipeline: waiting tasks and running Jobs")  # fmt: skip

@@ -125,18 +125,11 @@ class Pipelines:
                 replica=replica, created_at=now(),
             ))  # fmt: skip
             session.flush()
-            session.add_all(
-                TaskRow(
-                    pipeline_id=pipeline_id,
-                    name=task.name,
-                    source=task.source,
-                    position=position,
-                    request=canonical_json(task.request),
-                    state="waiting",
-                    attempts=0,
-                )
-                for position, task in enumerate(tasks)
-            )
+            rows = [TaskRow(pipeline_id=pipeline_id, name=task.name, source=task.source,
+                            position=position, request=canonical_json(task.request),
+                            state="waiting", attempts=0)
+                    for position, task in enumerate(tasks)]  # fmt: skip
+            session.add_all(rows)
             session.add_all(
                 EdgeRow(pipeline_id=pipeline_id, task=task.name, needs=needs)
                 for task in tasks
