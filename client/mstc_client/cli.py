@@ -1,7 +1,8 @@
 """The `mstc` command: `mstc run` (files in, results out), `mstc send` (a raw request),
 `mstc cancel` (stop a Job), the listeners `mstc events --follow` (job events as they
-happen) and `mstc workers` (the replicas), and, on the flow service's API, `mstc jobs ...`
-and `mstc catalog ...` (registered from `mstc_client.cli_flow`, which runs them itself).
+happen) and `mstc workers` (the replicas), and, on the flow service's API, `mstc jobs ...`,
+`mstc catalog ...`, `mstc pipeline ...` and `mstc queue ...` (registered from
+`mstc_client.cli_flow`, `cli_pipeline_api` and `cli_queue`, which run them themselves).
 
 The command is a thin shell over `Client`: it parses flags, overlays them on the environment
 (the worker's variable names, so one env file serves both), shows progress, prints a summary
@@ -23,6 +24,8 @@ from typing import Any, NoReturn, TextIO
 from mstc_client.cli_catalog import add_catalog_commands
 from mstc_client.cli_flow import add_flow_commands, workers_from_api
 from mstc_client.cli_pipeline import add_pipeline_commands
+from mstc_client.cli_pipeline_api import add_pipeline_api_commands
+from mstc_client.cli_queue import add_queue_commands
 from mstc_client.client import Client
 from mstc_client.config import ClientConfig
 from mstc_client.display import Display, summary
@@ -67,8 +70,10 @@ exit codes:
   8  mstc cancel: no such Job
   9  mstc cancel: the Job had finished already (the answer says how)
   (mstc cancel: 0 the Job is being cancelled; 3 the name is ambiguous or the message bad)
-  10 mstc jobs|catalog: the flow API refused the token (MSTC_FLOW_TOKEN); these commands
-     also use 8 for no such job or entry, 4 when the API does not answer, 3 when it refuses
+  10 mstc jobs|catalog|pipeline|queue: the flow API refused the token (MSTC_FLOW_TOKEN);
+     these commands also use 8 for no such job, entry or pipeline, 4 when the API does not
+     answer, 3 when it refuses (or a purge was not confirmed), 5 for a refused pipeline file;
+     mstc pipeline run --wait: 0 the pipeline succeeded, 1 it failed or was cancelled
 
 settings (environment, the worker's own names; flags override them):
   MSTC_AMQP_URL or WORK_QUEUE_HOST, WORK_QUEUE_PORT, WORK_QUEUE_USER, WORK_QUEUE_PASS
@@ -78,7 +83,8 @@ settings (environment, the worker's own names; flags override them):
   MSTC_CONTROL_QUEUE (mstc.queue.control),
   MSTC_CONNECT_TIMEOUT_SECONDS (15), MSTC_HEARTBEAT_SECONDS (30)
   MSTC_EVENTS_EXCHANGE (amq.topic; empty: events off), for mstc events and mstc workers
-  MSTC_FLOW_URL, MSTC_FLOW_TOKEN: the flow service's API and token, for mstc jobs|catalog
+  MSTC_FLOW_URL, MSTC_FLOW_TOKEN: the flow service's API and token, for mstc
+  jobs|catalog|pipeline|queue
 """
 
 _STATUS_CODES = {
@@ -240,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listeners(commands)
     # mstc jobs ..., mstc catalog ...: the flow service\'s API, and the offline validate
     add_catalog_commands(add_flow_commands(commands))
-    add_pipeline_commands(commands)  # mstc pipeline validate: offline
+    # mstc pipeline validate (offline), then run|status|retry|cancel|ls on the flow API
+    add_pipeline_api_commands(add_pipeline_commands(commands))
+    add_queue_commands(commands)
     return parser  # fmt: skip
 
 

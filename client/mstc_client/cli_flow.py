@@ -1,5 +1,6 @@
 """The `mstc` commands on the flow service's API: `mstc jobs ls|show|logs|retry|cancel` and
-`mstc catalog ls|fire`.
+`mstc catalog ls|fire`, and what the other commands on the API are built with
+(`add_api_command`, `api_runner`, `emit`, `table`: `cli_queue`, `cli_pipeline_api`).
 
 `add_flow_commands` registers them on `mstc`'s subcommands; each sets `handler`, which
 `cli.main` calls with the parsed arguments and the environment. Output follows the other
@@ -32,15 +33,26 @@ from mstc_client.errors import (
 from mstc_client.exit_codes import ExitCode, exit_code_for_cancel
 from mstc_client.flow_api import FlowApi, FlowApiConfig
 
-__all__ = ["FLOW_EPILOG", "add_flow_commands", "exit_code_for_flow_error", "workers_from_api"]
+__all__ = [
+    "FLOW_EPILOG",
+    "Handler",
+    "add_api_command",
+    "add_flow_commands",
+    "api_runner",
+    "emit",
+    "exit_code_for_flow_error",
+    "table",
+    "workers_from_api",
+]
 
 FLOW_EPILOG = """\
 settings: MSTC_FLOW_URL (the flow service, http(s)://host:port; --url overrides it) and
-MSTC_FLOW_TOKEN (its read token, or the admin token for retry, cancel and fire)
-exit codes: 0 done (cancel: the Job is being cancelled), 3 refused (e.g. retry of a Job still
-running), 4 the flow API does not answer or cannot serve now, 5 bad usage or setting,
-8 no such job or catalog entry (cancel: the worker knows no such Job), 9 cancel: the Job had
-finished already, 10 the token was refused (none, unknown, or read-only for a change)
+MSTC_FLOW_TOKEN (its read token, or the admin token for retry, cancel, fire, purge and run)
+exit codes: 0 done (cancel: the Job is being cancelled), 1 pipeline run --wait: the pipeline
+failed or was cancelled, 3 refused (e.g. retry of a Job still running, a purge not confirmed),
+4 the flow API does not answer or cannot serve now, 5 bad usage, setting or pipeline file,
+8 no such job, catalog entry or pipeline (cancel: the worker knows no such Job), 9 cancel: the
+Job had finished already, 10 the token was refused (none, unknown, or read-only for a change)
 """
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -62,10 +74,7 @@ def exit_code_for_flow_error(exc: MstcClientError) -> ExitCode:
 def add_flow_commands(commands: Any) -> Any:
     """Add `jobs` and `catalog` to `mstc`'s subcommands; returns `catalog`'s subcommands, to
     which other modules add theirs (e.g. `catalog validate`, which needs no API)."""
-    common = argparse.ArgumentParser(add_help=False)  # only its arguments are used
-    common.add_argument("--json", action="store_true", help="print the API's JSON")
-    common.add_argument("--url", help="the flow service's base URL (MSTC_FLOW_URL)")
-    sub = _adder(commands, common)
+    sub = add_api_command
     jobs = sub(commands, "jobs", "the flow service's history of Jobs", None)
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
     ls = sub(jobs_commands, "ls", "list Jobs, newest first", _jobs_ls)
@@ -101,20 +110,25 @@ def add_flow_commands(commands: Any) -> Any:
     return catalog_commands
 
 
-def _adder(commands: Any, common: argparse.ArgumentParser) -> Callable[..., Any]:
-    def sub(actions: Any, name: str, help_text: str, handler: Handler | None) -> Any:
-        parser = actions.add_parser(
-            name, help=help_text, parents=[] if handler is None else [common],
-            epilog=FLOW_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
-        if handler is not None:
-            parser.set_defaults(handler=_runner(handler))
-        return parser
+def add_api_command(actions: Any, name: str, help_text: str, handler: Handler | None) -> Any:
+    """A command on the flow API: `--json` and `--url`, the API's epilog, `handler` run by
+    `api_runner` (None: a group whose subcommands have handlers)."""
+    common = argparse.ArgumentParser(add_help=False)  # only its arguments are used
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+    common.add_argument("--url", help="the flow service's base URL (MSTC_FLOW_URL)")
+    parser = actions.add_parser(
+        name, help=help_text, parents=[] if handler is None else [common],
+        epilog=FLOW_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    if handler is not None:
+        parser.set_defaults(handler=api_runner(handler))
+    return parser
 
-    return sub
 
+def api_runner(handler: Handler) -> Callable[[argparse.Namespace, Mapping[str, str]], int]:
+    """`handler` run on a `FlowApi` from the environment (and `--url`); the client's errors
+    become the message on stderr and the exit code (`exit_code_for_flow_error`)."""
 
-def _runner(handler: Handler) -> Callable[[argparse.Namespace, Mapping[str, str]], int]:
     def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         try:
             overlay = {"MSTC_FLOW_URL": args.url} if args.url else {}
@@ -123,15 +137,16 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace, Mapping[str, str]
         except MstcClientError as exc:
             code = exit_code_for_flow_error(exc)
             if args.json:
-                _print(json.dumps({"status": "error", "exitCode": int(code), "error": str(exc),
+                emit(json.dumps({"status": "error", "exitCode": int(code), "error": str(exc),
                                    "errorType": type(exc).__name__}))  # fmt: skip
-            _print(f"mstc: {exc}", sys.stderr)
+            emit(f"mstc: {exc}", sys.stderr)
             return int(code)
 
     return run
 
 
-def _print(text: str, stream: Any = None) -> None:
+def emit(text: str, stream: Any = None) -> None:
+    """One line for people or scripts: stdout unless `stream`, flushed at once."""
     stream = stream or sys.stdout
     stream.write(text + "\n")
     stream.flush()
@@ -163,16 +178,16 @@ def _jobs_ls(api: FlowApi, args: argparse.Namespace) -> ExitCode:
         items.extend(page["items"])
     more = page.get("nextCursor")
     if args.json:
-        _print(json.dumps({"items": items, "nextCursor": more}))
+        emit(json.dumps({"items": items, "nextCursor": more}))
         return ExitCode.SUCCEEDED
     header: tuple[str, ...] = ("JOB", "STATE", "EXIT", "IMAGE", "ACCEPTED", "REQUEST")
     rows = [_job_row(job) for job in items]
     if args.flagged:  # the flags' kinds as a last column, only where they were asked for
         header += ("FLAGS",)
         rows = [(*row, _flag_kinds(job)) for row, job in zip(rows, items, strict=True)]
-    _print(_table(header, rows))
+    emit(table(header, rows))
     if more:
-        _print(f"mstc: more Jobs than --limit {args.limit}: use --all to list them all.",
+        emit(f"mstc: more Jobs than --limit {args.limit}: use --all to list them all.",
                sys.stderr)  # fmt: skip
     return ExitCode.SUCCEEDED
 
@@ -197,7 +212,8 @@ def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, the header first."""
     lines = [tuple(header), *rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
     return "\n".join(
@@ -216,14 +232,14 @@ def _jobs_show(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     job = api.job(args.key)
     events = api.job_events(str(job["requestId"]))
     if args.json:
-        _print(json.dumps({**job, "events": events}))
+        emit(json.dumps({**job, "events": events}))
         return ExitCode.SUCCEEDED
     shown = [(name, job[name]) for name in _SHOWN if job.get(name) not in (None, {}, "")]
     width = max(len(name) for name, _ in shown)
     lines = [f"{name.ljust(width)}  {_value(value)}" for name, value in shown]
     lines.append("events")
     lines += [f"  {event.get('at', '-')}  {event.get('event', '-')}" for event in events]
-    _print("\n".join(lines))
+    emit("\n".join(lines))
     return ExitCode.SUCCEEDED
 
 
@@ -242,20 +258,20 @@ def _jobs_logs(api: FlowApi, args: argparse.Namespace) -> ExitCode:
 def _jobs_retry(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     answer = api.retry(args.key)
     text = f"retry of {answer.get('retryOf')} fired as firing {answer.get('firingId')}"
-    _print(json.dumps(answer) if args.json else text)
+    emit(json.dumps(answer) if args.json else text)
     return ExitCode.SUCCEEDED
 
 
 def _jobs_cancel(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     answer = api.cancel(args.key)
-    _print(json.dumps(answer) if args.json else str(answer.get("message", answer)))
+    emit(json.dumps(answer) if args.json else str(answer.get("message", answer)))
     return exit_code_for_cancel(str(answer.get("status")))
 
 
 def _catalog_ls(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     catalog = api.catalog()
     if args.json:
-        _print(json.dumps(catalog))
+        emit(json.dumps(catalog))
         return ExitCode.SUCCEEDED
     digest = str(catalog.get("digest") or "")[:12] or "-"
     lines = [f"catalog {catalog.get('source') or '-'} (sha256 {digest}), "
@@ -263,8 +279,8 @@ def _catalog_ls(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     if catalog.get("error"):
         lines.append(f"last reload refused: {catalog['error']}")
     rows = [_entry_row(entry) for entry in catalog.get("entries") or []]
-    lines.append(_table(("ENTRY", "TRIGGER", "CONCURRENCY", "MAX IN FLIGHT"), rows))
-    _print("\n".join(lines))
+    lines.append(table(("ENTRY", "TRIGGER", "CONCURRENCY", "MAX IN FLIGHT"), rows))
+    emit("\n".join(lines))
     return ExitCode.SUCCEEDED
 
 
@@ -283,7 +299,7 @@ def _entry_row(entry: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _catalog_fire(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     answer = api.fire(args.entry, _payload(args.payload))
-    _print(json.dumps(answer) if args.json else
+    emit(json.dumps(answer) if args.json else
            f"{args.entry} fired: firing {answer.get('firingId')}")  # fmt: skip
     return ExitCode.SUCCEEDED
 
@@ -302,18 +318,18 @@ def _payload(text: str) -> bytes:
 def workers_from_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """`mstc workers` when a flow service is configured: every replica it heard, with the age
     of its last heartbeat (stopped replicas too, until the history's retention drops them)."""
-    return int(_runner(_workers)(args, env))
+    return int(api_runner(_workers)(args, env))
 
 
 def _workers(api: FlowApi, args: argparse.Namespace) -> ExitCode:
     replicas = api.replicas()
     if args.json:
         for replica in replicas:
-            _print(json.dumps(replica))
+            emit(json.dumps(replica))
         return ExitCode.SUCCEEDED
     now = datetime.now(UTC)
     rows = [_replica_row(replica, now) for replica in replicas]
-    _print(_table(("REPLICA", "VERSION", "IN FLIGHT", "CAPACITY", "LAST HEARD", "STATE"), rows))
+    emit(table(("REPLICA", "VERSION", "IN FLIGHT", "CAPACITY", "LAST HEARD", "STATE"), rows))
     return ExitCode.SUCCEEDED
 
 

@@ -25,11 +25,12 @@ from mstc_client.exit_codes import ExitCode
 from mstc_client.pipeline import Pipeline
 from mstc_client.pipeline_files import FORMATS, MAX_PIPELINE_BYTES, decode_pipeline, parse_pipeline
 
-__all__ = ["add_pipeline_commands", "pipeline_main"]
+__all__ = ["add_pipeline_commands", "load_pipeline_file", "pipeline_main"]
 
 
 def add_pipeline_commands(commands: Any) -> Any:
-    """Add `mstc pipeline validate`; returns `pipeline`'s subcommands, for the ones to come."""
+    """Add `mstc pipeline validate`; returns `pipeline`'s subcommands, to which
+    `cli_pipeline_api` adds the commands on the flow API (run, status, retry, cancel, ls)."""
     pipeline = commands.add_parser("pipeline", help="pipelines: task graphs from a file")
     pipeline_commands = pipeline.add_subparsers(dest="pipeline_command", required=True)
     validate = pipeline_commands.add_parser(
@@ -54,9 +55,8 @@ def add_pipeline_commands(commands: Any) -> Any:
 def pipeline_main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `mstc pipeline validate`; returns the exit code."""
     out = out or sys.stdout
-    source = "<stdin>" if args.file == "-" else args.file
     try:
-        pipeline = parse_pipeline(_read(args.file, source), source=source, fmt=args.format)
+        _text, pipeline = load_pipeline_file(args.file, args.format)
         if not args.no_bucket_check:
             pipeline.check_inputs(None)
     except PipelineInvalid as exc:
@@ -69,6 +69,14 @@ def pipeline_main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return int(ExitCode.ERROR)
     out.write((json.dumps(_as_object(pipeline)) if args.json else _as_text(pipeline)) + "\n")
     return int(ExitCode.SUCCEEDED)
+
+
+def load_pipeline_file(path: str, fmt: str | None) -> tuple[str, Pipeline]:
+    """The file's text ('-': stdin) and the pipeline it holds, checked as far as it can be
+    offline (all but the inputs that must be in the bucket); PipelineInvalid if refused."""
+    source = "<stdin>" if path == "-" else path
+    text = _read(path, source)
+    return text, parse_pipeline(text, source=source, fmt=fmt)
 
 
 def _read(path: str, source: str) -> str:

@@ -31,6 +31,7 @@ from mstc_client.errors import (
 __all__ = ["FlowApi", "FlowApiConfig"]
 
 API_PATH = "/api/v1"
+_JSON = "application/json"
 _ERROR_CLASSES: dict[int, type[FlowApiError]] = {
     401: AuthError,
     403: AuthError,
@@ -111,6 +112,42 @@ class FlowApi:
         items: list[dict[str, Any]] = self._json("GET", "/replicas")["items"]
         return items
 
+    # --- the work queue ------------------------------------------------------------------------
+
+    def queue_status(self) -> dict[str, Any]:
+        return self._json("GET", "/queue")
+
+    def purge_queue(self) -> dict[str, Any]:
+        return self._json("POST", "/queue/purge")
+
+    # --- pipelines -----------------------------------------------------------------------------
+
+    def submit_pipeline(self, document: bytes, fmt: str = "json") -> dict[str, Any]:
+        """POST a pipeline file's text (`fmt` json or yaml): {"id", "name", "tasks", "stages"}."""
+        content_type = "application/yaml" if fmt == "yaml" else _JSON
+        return self._json("POST", "/pipelines", body=document, content_type=content_type)
+
+    def pipelines(self, state: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Summaries, most recent first."""
+        fields = {name: str(value) for name, value in (("state", state), ("limit", limit))
+                  if value is not None}  # fmt: skip
+        items: list[dict[str, Any]] = self._json("GET", "/pipelines", fields=fields)["items"]
+        return items
+
+    def pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/pipelines/{_part(pipeline_id)}")
+
+    def retry_pipeline(self, pipeline_id: str, task: str | None = None) -> dict[str, Any]:
+        """`task` and its skipped dependants, or every failed, skipped and cancelled task:
+        {"id", "retried": [names]}."""
+        body = _json_body({"task": task})
+        return self._json("POST", f"/pipelines/{_part(pipeline_id)}/retry", body=body,
+                          content_type=_JSON)  # fmt: skip
+
+    def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """The pipeline as `pipeline` shows it, once its cancel is recorded."""
+        return self._json("POST", f"/pipelines/{_part(pipeline_id)}/cancel")
+
     def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._call(method, path, **kwargs)
         try:
@@ -129,10 +166,11 @@ class FlowApi:
         path: str,
         fields: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        content_type: str = "application/octet-stream",
     ) -> urllib3.BaseHTTPResponse:
         headers = {"Authorization": f"Bearer {self.config.token}"}
         if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = content_type
         url = f"{self.config.url}{API_PATH}{path}"
         try:
             response = self._http.request(method, url, fields=fields, body=body, headers=headers)
@@ -143,6 +181,10 @@ class FlowApi:
         if response.status >= 400:
             raise _error(response)
         return response
+
+
+def _json_body(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
 
 
 def _part(text: str) -> str:

@@ -3,7 +3,8 @@
 The API layer knows HTTP and tokens; what a question means lives here: a job is found by its
 request id or its made name in the history; its log is read from the bucket its final event
 named; a retry sends the request the `accepted` event recorded, as a new firing linked to the
-first; a cancel goes to the workers by the made Job's name. Kept apart from `service` (which
+first; a cancel goes to the workers by the made Job's name; the work queue's status and
+purge are `queue_ops`'. Kept apart from `service` (which
 builds and runs the parts) so each stays short.
 """
 
@@ -16,6 +17,8 @@ from mstc_client.catalog import Catalog, Entry
 from mstc_flow.catalog_source import CatalogKeeper
 from mstc_flow.errors import NotFound, PermanentError
 from mstc_flow.objects import ObjectReader
+from mstc_flow.pipeline_runner import PipelineRunner
+from mstc_flow.queue_ops import QueueOps
 from mstc_flow.store.firings import PARKED, Firings
 from mstc_flow.store.flags import Flags
 from mstc_flow.store.history import History
@@ -26,6 +29,7 @@ from mstc_flow.store.history_records import (
     JobRecord,
     ReplicaRecord,
 )
+from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
@@ -47,12 +51,16 @@ class Desk:
         submitter: Submitter,
         objects: Callable[[], ObjectReader],
         keeper: CatalogKeeper | None,
+        queue: QueueOps,
         ready: Callable[[], bool],
         flags: Flags,
+        pipelines: Pipelines,
+        runner: PipelineRunner,
     ) -> None:
         self._history, self._firings, self._triggers = history, firings, triggers
         self._submitter, self._objects, self._keeper = submitter, objects, keeper
-        self._ready, self._flags = ready, flags
+        self._queue, self._ready, self._flags = queue, ready, flags
+        self._pipelines, self._runner = pipelines, runner
 
     # --- history -------------------------------------------------------------------------------
 
@@ -137,8 +145,33 @@ class Desk:
             "entries": [_entry_json(entry) for entry in (current.entries if current else ())],
         }
 
+    # --- the work queue -----------------------------------------------------------------------
+
+    def queue_status(self) -> dict[str, Any]:
+        return self._queue.status()
+
+    def purge_queue(self) -> dict[str, Any]:
+        return self._queue.purge()
+
     def ready(self) -> bool:
         return self._ready()
+
+    # --- pipelines -----------------------------------------------------------------------------
+
+    def create_pipeline(self, data: bytes, fmt: str) -> dict[str, Any]:
+        return self._runner.create(data, fmt)
+
+    def list_pipelines(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._pipelines.list_pipelines(state, limit)
+
+    def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self._pipelines.get(pipeline_id)
+
+    def retry_pipeline(self, pipeline_id: str, task: str | None) -> dict[str, Any]:
+        return self._runner.retry(pipeline_id, task)
+
+    def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self._runner.cancel(pipeline_id)
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:

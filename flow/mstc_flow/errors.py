@@ -24,6 +24,8 @@ __all__ = [
     "FlowError",
     "NotFound",
     "PermanentError",
+    "PipelineRefused",
+    "TooLarge",
     "TransientError",
 ]
 
@@ -75,3 +77,16 @@ class CatalogError(PermanentError):
         self.source, self.line, self.reason = source, line, reason
         where = f"{source}, line {line}" if line else source
         super().__init__(f"{where}: {reason}")
+
+
+class PipelineRefused(PermanentError):
+    """A pipeline document refused whole (an API 422): `task` and `field` say where (None:
+    the document as a whole), `line` the line in it (0: unknown)."""
+
+    def __init__(self, message: str, task: str | None, field: str | None, line: int) -> None:
+        super().__init__(message)
+        self.task, self.field, self.line = task, field, line
+
+
+class TooLarge(PermanentError):
+    """A request body over the size the API takes (an API 413)."""

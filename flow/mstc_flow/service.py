@@ -8,7 +8,8 @@ firing (a firing not yet confirmed stays pending and is submitted by the next li
 
 Every inbox message goes to the history first (every job event and heartbeat is kept, not
 only the flow's own), then to the catalog keeper when it is the refresh topic, then to the
-trigger engine. Beside them the stalled scan (`stalled`) keeps the flags from the history.
+trigger engine, then to the pipeline runner (`pipeline_runner`: a pipeline task's job events
+move its task). Beside them the stalled scan (`stalled`) keeps the flags from the history.
 The catalog comes in through `set_catalog` (the keeper calls it on every
 good load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
 """
@@ -31,8 +32,11 @@ from mstc_flow.broker import Inbox, InboxMessage
 from mstc_flow.catalog_source import CatalogKeeper, open_source
 from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
+from mstc_flow.event_publisher import EventPublisher
 from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
+from mstc_flow.pipeline_runner import PipelineRunner, bucket_exists_check
+from mstc_flow.queue_ops import QueueOps
 from mstc_flow.recorder import Recorder, purge_expired
 from mstc_flow.settings import FlowSettings
 from mstc_flow.stalled import StallScanner
@@ -40,8 +44,11 @@ from mstc_flow.store.db import Database
 from mstc_flow.store.firings import Firings, firing_id_of
 from mstc_flow.store.flags import Flags
 from mstc_flow.store.history import History
+from mstc_flow.store.pipeline_progress import PipelineProgress
+from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
+from mstc_flow.workqueue import WorkQueue
 
 __all__ = ["FlowService", "run"]
 
@@ -66,6 +73,17 @@ class FlowService:
         self.triggers = Triggers(settings, self.firings, self.submitter)
         self.flags = Flags(database)
         self.stalled = StallScanner(settings, self.flags, self._expected_seconds)
+        self.pipelines = Pipelines(database)
+        self.events = EventPublisher(settings)
+        exists = bucket_exists_check(lambda b, k: ObjectReader(settings.client).etag(b, k))
+        self.runner = PipelineRunner(
+            settings,
+            self.pipelines,
+            PipelineProgress(self.pipelines),
+            self.submitter,
+            publish=self.events.publish,
+            exists=exists,
+        )
         self._refresh_key = binding_key_of(settings.refresh_topic)
         self.inbox = Inbox(settings, self.on_message, frozenset({self._refresh_key}))
         self.keeper: CatalogKeeper | None = None
@@ -74,10 +92,15 @@ class FlowService:
             self.keeper = CatalogKeeper(
                 source, self.set_catalog, poll_seconds=settings.catalog_poll_seconds
             )
+        self.queue = QueueOps(
+            settings, WorkQueue(settings), self.firings, self.history,
+            slot_freed=self.triggers.dispatcher.slot_freed, pipelines=self.runner,
+        )  # fmt: skip
         self.desk = Desk(
             history=self.history, firings=self.firings, triggers=self.triggers,
             submitter=self.submitter, objects=lambda: ObjectReader(settings.client),
-            keeper=self.keeper, ready=self.ready, flags=self.flags,
+            keeper=self.keeper, queue=self.queue, ready=self.ready, flags=self.flags,
+            pipelines=self.pipelines, runner=self.runner,
         )  # fmt: skip
         self.registry = CollectorRegistry()
         self.metrics = FlowMetrics(
@@ -99,6 +122,7 @@ class FlowService:
             log.info("refresh topic: reloading the catalog")
             self.keeper.reload_now()
         self.triggers.on_message(message)
+        self.runner.on_message(message)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Fire from `catalog` from now on and bind the inbox to exactly its topics."""
@@ -117,6 +141,7 @@ class FlowService:
         if self.keeper is not None:
             self.keeper.start()
         self.triggers.dispatcher.start()
+        self.runner.start()
         self.inbox.start()
         self.stalled.start()
         self._purger.start()
@@ -128,7 +153,9 @@ class FlowService:
         if self.keeper is not None:
             self.keeper.stop()
         self.triggers.dispatcher.stop()
+        self.runner.stop()
         self.submitter.close()
+        self.events.close()
         if self.api is not None:
             self.api.join(timeout=10)
 

@@ -118,6 +118,9 @@ def sample_jobs() -> list[FakeJob]:
     ]  # fmt: skip
 
 
+PIPELINE_ID = "p-000000000001"
+
+
 class FakePorts:
     """In-memory FlowPorts; `fail_next` makes the next call raise the given error."""
 
@@ -132,6 +135,7 @@ class FakePorts:
         self.fired: list[tuple[str, bytes]] = []
         self.retried: list[str] = []
         self.cancelled: list[str] = []
+        self.purges = 0
         self.queries: list[JobQuery] = []
         self.is_ready = True
         self.fail_next: Exception | None = None
@@ -213,6 +217,17 @@ class FakePorts:
     def parked(self) -> list[dict[str, Any]]:
         return [{"firingId": "2" * 32, "entry": "ingest", "lastError": "broker down"}]
 
+    def queue_status(self) -> dict[str, Any]:
+        self._maybe_fail()
+        return {"workQueue": "mstc.queue.work", "ready": 3, "consumers": 1, "workersInFlight": 1,
+                "pendingFirings": 0, "pipelineTasks": None}  # fmt: skip
+
+    def purge_queue(self) -> dict[str, Any]:
+        self._maybe_fail()
+        self.purges += 1
+        return {"purged": 3, "firings": ["3" * 32], "pipelineTasks": [], "others": 2,
+                "replied": 1, "kept": 0}  # fmt: skip
+
     def replicas(self) -> list[FakeReplica]:
         return [FakeReplica("worker-0"), FakeReplica("worker-1", stopping=True, in_flight=0)]
 
@@ -225,6 +240,27 @@ class FakePorts:
     def ready(self) -> bool:
         self._maybe_fail()
         return self.is_ready
+
+    # Pipelines: their behaviour is tested against the real runner (tests/flow/test_pipeline_*);
+    # here one pipeline, PIPELINE_ID, for the routes' tokens and documentation.
+    def create_pipeline(self, data: bytes, fmt: str) -> dict[str, Any]:
+        self._maybe_fail()
+        return {"id": PIPELINE_ID, "name": "demo", "tasks": 1, "stages": 1}
+
+    def list_pipelines(self, state: str | None, limit: int) -> list[dict[str, Any]]:
+        return [{"id": PIPELINE_ID, "name": "demo", "state": "running"}][:limit]
+
+    def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        self._maybe_fail()
+        if pipeline_id != PIPELINE_ID:
+            raise NotFound(f"There is no pipeline {pipeline_id}.")
+        return {"id": PIPELINE_ID, "name": "demo", "state": "running", "tasks": []}
+
+    def retry_pipeline(self, pipeline_id: str, task: str | None) -> dict[str, Any]:
+        return {"id": self.get_pipeline(pipeline_id)["id"], "retried": []}
+
+    def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        return self.get_pipeline(pipeline_id)
 
 
 def api_settings(*, read_token: str | None = READ_TOKEN) -> FlowSettings:

@@ -24,6 +24,7 @@ from mstc_flow.api import create_app, serve
 from mstc_flow.errors import ConfigError, TransientError
 from tests.flow.api_support import (
     ADMIN_TOKEN,
+    PIPELINE_ID,
     READ_TOKEN,
     FakePorts,
     api_settings,
@@ -40,11 +41,18 @@ READS = [
     ("GET", "/api/v1/parked"),
     ("GET", "/api/v1/replicas"),
     ("GET", "/api/v1/flags"),
+    ("GET", "/api/v1/queue"),
+    ("GET", "/api/v1/pipelines"),
+    ("GET", f"/api/v1/pipelines/{PIPELINE_ID}"),
 ]
 WRITES = [
     ("POST", "/api/v1/jobs/sort-2/retry"),
     ("POST", "/api/v1/jobs/render-1/cancel"),
     ("POST", "/api/v1/catalog/ingest/fire"),
+    ("POST", "/api/v1/queue/purge"),
+    ("POST", "/api/v1/pipelines"),
+    ("POST", f"/api/v1/pipelines/{PIPELINE_ID}/retry"),
+    ("POST", f"/api/v1/pipelines/{PIPELINE_ID}/cancel"),
 ]
 OPEN = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
 _http = urllib3.PoolManager(retries=False, timeout=10)
@@ -189,7 +197,7 @@ def test_no_token_or_a_wrong_one_is_401_with_the_bearer_challenge(
     response = call(url, method, path, token=token, scheme=scheme)
     _refused(response, 401)
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert (ports.fired, ports.retried, ports.cancelled) == ([], [], [])
+    assert (ports.fired, ports.retried, ports.cancelled, ports.purges) == ([], [], [], 0)
 
 
 @pytest.mark.parametrize(("method", "path"), READS)
@@ -200,12 +208,12 @@ def test_the_read_token_reads(url: str, method: str, path: str) -> None:
 @pytest.mark.parametrize(("method", "path"), WRITES)
 def test_the_read_token_may_not_write(url: str, ports: FakePorts, method: str, path: str) -> None:
     _refused(call(url, method, path, token=READ_TOKEN), 403)
-    assert (ports.fired, ports.retried, ports.cancelled) == ([], [], [])
+    assert (ports.fired, ports.retried, ports.cancelled, ports.purges) == ([], [], [], 0)
 
 
 @pytest.mark.parametrize(("method", "path"), READS + WRITES)
 def test_the_admin_token_reads_and_writes(url: str, method: str, path: str) -> None:
-    assert call(url, method, path, token=ADMIN_TOKEN).status in (200, 202)
+    assert call(url, method, path, token=ADMIN_TOKEN).status in (200, 201, 202)
 
 
 def test_without_a_read_token_set_only_the_admin_token_reads() -> None:
@@ -356,7 +364,8 @@ def test_the_openapi_document_lists_every_path_and_its_security(url: str) -> Non
     operations = {(method.upper(), path) for path, item in document["paths"].items()
                   for method in item}  # fmt: skip
     documented = {(m, p.replace("sort-1", "{key}").replace("sort-2", "{key}")
-                   .replace("render-1", "{key}").replace(A, "{key}").replace("ingest", "{entry}"))
+                   .replace("render-1", "{key}").replace(A, "{key}").replace("ingest", "{entry}")
+                   .replace(PIPELINE_ID, "{pipeline_id}"))
                   for m, p in READS + WRITES} | {("GET", p) for p in OPEN[:3]}  # fmt: skip
     assert operations == documented
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -2,8 +2,9 @@
 
 Only this package imports FastAPI, Starlette and uvicorn; it reaches the rest of the service
 through `FlowPorts` alone. Modules: `app` (the app, its error mapping and request counter),
-`auth` (bearer tokens), `routes_jobs` and `routes_catalog` (the paths), `health` (probes and
-metrics), `server` (uvicorn in a thread), `ports` and `queries` (what the API is given).
+`auth` (bearer tokens), `routes_jobs`, `routes_catalog` and `routes_queue` (the paths),
+`health` (probes and metrics), `server` (uvicorn in a thread), `ports` and `queries` (what
+the API is given).
 """
 
 from mstc_flow.api.app import API_PREFIX, create_app

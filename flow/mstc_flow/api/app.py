@@ -3,7 +3,8 @@
 REST/JSON under `/api/v1`, described by OpenAPI at `/api/v1/openapi.json` (no docs UI: it
 would fetch scripts from the internet). Every error is JSON `{"error": "<sentence>"}`: the
 flow's error classes become 404 (NotFound), 400 (BadQuery, a bad query parameter named),
-409 (any other PermanentError: retrying cannot help) and 503 (TransientError, with
+422 (PipelineRefused, with its task and field apart), 413 (TooLarge), 409 (any other
+PermanentError: retrying cannot help) and 503 (TransientError, with
 Retry-After); 401/403 come from `auth`; anything else is a bug, 500 without details.
 `/healthz`, `/readyz` and `/metrics` are open, as the worker's are, for probes and
 Prometheus. This is the only package that imports FastAPI, Starlette or uvicorn (an import
@@ -26,7 +27,16 @@ from mstc_flow.api.health import health_router
 from mstc_flow.api.ports import FlowPorts
 from mstc_flow.api.routes_catalog import catalog_router
 from mstc_flow.api.routes_jobs import jobs_router
-from mstc_flow.errors import BadQuery, NotFound, PermanentError, TransientError
+from mstc_flow.api.routes_pipelines import pipelines_router
+from mstc_flow.api.routes_queue import queue_router
+from mstc_flow.errors import (
+    BadQuery,
+    NotFound,
+    PermanentError,
+    PipelineRefused,
+    TooLarge,
+    TransientError,
+)
 from mstc_flow.settings import FlowSettings
 
 __all__ = ["API_PREFIX", "create_app", "error_response"]
@@ -56,6 +66,8 @@ def create_app(ports: FlowPorts, settings: FlowSettings, registry: CollectorRegi
     # (the request counter labels by it).
     app.include_router(jobs_router(ports, tokens, API_PREFIX))
     app.include_router(catalog_router(ports, tokens, API_PREFIX))
+    app.include_router(queue_router(ports, tokens, API_PREFIX))
+    app.include_router(pipelines_router(ports, tokens, API_PREFIX))
     app.include_router(health_router(ports, registry))
     _add_error_handlers(app)
     _count_requests(app, registry)
@@ -69,6 +81,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, sentence(404))
     app.add_exception_handler(BadQuery, sentence(400))
     app.add_exception_handler(PermanentError, sentence(409))
+    app.add_exception_handler(TooLarge, sentence(413))
+    app.add_exception_handler(PipelineRefused, _refused)
     app.add_exception_handler(
         TransientError,
         lambda _r, exc: error_response(503, str(exc), {"Retry-After": _RETRY_AFTER_SECONDS}),
@@ -85,6 +99,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(
         Exception, lambda _r, _exc: error_response(500, _UNEXPECTED, {"Connection": "close"})
     )
+
+
+def _refused(_request: Request, exc: Exception) -> Response:
+    """422: the refusal's sentence, and where it is (task, field, line) for programs."""
+    assert isinstance(exc, PipelineRefused)
+    body = {"error": str(exc), "task": exc.task, "field": exc.field, "line": exc.line}
+    return JSONResponse(body, status_code=422)
 
 
 def _invalid_request(_request: Request, exc: Exception) -> Response:

@@ -9,7 +9,9 @@ The row is the flow's promise that a trigger is never lost and never doubled:
   stale time (its replica died between claiming and submitting) may be taken over.
 * states: `pending` (to submit) -> `submitted` (the broker confirmed the request) ->
   `finished` (its final event came, correlationId `flow:<id>`); or `parked` (could not be
-  rendered or submitted; an operator sees it), or `skipped` (concurrency `skip`).
+  rendered or submitted; an operator sees it), or `skipped` (concurrency `skip`). A request
+  purged from the work queue before a worker took it (`mstc queue purge`) finishes its
+  firing with job state `purged`: no Job was made, and its slot is free again.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mstc_flow.store.db import Base, Database
 
-__all__ = ["CORRELATION_PREFIX", "Firing", "FiringState", "Firings", "new_firing_id"]
+__all__ = ["CORRELATION_PREFIX", "PURGED", "Firing", "FiringState", "Firings", "new_firing_id"]
 
 CORRELATION_PREFIX = "flow:"
+PURGED = "purged"  # the job state of a firing whose request was purged from the work queue
 PENDING, SUBMITTED, FINISHED, PARKED, SKIPPED = (
     "pending", "submitted", "finished", "parked", "skipped",
 )  # fmt: skip
@@ -222,6 +225,14 @@ class Firings:
         if job_name:
             values["job_name"] = job_name
         if not self._set(firing_id, (PENDING, SUBMITTED), **values):
+            return None
+        return self.get(firing_id)
+
+    def mark_purged(self, firing_id: str, reason: str) -> Firing | None:
+        """Its request was taken out of the work queue unrun: finished, job state `purged`;
+        None when the firing is unknown or had finished already."""
+        if not self._set(firing_id, (PENDING, SUBMITTED), state=FINISHED, job_state=PURGED,
+                         last_error=reason):  # fmt: skip
             return None
         return self.get(firing_id)
 

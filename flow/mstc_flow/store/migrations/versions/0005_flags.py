@@ -1,11 +1,10 @@
 """The stalled flags: one row per stall of a Job or a worker replica (see `store.flags`).
 
 Revision ID: 0005_flags
-Revises: 0003_firings
+Revises: 0001_base
 
-Numbered after the pipelines' 0004; it revises 0003 until that revision is merged (the lead
-re-points `down_revision` to "0004_pipelines" then). A snapshot of `flags.FlagRow` as first
-released.
+Its own branch off the base, as the firings' and the pipelines' are (`upgrade heads` applies
+every branch). A snapshot of `flags.FlagRow` as first released.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_flags"
-down_revision = "0003_firings"
-branch_labels = None
+down_revision = "0001_base"
+branch_labels = ("flags",)
 depends_on = None
 
 
