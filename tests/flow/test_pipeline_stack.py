@@ -180,8 +180,11 @@ def test_a_failed_task_skips_exactly_its_dependants_and_retry_reruns_only_those(
                                    body=b'{"task": "first"}')  # fmt: skip
     assert status == 409
     assert "Task first is succeeded" in refused["error"]
-    worker.stop()  # the operator raises the bound, then retries
-    make_worker(MSTC_MAX_PARALLELISM="20", **WORKER_ENV)
+    # The operator raises the bound (a new worker; the old one goes), then retries.
+    raised = make_worker(start=False, MSTC_MAX_PARALLELISM="20", **WORKER_ENV)
+    raised.start(wait_ready=False)
+    worker.stop()
+    raised.wait_ready()
     status, retried = flow.request("POST", f"/api/v1/pipelines/{pipeline_id}/retry",
                                    body=b'{"task": null}')  # fmt: skip
     assert status == 200, retried
