@@ -2,14 +2,16 @@
 
 The API layer knows HTTP and tokens; what a question means lives here: a job is found by its
 request id or its made name in the history; its log is read from the bucket its final event
-named; a retry sends the request the `accepted` event recorded, as a new firing linked to the
-first; a cancel goes to the workers by the made Job's name. Kept apart from `service` (which
-builds and runs the parts) so each stays short.
+named, its outputs listed and read by the name prefix the worker gives them; the overview's
+counts and throughput come from the history; a retry sends the request the `accepted` event
+recorded, as a new firing linked to the first; a cancel goes to the workers by the made Job's
+name. Kept apart from `service` (which builds and runs the parts) so each stays short.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from mstc_client.catalog import Catalog, Entry
@@ -32,6 +34,9 @@ __all__ = ["Desk"]
 
 # The worker bounds a stored log to 1 MiB; a little more covers its header lines.
 _MAX_LOG_BYTES = 2 * 1024 * 1024
+# Outputs go through the flow's memory on download; bigger ones are fetched from the bucket.
+_MAX_OUTPUT = 64 * 1024 * 1024
+_MAX_OUTPUTS = 200
 
 
 class Desk:
@@ -65,6 +70,48 @@ class Desk:
 
     def replicas(self) -> Sequence[ReplicaRecord]:
         return self._history.replicas()
+
+    def state_counts(self, since: datetime | None = None) -> dict[str, int]:
+        return self._history.state_counts(since)
+
+    def finished_per_minute(self, now: datetime, minutes: int) -> list[int]:
+        """Jobs finished in each of the last `minutes` whole minutes before `now`, oldest first."""
+        counts = [0] * minutes
+        start = now - timedelta(minutes=minutes)
+        for moment in self._history.finished_since(start):
+            slot = int((moment - start).total_seconds() // 60)
+            if 0 <= slot < minutes:
+                counts[slot] += 1
+        return counts
+
+    def flags(self) -> list[dict[str, Any]]:
+        """Stalled work flagged by the flow; none until the stalled-flags scanner exists."""
+        return []
+
+    def outputs(self, job: Any) -> list[dict[str, Any]]:
+        """The Job's objects in its output bucket, named `<prefix>-<Job name>...` as the worker
+        writes them (the log among them): [{"name", "size"}]."""
+        prefix = _output_prefix(job)
+        if prefix is None:
+            return []
+        listed = self._objects().list(job.output_bucket, prefix, limit=_MAX_OUTPUTS)
+        return [{"name": name, "size": size} for name, size in listed]
+
+    def read_output(self, job: Any, name: str) -> bytes:
+        """One of the Job's outputs; NotFound for a name that is not one (no other object of
+        the bucket is readable this way)."""
+        prefix = _output_prefix(job)
+        if prefix is None or not name.startswith(prefix):
+            raise NotFound(f"{name[:200]!r} is not an output of {job.job_name or job.request_id}.")
+        try:
+            data, _etag = self._objects().read(job.output_bucket, name, max_bytes=_MAX_OUTPUT)
+        except NotFound as exc:
+            raise NotFound(f"The output s3://{job.output_bucket}/{name} is gone.") from exc
+        if len(data) > _MAX_OUTPUT:
+            raise PermanentError(
+                f"{name} is larger than {_MAX_OUTPUT // 2**20} MiB: fetch it from the bucket."
+            )
+        return data
 
     def read_log(self, job: Any) -> bytes:
         if not job.log_bucket or not job.log_object:
@@ -108,6 +155,11 @@ class Desk:
         firing = self._firings.by_request_id(request_id)
         return None if firing is None else firing.to_json()
 
+    def last_firings(self, entries: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each entry's newest firing (camelCase), for the entries that fired."""
+        latest = {name: self._firings.latest(name) for name in entries}
+        return {name: firing.to_json() for name, firing in latest.items() if firing is not None}
+
     def fire(self, entry: str, payload: bytes) -> dict[str, Any]:
         return {"firingId": self._triggers.fire(entry, payload).id}
 
@@ -128,6 +180,14 @@ class Desk:
 
     def ready(self) -> bool:
         return self._ready()
+
+
+def _output_prefix(job: Any) -> str | None:
+    """`<prefix>-<Job name>` (or the Job name alone): how the worker names a Job's objects."""
+    if not job.output_bucket or not job.job_name:
+        return None
+    prefix = (job.request or {}).get("prefix")
+    return f"{prefix}-{job.job_name}" if isinstance(prefix, str) and prefix else job.job_name
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
