@@ -10,7 +10,7 @@ name. Kept apart from `service` (which builds and runs the parts) so each stays 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ from mstc_flow.store.history_records import (
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
-__all__ = ["Desk"]
+__all__ = ["Desk", "per_minute"]
 
 # The worker bounds a stored log to 1 MiB; a little more covers its header lines.
 _MAX_LOG_BYTES = 2 * 1024 * 1024
@@ -75,14 +75,8 @@ class Desk:
         return self._history.state_counts(since)
 
     def finished_per_minute(self, now: datetime, minutes: int) -> list[int]:
-        """Jobs finished in each of the last `minutes` whole minutes before `now`, oldest first."""
-        counts = [0] * minutes
-        start = now - timedelta(minutes=minutes)
-        for moment in self._history.finished_since(start):
-            slot = int((moment - start).total_seconds() // 60)
-            if 0 <= slot < minutes:
-                counts[slot] += 1
-        return counts
+        finished = self._history.finished_since(now - timedelta(minutes=minutes))
+        return per_minute(finished, now, minutes)
 
     def flags(self) -> list[dict[str, Any]]:
         """Stalled work flagged by the flow; none until the stalled-flags scanner exists."""
@@ -180,6 +174,18 @@ class Desk:
 
     def ready(self) -> bool:
         return self._ready()
+
+
+def per_minute(moments: Iterable[datetime], now: datetime, minutes: int) -> list[int]:
+    """How many of `moments` fall in each of the `minutes` minutes before `now`, oldest first
+    (the last slot ends at `now`; moments outside the window are not counted)."""
+    counts = [0] * minutes
+    start = now - timedelta(minutes=minutes)
+    for moment in moments:
+        slot = int((moment - start).total_seconds() // 60)
+        if 0 <= slot < minutes and moment < now:
+            counts[slot] += 1
+    return counts
 
 
 def _output_prefix(job: Any) -> str | None:

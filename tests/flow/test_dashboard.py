@@ -4,14 +4,17 @@ against the real stack: the installed `mstc-flow` script, a real worker on the K
 A Job fired by the test appears in the open jobs list and turns succeeded there without a
 reload (a MutationObserver in the page resolves when the row says so; a marker set on the page
 before proves it was never reloaded); retry from the job page makes a second Job, counted on
-the Kubernetes API server; a read session shows no write buttons, and no session, a read
-session or a forged form is refused 403 and makes no Job; a plain HTTP GET with the cookie
-(no JavaScript) returns the rows. The tests save docs/screenshots/overview.png and job.png
-from the run. One browser serves the module; the flows and workers are each test's own.
+the Kubernetes API server; an open list goes on updating after the flow restarts; a read
+session shows no write buttons, and no session, a read session or a forged form is refused
+403 and makes no Job; a plain HTTP GET with the cookie (no JavaScript) returns the rows; the
+job's outputs download through the flow from the bucket, and no other object of it does. The
+tests save docs/screenshots/overview.png and job.png from the run. One browser serves the
+module; the flows and workers are each test's own.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import urllib.error
 import urllib.request
@@ -22,6 +25,7 @@ from urllib.parse import urlencode
 
 import pytest
 from kubernetes import client as k8s
+from minio import Minio
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -55,15 +59,17 @@ SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
 KEEP_JOBS = {"MSTC_JOB_TTL_SECONDS": "600"}  # the Jobs stay to be counted
 COOKIE = "mstc_flow_session"
 
-# Resolves once a row of the jobs list names `entry` in state `state`; meanwhile records the
-# states the row showed. Runs in the page: the wait is on the DOM's own change events.
+# Resolves once a row of the jobs list names `entry` in state `state` (rows with `known` ids
+# aside); meanwhile records the states the row showed. Runs in the page: the wait is on the
+# DOM's own change events.
 AWAIT_ROW = """
-const [entry, state, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const [entry, state, known] = [arguments[0], arguments[1], arguments[2]];
+const done = arguments[arguments.length - 1];
 const rows = document.getElementById("job-rows");
-window.seenStates = window.seenStates || [];
+window.seenStates = [];
 function check() {
   for (const row of rows.querySelectorAll("tr")) {
-    if (!row.textContent.includes(entry)) continue;
+    if (!row.textContent.includes(entry) || known.includes(row.id)) continue;
     const shown = row.querySelector(".state").textContent;
     if (window.seenStates[window.seenStates.length - 1] !== shown) window.seenStates.push(shown);
     if (shown === state) { observer.disconnect(); done(row.id); return true; }
@@ -143,7 +149,7 @@ def screenshot(driver: webdriver.Chrome, name: str) -> None:
     assert driver.save_screenshot(str(SCREENSHOTS / name))
 
 
-def test_a_fired_job_appears_and_succeeds_live_and_retry_from_its_page_makes_a_second_job(
+def test_a_fired_job_appears_and_succeeds_live_retry_makes_a_second_job_and_restarts_are_survived(
     make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
     api_client: k8s.ApiClient, namespace: str, tmp_path: Path, browser: webdriver.Chrome,
 ) -> None:  # fmt: skip
@@ -155,7 +161,7 @@ def test_a_fired_job_appears_and_succeeds_live_and_retry_from_its_page_makes_a_s
     browser.get(flow.url + "/ui/jobs")
     browser.execute_script("window.notReloaded = true;")
     fire(flow, entry)
-    row_id = browser.execute_async_script(AWAIT_ROW, entry, "succeeded")
+    row_id = browser.execute_async_script(AWAIT_ROW, entry, "succeeded", [])
     seen = browser.execute_script("return window.seenStates;")
     assert browser.execute_script("return window.notReloaded === true;"), "the page reloaded"
     assert seen[0] != "succeeded", seen  # the row was there before it succeeded ...
@@ -178,9 +184,21 @@ def test_a_fired_job_appears_and_succeeds_live_and_retry_from_its_page_makes_a_s
                 timeout=60, namespace=namespace)  # fmt: skip
     assert len(jobs_of(api_client, namespace, entry)) == 2
 
+    # The flow restarts under an open list: the page reconnects and goes on updating.
+    browser.get(flow.url + "/ui/jobs")
+    browser.execute_script("window.notReloaded = true;")
+    known = [
+        row.get_attribute("id") for row in browser.find_elements(By.CSS_SELECTOR, "#job-rows tr")
+    ]
+    flow.stop()
+    flow.start()
+    fire(flow, entry)
+    browser.execute_async_script(AWAIT_ROW, entry, "succeeded", known)
+    assert browser.execute_script("return window.notReloaded === true;"), "the page reloaded"
+
 
 def test_read_sessions_no_session_and_forged_forms_cannot_write_and_pages_read_without_js(
-    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str,  # noqa: F811
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, bucket: str, minio: Minio,  # noqa: F811
     api_client: k8s.ApiClient, namespace: str, tmp_path: Path, browser: webdriver.Chrome,
 ) -> None:  # fmt: skip
     entry = name()
@@ -200,6 +218,14 @@ def test_read_sessions_no_session_and_forged_forms_cannot_write_and_pages_read_w
     real_csrf = re.search(r'name="csrf" value="([^"]+)"', page)
     assert status == 200
     assert real_csrf is not None
+
+    # The job's outputs come through the flow from the bucket, and nothing else of it does.
+    output = f"run-1-{job.metadata.name}.log"
+    assert f"/ui/jobs/{key}/outputs/{output}" in page
+    assert http(flow, "GET", f"/ui/jobs/{key}/outputs/{output}", read) == (200, flow.get(
+        f"/api/v1/jobs/{key}/log", token=READ_TOKEN)[1])  # fmt: skip
+    minio.put_object(bucket, "not-an-output.txt", io.BytesIO(b"secret"), 6)
+    assert http(flow, "GET", f"/ui/jobs/{key}/outputs/not-an-output.txt", read)[0] == 404
 
     browser_login(browser, flow, READ_TOKEN)
     browser.get(flow.url + f"/ui/jobs/{key}")

@@ -6,8 +6,9 @@ browser keep the connection, and `retry:` so the browser's EventSource reconnect
 second when the flow restarts. The stream ends when the service stops or the page fell
 behind (the browser reconnects; the script then refreshes every fragment, since notices were
 missed). The fragments are the same templates the pages include, rendered alone: the
-overview's body, a job's live part, and one row of the jobs list (204 when the job does not
-belong on the list's filters, so the script adds only rows the list would show).
+overview's body, a job's live part, the first page of the jobs list's rows (refreshed after a
+reconnect), and one row of the list (204 when the job does not belong on the list's
+filters, so the script adds only rows the list would show).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def stream_router(web: Web, ui: str) -> APIRouter:
     @router.get("/parts/job/{key}")
     def job_part(request: Request, key: str) -> Response:
         return web.page(request, "_job.html", lambda _s: job_context(web, key))
+
+    @router.get("/parts/rows")
+    def rows_part(request: Request) -> Response:
+        query = dict(request.query_params)
+        return web.page(
+            request, "_rows.html", lambda _s: {"page": web.ports.list_jobs(views.job_query(query))}
+        )
 
     @router.get("/parts/row/{key}")
     def row_part(request: Request, key: str) -> Response:

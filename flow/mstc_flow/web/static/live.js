@@ -62,7 +62,7 @@
   }
 
   function concerned(el, note) {
-    var on = el.getAttribute("data-live-on");
+    var on = el.getAttribute("data-live-on");  // none: refreshed only after a reconnect
     return on === "*" || (note.kind === "job" && on === "job:" + note.requestId);
   }
 
