@@ -183,7 +183,7 @@ def per_minute(moments: Iterable[datetime], now: datetime, minutes: int) -> list
     start = now - timedelta(minutes=minutes)
     for moment in moments:
         slot = int((moment - start).total_seconds() // 60)
-        if 0 <= slot < minutes and moment < now:
+        if 0 <= slot < minutes:
             counts[slot] += 1
     return counts
 

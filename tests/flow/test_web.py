@@ -157,6 +157,11 @@ def test_no_session_a_read_session_or_a_forged_form_cannot_write(
     assert post(url, path, admin, csrf="forged").status == 403
     other_admin = cookie_of(url, ADMIN_TOKEN)  # another session's token is not this one's
     assert post(url, path, other_admin, csrf=real_csrf).status == 403
+    # A read session with its own right CSRF token (its pages show none) is still refused.
+    sessions = Sessions(api_settings())
+    read_session = sessions.check(read)
+    assert read_session is not None
+    assert post(url, path, read, csrf=sessions.csrf(read_session)).status == 403
     assert (ports.retried, ports.cancelled) == ([], [])
 
 
