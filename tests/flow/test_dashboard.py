@@ -91,7 +91,7 @@ def browser() -> Iterator[webdriver.Chrome]:
                 "--window-size=1280,1000", "--disable-extensions"):  # fmt: skip
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=str(DRIVER)))
-    driver.set_script_timeout(120)
+    driver.set_script_timeout(60)  # a Job of the stack ends in seconds
     yield driver
     driver.quit()
 

@@ -2,11 +2,11 @@
 
 Login takes the read or the admin token from a POSTed form (never a URL) and answers with the
 session cookie: HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it),
-scoped to `/`. Retry and cancel are POST forms that need an admin session and the session's
-CSRF token; anything less is refused with 403 and the port is not called. Forms are read from
-the raw body (`application/x-www-form-urlencoded`), which needs no multipart library.
-Downloads need a session like every page, and go through the flow: the bucket's address and
-keys never reach the browser.
+scoped to `/`, and Secure when the request came over HTTPS. Retry and cancel are POST forms
+that need an admin session and the session's CSRF token; anything less is refused with 403
+and the port is not called. Forms are read from the raw body (urlencoded), which needs no
+multipart library. Downloads need a session like every page, and go through the flow: the
+bucket's address and keys never reach the browser.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def actions_router(web: Web, ui: str) -> APIRouter:
         cookie = web.sessions.issue("admin" if access is Access.ADMIN else "read")
         answer = RedirectResponse(f"{ui}/", status_code=303)
         answer.set_cookie(COOKIE, cookie, max_age=LIFETIME_SECONDS, path="/", httponly=True,
-                          samesite="strict")  # fmt: skip
+                          samesite="strict", secure=request.url.scheme == "https")  # fmt: skip
         return answer
 
     @router.post("/logout")
