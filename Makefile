@@ -33,10 +33,11 @@ $(UV):
 install: $(UV) ## create .venv from uv.lock (exact versions)
 	$(UV) sync --frozen
 
-stack-deps: ## install RabbitMQ, PostgreSQL and openssl from Debian when missing
+stack-deps: ## install RabbitMQ, PostgreSQL, openssl and Chromium with its driver (the dashboard's browser tests) from Debian when missing
 	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || ! command -v openssl >/dev/null \
-	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
-	  pkgs="rabbitmq-server openssl postgresql"; \
+	    || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+	    || [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  pkgs="rabbitmq-server openssl postgresql chromium chromium-driver"; \
 	  sudo= ; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$pkgs; \
 	fi

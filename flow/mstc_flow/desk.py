@@ -2,15 +2,17 @@
 
 The API layer knows HTTP and tokens; what a question means lives here: a job is found by its
 request id or its made name in the history; its log is read from the bucket its final event
-named; a retry sends the request the `accepted` event recorded, as a new firing linked to the
-first; a cancel goes to the workers by the made Job's name; the work queue's status and
-purge are `queue_ops`'. Kept apart from `service` (which
+named, its outputs listed and read by the name prefix the worker gives them; the overview's
+counts and throughput come from the history; a retry sends the request the `accepted` event
+recorded, as a new firing linked to the first; a cancel goes to the workers by the made Job's
+name; the work queue's status and purge are `queue_ops`'. Kept apart from `service` (which
 builds and runs the parts) so each stays short.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from mstc_client.catalog import Catalog, Entry
@@ -33,10 +35,13 @@ from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
 
-__all__ = ["Desk"]
+__all__ = ["Desk", "per_minute"]
 
 # The worker bounds a stored log to 1 MiB; a little more covers its header lines.
 _MAX_LOG_BYTES = 2 * 1024 * 1024
+# Outputs go through the flow's memory on download; bigger ones are fetched from the bucket.
+_MAX_OUTPUT = 64 * 1024 * 1024
+_MAX_OUTPUTS = 200
 
 
 class Desk:
@@ -85,6 +90,38 @@ class Desk:
         found = self._flags.open_of(request_ids)
         return {rid: [flag.to_json() for flag in flags] for rid, flags in found.items()}
 
+    def state_counts(self, since: datetime | None = None) -> dict[str, int]:
+        return self._history.state_counts(since)
+
+    def finished_per_minute(self, now: datetime, minutes: int) -> list[int]:
+        finished = self._history.finished_since(now - timedelta(minutes=minutes))
+        return per_minute(finished, now, minutes)
+
+    def outputs(self, job: Any) -> list[dict[str, Any]]:
+        """The Job's objects in its output bucket, named `<prefix>-<Job name>...` as the worker
+        writes them (the log among them): [{"name", "size"}]."""
+        prefix = _output_prefix(job)
+        if prefix is None:
+            return []
+        listed = self._objects().list(job.output_bucket, prefix, limit=_MAX_OUTPUTS)
+        return [{"name": name, "size": size} for name, size in listed]
+
+    def read_output(self, job: Any, name: str) -> bytes:
+        """One of the Job's outputs; NotFound for a name that is not one (no other object of
+        the bucket is readable this way)."""
+        prefix = _output_prefix(job)
+        if prefix is None or not name.startswith(prefix):
+            raise NotFound(f"{name[:200]!r} is not an output of {job.job_name or job.request_id}.")
+        try:
+            data, _etag = self._objects().read(job.output_bucket, name, max_bytes=_MAX_OUTPUT)
+        except NotFound as exc:
+            raise NotFound(f"The output s3://{job.output_bucket}/{name} is gone.") from exc
+        if len(data) > _MAX_OUTPUT:
+            raise PermanentError(
+                f"{name} is larger than {_MAX_OUTPUT // 2**20} MiB: fetch it from the bucket."
+            )
+        return data
+
     def read_log(self, job: Any) -> bytes:
         if not job.log_bucket or not job.log_object:
             raise NotFound(f"Job {job.job_name or job.request_id} has no stored log (yet).")
@@ -126,6 +163,11 @@ class Desk:
     def job_firing(self, request_id: str) -> dict[str, Any] | None:
         firing = self._firings.by_request_id(request_id)
         return None if firing is None else firing.to_json()
+
+    def last_firings(self, entries: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each entry's newest firing (camelCase), for the entries that fired."""
+        latest = {name: self._firings.latest(name) for name in entries}
+        return {name: firing.to_json() for name, firing in latest.items() if firing is not None}
 
     def fire(self, entry: str, payload: bytes) -> dict[str, Any]:
         return {"firingId": self._triggers.fire(entry, payload).id}
@@ -172,6 +214,26 @@ class Desk:
 
     def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
         return self._runner.cancel(pipeline_id)
+
+
+def per_minute(moments: Iterable[datetime], now: datetime, minutes: int) -> list[int]:
+    """How many of `moments` fall in each of the `minutes` minutes before `now`, oldest first
+    (the last slot ends at `now`; moments outside the window are not counted)."""
+    counts = [0] * minutes
+    start = now - timedelta(minutes=minutes)
+    for moment in moments:
+        slot = int((moment - start).total_seconds() // 60)
+        if 0 <= slot < minutes:
+            counts[slot] += 1
+    return counts
+
+
+def _output_prefix(job: Any) -> str | None:
+    """`<prefix>-<Job name>` (or the Job name alone): how the worker names a Job's objects."""
+    if not job.output_bucket or not job.job_name:
+        return None
+    prefix = (job.request or {}).get("prefix")
+    return f"{prefix}-{job.job_name}" if isinstance(prefix, str) and prefix else job.job_name
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:

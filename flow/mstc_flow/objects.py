@@ -1,4 +1,5 @@
-"""The flow service's S3 boundary: reading one object (the catalog) and its ETag from MinIO/S3.
+"""The flow service's S3 boundary: reading one object (the catalog, a log, a Job's output) and
+its ETag from MinIO/S3, and listing a Job's outputs by their name prefix.
 
 The MQTT job listener's users keep jobs.csv in a bucket, so a catalog may live there. The
 minio client is built by `mstc_client.storage.default_minio` from the same settings the
@@ -51,6 +52,20 @@ class ObjectReader:
                 response.release_conn()
 
         result: tuple[bytes, str] = self._call(bucket, name, get)
+        return result
+
+    def list(self, bucket: str, prefix: str, *, limit: int) -> list[tuple[str, int]]:
+        """(name, size) of at most `limit` objects whose names start with `prefix`, by name."""
+
+        def names() -> list[tuple[str, int]]:
+            found: list[tuple[str, int]] = []
+            for item in self._minio.list_objects(bucket, prefix=prefix, recursive=True):
+                if len(found) >= limit:
+                    break
+                found.append((str(item.object_name), int(item.size or 0)))
+            return found
+
+        result: list[tuple[str, int]] = self._call(bucket, prefix + "*", names)
         return result
 
     def _call(self, bucket: str, name: str, action: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The flow service assembled: store, inbox, history, catalog, trigger engine, API; their life.
+"""The flow service assembled: store, inbox, history, catalog, trigger engine, API and dashboard;
+their life.
 
 `FlowService` wires the parts built from one `FlowSettings` and one `Database`; `run` starts
 it, waits for SIGTERM or SIGINT and stops it cleanly: the inbox stops consuming after the
@@ -7,11 +8,12 @@ goes back to the queue for the next replica), then the submitting thread finishe
 firing (a firing not yet confirmed stays pending and is submitted by the next life).
 
 Every inbox message goes to the history first (every job event and heartbeat is kept, not
-only the flow's own), then to the catalog keeper when it is the refresh topic, then to the
-trigger engine, then to the pipeline runner (`pipeline_runner`: a pipeline task's job events
-move its task). Beside them the stalled scan (`stalled`) keeps the flags from the history.
-The catalog comes in through `set_catalog` (the keeper calls it on every
-good load), which also rebinds the inbox: new entries' topics bound, dropped ones unbound.
+only the flow's own; once recorded, the dashboard's live feed hears of it), then to the
+catalog keeper when it is the refresh topic, then to the trigger engine, then to the pipeline
+runner (`pipeline_runner`: a pipeline task's job events move its task). Beside them the
+stalled scan (`stalled`) keeps the flags from the history. The catalog comes in through
+`set_catalog` (the keeper calls it on every good load), which also rebinds the inbox: new
+entries' topics bound, dropped ones unbound.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import CollectorRegistry
 
 from mstc_client.catalog import Catalog, binding_key_of
-from mstc_flow.api import create_app
 from mstc_flow.api.server import ApiServer, serve
 from mstc_flow.broker import Inbox, InboxMessage
 from mstc_flow.catalog_source import CatalogKeeper, open_source
 from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
 from mstc_flow.event_publisher import EventPublisher
+from mstc_flow.live import Broadcaster, notice
 from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
 from mstc_flow.pipeline_runner import PipelineRunner, bucket_exists_check
@@ -48,6 +50,7 @@ from mstc_flow.store.pipeline_progress import PipelineProgress
 from mstc_flow.store.pipelines import Pipelines
 from mstc_flow.submitter import Submitter
 from mstc_flow.triggers import Triggers
+from mstc_flow.web import create_site
 from mstc_flow.workqueue import WorkQueue
 
 __all__ = ["FlowService", "run"]
@@ -110,6 +113,7 @@ class FlowService:
             catalog_refused=lambda: self.keeper is not None and self.keeper.last_error is not None,
             inbox_connected=self.inbox.connected.is_set,
         )
+        self.live = Broadcaster()
         self.api: ApiServer | None = None
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="purge", daemon=True)
@@ -117,7 +121,11 @@ class FlowService:
     def on_message(self, message: InboxMessage) -> None:
         """Every inbox message, on the inbox thread; it is acked once this returns."""
         self.metrics.message(message.routing_key, self._refresh_key)
-        self.recorder.handle(message.routing_key, message.body)
+        if self.recorder.handle(message.routing_key, message.body):
+            # After the history has it: a page reloading on the notice reads the new state.
+            change = notice(message.routing_key, message.body)
+            if change is not None:
+                self.live.publish(change)
         if message.routing_key == self._refresh_key and self.keeper is not None:
             log.info("refresh topic: reloading the catalog")
             self.keeper.reload_now()
@@ -136,7 +144,7 @@ class FlowService:
 
         The catalog's first load binds its topics before the inbox consumes anything.
         """
-        app = create_app(self.desk, self.settings, self.registry)
+        app = create_site(self.desk, self.settings, self.registry, self.live)
         self.api = serve(app, self.settings, self._stop)
         if self.keeper is not None:
             self.keeper.start()
@@ -148,6 +156,7 @@ class FlowService:
 
     def stop(self) -> None:
         self._stop.set()
+        self.live.close()  # open dashboard streams end, so the server's stop is not held up
         self.stalled.stop()
         self.inbox.stop()
         if self.keeper is not None:

@@ -214,6 +214,34 @@ class FakePorts:
         self.fired.append((entry, payload))
         return {"firingId": "1" * 32}
 
+    def state_counts(self, since: datetime | None = None) -> dict[str, int]:
+        rows = [j for j in self.jobs if since is None or (j.accepted_at or T0) >= since]
+        counts: dict[str, int] = {}
+        for job in rows:
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return counts
+
+    def finished_per_minute(self, now: datetime, minutes: int) -> list[int]:
+        return [0] * (minutes - 1) + [2]
+
+    def outputs(self, job: JobRecord) -> list[dict[str, Any]]:
+        return [{"name": name, "size": len(data)} for name, data in self.objects(job).items()]
+
+    def read_output(self, job: JobRecord, name: str) -> bytes:
+        try:
+            return self.objects(job)[name]
+        except KeyError:
+            raise NotFound(f"{name!r} is not an output of {job.job_name}.") from None
+
+    def objects(self, job: JobRecord) -> dict[str, bytes]:
+        """sort-1 has one output object besides its log."""
+        return {"sort-1-result.csv": b"a,b\n1,2\n"} if job.job_name == "sort-1" else {}
+
+    def last_firings(self, entries: Any) -> dict[str, dict[str, Any]]:
+        return {"ingest": {"firingId": "3" * 32, "entry": "ingest", "state": "submitted",
+                           "requestId": "a" * 64, "jobState": "succeeded",
+                           "createdAt": T0.isoformat()}} if "ingest" in entries else {}  # fmt: skip
+
     def parked(self) -> list[dict[str, Any]]:
         return [{"firingId": "2" * 32, "entry": "ingest", "lastError": "broker down"}]
 

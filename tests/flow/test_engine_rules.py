@@ -4,7 +4,8 @@ worker's broker (the submitter's own boundary is tests/flow/test_engine_stack.py
 What is checked: a redelivered message fires nothing twice; every matching entry fires;
 concurrency allow/skip/replace; max_in_flight holds a firing pending until a final event frees
 a slot; a template that fails, or a submit that keeps failing, parks the firing with why; one
-of two replicas wins a claim, and a stale claim is taken over; final events finish firings.
+of two replicas wins a claim, and a stale claim is taken over; final events finish firings;
+an entry's latest firing (the dashboard's "last fired") is its newest.
 """
 
 from __future__ import annotations
@@ -232,6 +233,18 @@ def test_fire_by_hand_and_retry_link_the_firings(settings: FlowSettings, firings
     assert (fired.kind, retried.kind) == ("manual", "retry")
     assert firings.get(retried.id).retry_of == "req-1"  # type: ignore[union-attr]
     assert len(submitter.sent) == 2
+
+
+def test_the_latest_firing_of_an_entry_is_its_newest(
+    settings: FlowSettings, firings: Firings
+) -> None:
+    triggers = engine(settings, firings, RecordingSubmitter(), entry("a", None), entry("b", None))
+    triggers.fire("a", b"1")
+    second = triggers.fire("a", b"2")
+    only_b = triggers.fire("b", b"")
+    assert firings.latest("a").id == second.id  # type: ignore[union-attr]
+    assert firings.latest("b").id == only_b.id  # type: ignore[union-attr]
+    assert firings.latest("c") is None
 
 
 def test_a_final_event_of_a_request_the_flow_did_not_make_changes_nothing(

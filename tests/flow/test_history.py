@@ -3,7 +3,9 @@
 Recording is idempotent by eventId and independent of arrival order; every filter of
 `list_jobs` selects exactly what it names; pages follow each other without gaps or repeats;
 `purge` removes what finished before its cutoff with its events and labels; heartbeats keep
-each replica's newest; the migrations run again on an existing store without harm.
+each replica's newest; the overview's counts by state and finishing times (and their
+per-minute buckets) are what was recorded; the migrations run again on an existing store
+without harm.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from mstc_flow.desk import per_minute
 from mstc_flow.errors import BadQuery, NotFound, PermanentError, TransientError
 from mstc_flow.store.db import Database
 from mstc_flow.store.history import History, JobQuery
@@ -204,6 +207,31 @@ def test_a_query_it_cannot_answer_names_the_parameter(
 
 def test_the_largest_page_is_allowed(history: History) -> None:
     assert history.list_jobs(JobQuery(limit=500)).items == []
+
+
+# --- the overview's numbers --------------------------------------------------------------------
+
+
+def test_counts_by_state_are_of_all_jobs_or_of_those_seen_since(history: History) -> None:
+    lifecycle(history, rid(30), 0)
+    lifecycle(history, rid(31), 100, final="failed")
+    history.record_event(event("accepted", rid(32), 200))
+    assert history.state_counts() == {"succeeded": 1, "failed": 1, "accepted": 1}
+    assert history.state_counts(T0 + timedelta(seconds=100)) == {"failed": 1, "accepted": 1}
+
+
+def test_finished_since_gives_when_each_job_finished_from_then_on(history: History) -> None:
+    lifecycle(history, rid(33), 0)  # finished at 1.5 s
+    lifecycle(history, rid(34), 100)  # finished at 101.5 s
+    history.record_event(event("running", rid(35), 150))
+    assert history.finished_since(T0 + timedelta(seconds=50)) == [T0 + timedelta(seconds=101.5)]
+
+
+def test_per_minute_counts_each_moment_in_its_minute_before_now() -> None:
+    now = T0 + timedelta(minutes=3)
+    moments = [T0 - timedelta(seconds=1), T0, T0 + timedelta(seconds=59),
+               T0 + timedelta(minutes=2, seconds=30), now]  # fmt: skip
+    assert per_minute(moments, now, 3) == [2, 0, 1]
 
 
 # --- retention ---------------------------------------------------------------------------------

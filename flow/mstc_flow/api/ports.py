@@ -142,6 +142,26 @@ class FlowPorts(Protocol):
         """Fire `entry` by hand with `payload`: {"firingId"}; NotFound for no such entry."""
         ...
 
+    def state_counts(self, since: datetime | None = None) -> Mapping[str, int]:
+        """How many jobs are in each state (of those first seen at `since` or later)."""
+        ...
+
+    def finished_per_minute(self, now: datetime, minutes: int) -> Sequence[int]:
+        """Jobs finished in each of the last `minutes` minutes before `now`, oldest first."""
+        ...
+
+    def outputs(self, job: JobRecord) -> Sequence[Mapping[str, Any]]:
+        """The Job's output objects: [{"name", "size"}]."""
+        ...
+
+    def read_output(self, job: JobRecord, name: str) -> bytes:
+        """One output of the Job; NotFound for a name that is not one of its outputs."""
+        ...
+
+    def last_firings(self, entries: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        """Each entry's newest firing (as `job_firing` shows one), for those that fired."""
+        ...
+
     def parked(self) -> Sequence[Mapping[str, Any]]: ...
     def queue_status(self) -> dict[str, Any]:
         """The work queue (ready, consumers, workersInFlight) and the flow's own waiting work."""

@@ -167,6 +167,13 @@ class Firings:
             row = session.scalars(query.order_by(FiringRow.created_at.desc()).limit(1)).first()
             return None if row is None else _firing(row)
 
+    def latest(self, entry: str) -> Firing | None:
+        """The entry's newest firing (the catalog page's "last fired")."""
+        with self._db.session() as session:
+            query = select(FiringRow).where(FiringRow.entry == entry)
+            row = session.scalars(query.order_by(FiringRow.created_at.desc()).limit(1)).first()
+            return None if row is None else _firing(row)
+
     def pending(self, stale: timedelta, limit: int = 100) -> list[Firing]:
         """Pending firings nobody holds a live claim on, oldest first."""
         cutoff = _now() - stale

@@ -1,13 +1,14 @@
 """The history: every request the worker handled, recorded from its events, and the replicas.
 
 Owns writing events and heartbeats into the store and every question asked of it (list,
-show, events, replicas) plus retention (`purge`). Writes are idempotent by event id (an
-insert that ignores a conflict, so two replicas recording one event race safely), and the
-job's row is locked while an event is merged into it (PostgreSQL; SQLite serialises writers
-itself), so concurrent events of one request never lose each other's fields. The merge
-rules live in `history_merge`, the listing's statements in `history_query`, the tables in
-`history_tables`, the records in `history_records`. Database failures become the flow's
-errors as `db` does: a lost connection is a TransientError (the message is requeued).
+show, events, replicas, counts by state) plus retention (`purge`). Writes are idempotent by
+event id (an insert that ignores a conflict, so two replicas recording one event race
+safely), and the job's row is locked while an event is merged into it (PostgreSQL; SQLite
+serialises writers itself), so concurrent events of one request never lose each other's
+fields. The merge rules live in `history_merge`, the listing's statements in
+`history_query`, the tables in `history_tables`, the records in `history_records`. Database
+failures become the flow's errors as `db` does: a lost connection is a TransientError (the
+message is requeued).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, select, text
+from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -186,6 +187,21 @@ class History:
         )
         with self._session() as session:
             return [_replica(row) for row in session.scalars(statement)]
+
+    def state_counts(self, since: datetime | None = None) -> dict[str, int]:
+        """How many jobs are in each state: all of them, or those first seen at `since` or
+        later (the state index and the seen index answer these without reading rows)."""
+        statement = select(HistoryJob.state, func.count()).group_by(HistoryJob.state)
+        if since is not None:
+            statement = statement.where(HistoryJob.seen_at >= utc(since))
+        with self._session() as session:
+            return {str(state): int(count) for state, count in session.execute(statement)}
+
+    def finished_since(self, since: datetime) -> list[datetime]:
+        """When each job that finished at `since` or later finished (the throughput's input)."""
+        statement = select(HistoryJob.finished_at).where(HistoryJob.finished_at >= utc(since))
+        with self._session() as session:
+            return [utc(moment) for moment in session.scalars(statement) if moment is not None]
 
     # --- helpers ------------------------------------------------------------------------------
 
