@@ -107,8 +107,8 @@ class FlowSettings(BaseModel):
     claim_stale_seconds: float = _setting(
         60.0,
         "MSTC_FLOW_CLAIM_STALE_SECONDS",
-        "A firing claimed this long ago and still pending (its replica died while submitting) "
-        "may be taken over by another replica.",
+        "A firing or pipeline task claimed this long ago and not yet confirmed sent (its "
+        "replica died while submitting) is sent again, as the same request, by any replica.",
         gt=0,
         le=3600,
     )
@@ -122,7 +122,8 @@ class FlowSettings(BaseModel):
     pending_scan_seconds: float = _setting(
         5.0,
         "MSTC_FLOW_PENDING_SCAN_SECONDS",
-        "How often pending firings (left by a crash, or waiting for a free slot) are looked at.",
+        "How often pending firings and runnable pipeline tasks (left by a crash, or waiting for "
+        "a free slot) are looked at, besides the events that wake the flow at once.",
         gt=0,
         le=3600,
     )
