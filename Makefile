@@ -75,6 +75,7 @@ run: install stack-up ## set up everything, then run the worker and mstc-flow on
 	  echo "mstc-flow API: http://127.0.0.1:$(FLOW_HTTP_PORT)/api/v1 (tokens in $(FLOW_TOKENS)); in another shell:" && \
 	  echo "  source $(MSTC_STACK_DIR)/env.sh" && \
 	  echo "  export MSTC_FLOW_URL=http://127.0.0.1:$(FLOW_HTTP_PORT) MSTC_FLOW_TOKEN=$$MSTC_FLOW_ADMIN_TOKEN  # admin; read-only: $$MSTC_FLOW_READ_TOKEN" && \
+	  echo "dashboard: http://127.0.0.1:$(FLOW_HTTP_PORT)/ui/ (log in with either token)" && \
 	  { MSTC_FLOW_STORE_PATH=$(MSTC_STACK_DIR)/mstc-flow.sqlite3 MSTC_FLOW_CATALOG=$(FLOW_CATALOG) \
 	    MSTC_FLOW_HTTP_HOST=127.0.0.1 MSTC_FLOW_HTTP_PORT=$(FLOW_HTTP_PORT) .venv/bin/mstc-flow & } && \
 	  flow=$$! && trap 'kill -TERM $$flow 2>/dev/null; wait $$flow' EXIT && \
