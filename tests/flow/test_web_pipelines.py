@@ -17,7 +17,8 @@ from typing import Any
 
 from mstc_flow.live import notice, pipeline_notice
 from mstc_flow.web.graph import COLUMN_GAP, MARGIN, MAX_DRAWN, NODE_WIDTH, layout, stages_of
-from tests.flow.api_support import ADMIN_TOKEN, PIPELINE_ID, READ_TOKEN, FakePorts
+from mstc_flow.web.session import Sessions
+from tests.flow.api_support import ADMIN_TOKEN, PIPELINE_ID, READ_TOKEN, FakePorts, api_settings
 from tests.flow.test_web import A, B, cookie_of, csrf_on, get, ports, post, served, url
 
 __all__ = ["ports", "served", "url"]  # the fixtures, shared with test_web's module server
@@ -48,13 +49,14 @@ def test_the_pipeline_page_draws_each_task_in_its_stage_coloured_by_state(url: s
 
 def test_stages_are_the_longest_chain_of_needs_and_big_graphs_are_not_drawn() -> None:
     tasks: list[dict[str, Any]] = [
-        {"name": "a"}, {"name": "b", "needs": ["a"]}, {"name": "c", "needs": ["a", "b"]},
-        {"name": "d", "needs": ["gone"]},
+        {"name": "s"}, {"name": "a"}, {"name": "b", "needs": ["a"]},
+        {"name": "c", "needs": ["a", "b"]}, {"name": "d", "needs": ["gone"]}, {"name": "e", "needs": ["c", "s"]},
     ]  # fmt: skip
-    assert stages_of(tasks) == {"a": 0, "b": 1, "c": 2, "d": 0}
+    # e's last need to be reached is s (stage 0): its stage still comes from c, the longest.
+    assert stages_of(tasks) == {"s": 0, "a": 0, "b": 1, "c": 2, "d": 0, "e": 3}
     drawn = layout(tasks)
     assert drawn is not None
-    assert (drawn.stages, len(drawn.edges)) == (3, 3)
+    assert (drawn.stages, len(drawn.edges)) == (4, 5)
     assert all(edge.path.startswith("M") for edge in drawn.edges)
     assert layout([{"name": f"t{n}"} for n in range(MAX_DRAWN + 1)]) is None
 
@@ -80,9 +82,15 @@ def test_a_read_session_gets_no_buttons_and_its_posts_are_refused(
     assert "Retry failed" not in page
     assert 'name="csrf"' not in page
     admin_csrf = csrf_on(get(url, PAGE, cookie_of(url, ADMIN_TOKEN)).data.decode())
+    # A read session with its own right CSRF token (its pages show none) is still refused.
+    sessions = Sessions(api_settings())
+    read_session = sessions.check(cookie)
+    assert read_session is not None
+    own_csrf = sessions.csrf(read_session)
     for action in ("retry", "cancel"):
+        assert post(url, f"{PAGE}/{action}", cookie, csrf=own_csrf).status == 403
         assert post(url, f"{PAGE}/{action}", cookie, csrf=admin_csrf).status == 403
-        assert post(url, f"{PAGE}/{action}", None).status == 403
+        assert post(url, f"{PAGE}/{action}", None, csrf=admin_csrf).status == 403
     assert ports.pipeline_writes == []
 
 
