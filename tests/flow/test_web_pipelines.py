@@ -50,7 +50,8 @@ def test_the_pipeline_page_draws_each_task_in_its_stage_coloured_by_state(url: s
 def test_stages_are_the_longest_chain_of_needs_and_big_graphs_are_not_drawn() -> None:
     tasks: list[dict[str, Any]] = [
         {"name": "s"}, {"name": "a"}, {"name": "b", "needs": ["a"]},
-        {"name": "c", "needs": ["a", "b"]}, {"name": "d", "needs": ["gone"]}, {"name": "e", "needs": ["c", "s"]},
+        {"name": "c", "needs": ["a", "b"]}, {"name": "d", "needs": ["gone"]},
+        {"name": "e", "needs": ["c", "s"]},
     ]  # fmt: skip
     # e's last need to be reached is s (stage 0): its stage still comes from c, the longest.
     assert stages_of(tasks) == {"s": 0, "a": 0, "b": 1, "c": 2, "d": 0, "e": 3}
