@@ -1,12 +1,15 @@
 """The live feed: what the inbox just heard, fanned out to the dashboard's open pages.
 
 Owns turning an inbox message into a small change notice (`notice`: a job event names its
-request and state, a heartbeat its replica) and handing each notice to every listener
-(`Broadcaster`). The inbox thread publishes; listeners read on the web server's event loop,
-so each listener is an asyncio queue filled through `call_soon_threadsafe` and never blocks
-the inbox. Queues are bounded: a listener that falls `QUEUE_SIZE` notices behind is dropped
-(its stream ends; the browser reconnects and reloads what it shows), so a slow page cannot
-hold memory or slow the recording of events. `close` ends every stream (the service stops).
+request and state and says whether a pipeline task sent it, a heartbeat its replica, a
+pipeline event its pipeline; `pipeline_notice` makes the last from the events this replica's
+runner publishes, as the inbox is bound to the worker's keys only) and handing each notice to
+every listener (`Broadcaster`). The inbox thread publishes; listeners read on the web
+server's event loop, so each listener is an asyncio queue filled through
+`call_soon_threadsafe` and never blocks the inbox. Queues are bounded: a listener that falls
+`QUEUE_SIZE` notices behind is dropped (its stream ends; the browser reconnects and reloads
+what it shows), so a slow page cannot hold memory or slow the recording of events. `close`
+ends every stream (the service stops).
 No web library here: the web layer adapts a `Listener` to server-sent events.
 """
 
@@ -19,34 +22,54 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["QUEUE_SIZE", "Broadcaster", "Listener", "notice"]
+__all__ = ["QUEUE_SIZE", "Broadcaster", "Listener", "notice", "pipeline_notice"]
 
 QUEUE_SIZE = 256
 _JOB_PREFIX = "mstc.job."
 _WORKER_PREFIX = "mstc.worker."
+_PIPELINE_PREFIX = "mstc.pipeline."
 # What ends a listener's stream: the service stops, or the listener fell behind.
 _END: dict[str, Any] = {}
 
 
 def notice(routing_key: str, body: bytes) -> dict[str, Any] | None:
     """The change a message announces, or None when it is not one the pages show."""
-    if not routing_key.startswith((_JOB_PREFIX, _WORKER_PREFIX)):
+    if not routing_key.startswith((_JOB_PREFIX, _WORKER_PREFIX, _PIPELINE_PREFIX)):
         return None
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
+    document = _document(body)
+    if document is None:
         return None
-    if not isinstance(document, Mapping):
-        return None
+    if routing_key.startswith(_PIPELINE_PREFIX):
+        return pipeline_notice(document)
     if routing_key.startswith(_WORKER_PREFIX):
         replica = document.get("replica")
         return {"kind": "replica", "replica": replica} if isinstance(replica, str) else None
     request_id = document.get("requestId")
     if not isinstance(request_id, str):
         return None
+    correlation = document.get("correlationId")
     return {"kind": "job", "requestId": request_id,
             "state": _text(document.get("event")),
-            "jobName": _text(document.get("jobName"))}  # fmt: skip
+            "jobName": _text(document.get("jobName")),
+            "pipelineTask": isinstance(correlation, str) and correlation.startswith("pipe:"),
+            }  # fmt: skip
+
+
+def _document(body: bytes) -> Mapping[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, Mapping) else None
+
+
+def pipeline_notice(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The change a pipeline event (`mstc_flow.pipeline_events`' body) announces."""
+    pipeline_id = event.get("pipelineId")
+    if not isinstance(pipeline_id, str):
+        return None
+    return {"kind": "pipeline", "pipelineId": pipeline_id[:64],
+            "state": _text(event.get("state")), "task": _text(event.get("task"))}  # fmt: skip
 
 
 def _text(value: object) -> str | None:

@@ -24,6 +24,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -34,7 +35,7 @@ from mstc_flow.catalog_source import CatalogKeeper, open_source
 from mstc_flow.desk import Desk
 from mstc_flow.errors import FlowError
 from mstc_flow.event_publisher import EventPublisher
-from mstc_flow.live import Broadcaster, notice
+from mstc_flow.live import Broadcaster, notice, pipeline_notice
 from mstc_flow.metrics import FlowMetrics
 from mstc_flow.objects import ObjectReader
 from mstc_flow.pipeline_runner import PipelineRunner, bucket_exists_check
@@ -78,13 +79,14 @@ class FlowService:
         self.stalled = StallScanner(settings, self.flags, self._expected_seconds)
         self.pipelines = Pipelines(database)
         self.events = EventPublisher(settings)
+        self.live = Broadcaster()
         exists = bucket_exists_check(lambda b, k: ObjectReader(settings.client).etag(b, k))
         self.runner = PipelineRunner(
             settings,
             self.pipelines,
             PipelineProgress(self.pipelines),
             self.submitter,
-            publish=self.events.publish,
+            publish=self._pipeline_event,
             exists=exists,
         )
         self._refresh_key = binding_key_of(settings.refresh_topic)
@@ -113,7 +115,6 @@ class FlowService:
             catalog_refused=lambda: self.keeper is not None and self.keeper.last_error is not None,
             inbox_connected=self.inbox.connected.is_set,
         )
-        self.live = Broadcaster()
         self.api: ApiServer | None = None
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="purge", daemon=True)
@@ -131,6 +132,14 @@ class FlowService:
             self.keeper.reload_now()
         self.triggers.on_message(message)
         self.runner.on_message(message)
+
+    def _pipeline_event(self, routing_key: str, body: dict[str, Any]) -> None:
+        """A pipeline event (published after its commit) to the events exchange and, as a
+        notice, to this replica's open pages (a pipeline page redraws its graph on it)."""
+        self.events.publish(routing_key, body)
+        change = pipeline_notice(body)
+        if change is not None:
+            self.live.publish(change)
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Fire from `catalog` from now on and bind the inbox to exactly its topics."""

@@ -119,6 +119,8 @@ def sample_jobs() -> list[FakeJob]:
 
 
 PIPELINE_ID = "p-000000000001"
+PIPELINE_TASK_STATES = ("waiting", "queued", "running", "succeeded", "failed", "skipped",
+                        "cancelled")  # fmt: skip
 
 
 class FakePorts:
@@ -135,6 +137,7 @@ class FakePorts:
         self.fired: list[tuple[str, bytes]] = []
         self.retried: list[str] = []
         self.cancelled: list[str] = []
+        self.pipeline_writes: list[tuple[str, str]] = []
         self.purges = 0
         self.queries: list[JobQuery] = []
         self.is_ready = True
@@ -270,25 +273,53 @@ class FakePorts:
         return self.is_ready
 
     # Pipelines: their behaviour is tested against the real runner (tests/flow/test_pipeline_*);
-    # here one pipeline, PIPELINE_ID, for the routes' tokens and documentation.
+    # here one pipeline, PIPELINE_ID (three stages, one task failed, one skipped after it),
+    # for the routes' tokens, the pages and the documentation.
     def create_pipeline(self, data: bytes, fmt: str) -> dict[str, Any]:
         self._maybe_fail()
         return {"id": PIPELINE_ID, "name": "demo", "tasks": 1, "stages": 1}
 
     def list_pipelines(self, state: str | None, limit: int) -> list[dict[str, Any]]:
-        return [{"id": PIPELINE_ID, "name": "demo", "state": "running"}][:limit]
+        summary = {key: value for key, value in fake_pipeline().items() if key != "tasks"}
+        return [summary][:limit] if state in (None, summary["state"]) else []
 
     def get_pipeline(self, pipeline_id: str) -> dict[str, Any]:
         self._maybe_fail()
         if pipeline_id != PIPELINE_ID:
             raise NotFound(f"There is no pipeline {pipeline_id}.")
-        return {"id": PIPELINE_ID, "name": "demo", "state": "running", "tasks": []}
+        return fake_pipeline()
 
     def retry_pipeline(self, pipeline_id: str, task: str | None) -> dict[str, Any]:
-        return {"id": self.get_pipeline(pipeline_id)["id"], "retried": []}
+        found = self.get_pipeline(pipeline_id)["id"]
+        self.pipeline_writes.append(("retry", pipeline_id))
+        return {"id": found, "retried": ["sort-b", "merge"]}
 
     def cancel_pipeline(self, pipeline_id: str) -> dict[str, Any]:
-        return self.get_pipeline(pipeline_id)
+        found = self.get_pipeline(pipeline_id)
+        self.pipeline_writes.append(("cancel", pipeline_id))
+        return {**found, "state": "cancelled"}
+
+
+def fake_pipeline() -> dict[str, Any]:
+    """split -> sort-a, sort-b -> merge; sort-b failed, so merge was skipped."""
+    tasks = [
+        ("split", "succeeded", []),
+        ("sort-a", "succeeded", ["split"]),
+        ("sort-b", "failed", ["split"]),
+        ("merge", "skipped", ["sort-a", "sort-b"]),
+    ]
+    counts = dict.fromkeys(PIPELINE_TASK_STATES, 0)
+    for _name, state, _needs in tasks:
+        counts[state] += 1
+    return {
+        "id": PIPELINE_ID, "name": "demo", "state": "failed", "reason": "failed: sort-b",
+        "createdAt": "2026-11-30T12:00:00+00:00", "finishedAt": "2026-11-30T12:01:00+00:00",
+        "parallelism": 4, "bucket": "mstc", "prefix": "demo", "counts": counts,
+        "tasks": [{"name": name, "state": state, "attempts": 1, "jobName": f"{name}-x1",
+                   "startedAt": None, "finishedAt": None, "needs": needs,
+                   "reason": "exit code 1" if state == "failed" else None}
+                  for name, state, needs in tasks],
+    }  # fmt: skip
 
 
 def api_settings(*, read_token: str | None = READ_TOKEN) -> FlowSettings:

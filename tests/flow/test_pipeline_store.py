@@ -205,3 +205,10 @@ def test_cancel_ends_waiting_tasks_and_lists_running_jobs_to_cancel(
     assert (shown["state"], shown["finishedAt"] is not None) == ("cancelled", True)
     assert states(pipelines, pipeline_id) == {"make": "cancelled", "left": "cancelled",
         "right": "cancelled", "merge": "cancelled", "other": "succeeded"}  # fmt: skip
+
+
+def test_each_task_shows_the_tasks_it_needs_from_the_edges(pipelines: Pipelines) -> None:
+    pipeline_id = record(pipelines)
+    needs = {task["name"]: task["needs"] for task in pipelines.get(pipeline_id)["tasks"]}
+    assert needs == {"make": [], "left": ["make"], "right": ["make"],
+                     "merge": ["left", "right"], "other": []}  # fmt: skip

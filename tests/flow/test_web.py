@@ -24,13 +24,20 @@ from mstc_flow.api import serve
 from mstc_flow.live import QUEUE_SIZE, Broadcaster, notice
 from mstc_flow.web import create_site
 from mstc_flow.web.session import COOKIE, Sessions
-from tests.flow.api_support import ADMIN_TOKEN, READ_TOKEN, FakePorts, api_settings
+from tests.flow.api_support import (
+    ADMIN_TOKEN,
+    PIPELINE_ID,
+    READ_TOKEN,
+    FakePorts,
+    api_settings,
+)
 
 A = "a" * 64
 B = "b" * 64
 _http = urllib3.PoolManager(retries=False, timeout=10)
 READ_PATHS = ["/ui/", "/ui/jobs", f"/ui/jobs/{A}", "/ui/catalog", "/ui/parts/overview",
-              f"/ui/parts/job/{A}", f"/ui/jobs/{A}/outputs/sort-1-result.csv"]  # fmt: skip
+              f"/ui/parts/job/{A}", f"/ui/jobs/{A}/outputs/sort-1-result.csv", "/ui/pipelines",
+              f"/ui/pipelines/{PIPELINE_ID}", f"/ui/parts/pipeline/{PIPELINE_ID}"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +205,7 @@ def test_notices_name_the_job_and_its_state_or_the_replica() -> None:
         "requestId": "r1",
         "state": "running",
         "jobName": "sort-1",
+        "pipelineTask": False,
     }
     assert notice("mstc.worker.heartbeat", b'{"replica": "w-0"}') == {
         "kind": "replica",

@@ -7,8 +7,8 @@ document is 422 with the sentence and, apart, the `task`, `field` and `line` it 
 Answers (camelCase): POST 201 `{"id", "name", "tasks", "stages"}`; GET one
 `{"id", "name", "state", "reason", "createdAt", "finishedAt", "parallelism", "bucket",
 "prefix", "counts": {state: n}, "tasks": [{"name", "state", "attempts", "jobName",
-"startedAt", "finishedAt", "reason"}]}`; the list `{"items": [summary without tasks]}`;
-retry `{"id", "retried": [task names]}`; cancel the pipeline as GET shows it.
+"startedAt", "finishedAt", "reason", "needs": [task names]}]}`; the list `{"items": [summary
+without tasks]}`; retry `{"id", "retried": [task names]}`; cancel the pipeline as GET shows it.
 """
 
 from __future__ import annotations

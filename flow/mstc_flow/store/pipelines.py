@@ -139,7 +139,8 @@ class Pipelines:
     # --- reading -------------------------------------------------------------------------------
 
     def get(self, pipeline_id: str) -> dict[str, Any]:
-        """The pipeline as the API shows it, tasks in file order; NotFound if unknown."""
+        """The pipeline as the API shows it, tasks in file order, each with the names of the
+        tasks it needs (`needs`, from the edges: the dashboard draws them); NotFound if unknown."""
         with self.db.session() as session:
             row = session.get(PipelineRow, pipeline_id)
             if row is None:
@@ -149,7 +150,12 @@ class Pipelines:
             counts = dict.fromkeys(TASK_STATES, 0)
             for task in tasks:
                 counts[task.state] += 1
-            return {**_summary(row, counts), "tasks": [_task_json(task) for task in tasks]}
+            needs: dict[str, list[str]] = {task.name: [] for task in tasks}
+            edges = select(EdgeRow.task, EdgeRow.needs).where(EdgeRow.pipeline_id == pipeline_id)
+            for task_name, needed in session.execute(edges.order_by(EdgeRow.task, EdgeRow.needs)):
+                needs.setdefault(task_name, []).append(needed)
+            listed = [{**_task_json(task), "needs": needs[task.name]} for task in tasks]
+            return {**_summary(row, counts), "tasks": listed}
 
     def list_pipelines(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Summaries, most recent first."""

@@ -25,12 +25,12 @@ from mstc_flow.web.session import COOKIE, LIFETIME_SECONDS
 if TYPE_CHECKING:
     from mstc_flow.web.site import Web
 
-__all__ = ["actions_router"]
+__all__ = ["actions_router", "read_form"]
 
 _MAX_FORM_BYTES = 4096
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     body = await request.body()
     fields = parse_qs(body[:_MAX_FORM_BYTES].decode("utf-8", errors="replace"))
     return {name: values[0] for name, values in fields.items() if values}
@@ -41,7 +41,7 @@ async def _write(web: Web, ui: str, request: Request, key: str, action: str) -> 
     session = web.session(request)
     if session is None or not session.admin:
         return web.refused(session, "Only an admin session may retry or cancel jobs.")
-    if not web.sessions.csrf_ok(session, (await _form(request)).get("csrf")):
+    if not web.sessions.csrf_ok(session, (await read_form(request)).get("csrf")):
         return web.refused(session, "The form's CSRF token is missing or wrong; reload.")
     port = web.ports.retry if action == "retry" else web.ports.cancel
     try:
@@ -67,7 +67,7 @@ def actions_router(web: Web, ui: str) -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        access = web.tokens.access((await _form(request)).get("token"))
+        access = web.tokens.access((await read_form(request)).get("token"))
         if access is Access.NONE:
             return web.render("login.html", None, 401, failed=True)
         cookie = web.sessions.issue("admin" if access is Access.ADMIN else "read")

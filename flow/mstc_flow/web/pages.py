@@ -8,6 +8,7 @@ block on the store.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -21,7 +22,7 @@ from mstc_flow.web import views
 if TYPE_CHECKING:
     from mstc_flow.web.site import Web
 
-__all__ = ["job_context", "overview_context", "pages_router"]
+__all__ = ["job_context", "overview_context", "page_flags", "pages_router"]
 
 _THROUGHPUT_MINUTES = 60
 
@@ -43,7 +44,7 @@ def overview_context(web: Web) -> dict[str, Any]:
 
 
 def job_context(web: Web, key: str) -> dict[str, Any]:
-    """The job, its firing, events, outputs and log (None when none is stored yet)."""
+    """The job, its open flags, firing, events, outputs and log (None when none is stored)."""
     ports = web.ports
     job = ports.get_job(key)
     try:
@@ -52,8 +53,14 @@ def job_context(web: Web, key: str) -> dict[str, Any]:
         log = None
     return {
         "job": job, "firing": ports.job_firing(job.request_id),
+        "flags": ports.job_flags([job.request_id]),
         "events": ports.job_events(job.request_id), "outputs": ports.outputs(job), "log": log,
     }  # fmt: skip
+
+
+def page_flags(web: Web, page: Any) -> Mapping[str, Any]:
+    """The open flags of the jobs on `page`, by request id (one query for the page)."""
+    return web.ports.job_flags([job.request_id for job in page.items])
 
 
 def pages_router(web: Web, ui: str) -> APIRouter:
@@ -72,6 +79,7 @@ def pages_router(web: Web, ui: str) -> APIRouter:
             page = web.ports.list_jobs(query)
             filters = {name: form.get(name, "") for name in views.FILTERS}
             return {"page": page, "filters": filters, "states": views.STATES,
+                    "flags": page_flags(web, page),
                     "first_page": query.cursor is None,
                     "filter_query": urlencode({k: v for k, v in filters.items() if v})}  # fmt: skip
 

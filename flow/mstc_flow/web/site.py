@@ -3,10 +3,11 @@
 `create_site` builds the API (`mstc_flow.api.create_app`) and adds the dashboard under `/ui/`
 on the same app, port and `FlowPorts`: `/` redirects to `/ui/`, the assets (CSS, the live
 script) are served from this package's `static` directory, and the pages come from `pages`
-(reading), `actions` (login, logout, retry, cancel, downloads) and `stream` (the live feed and
-the fragments it refreshes). `Web` holds what those share: the ports, the sessions, the
-templates, and `render`, which answers an HTML page with headers that keep it from being
-framed or running scripts from anywhere but this server.
+(reading), `actions` (login, logout, retry, cancel, downloads), `pipelines` (the pipeline
+pages and their writes) and `stream` (the live feed and the fragments it refreshes). `Web`
+holds what those share: the ports, the sessions, the templates, and `render`, which answers
+an HTML page with headers that keep it from being framed or running scripts from anywhere
+but this server.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mstc_flow.settings import FlowSettings
 from mstc_flow.web import views
 from mstc_flow.web.actions import actions_router
 from mstc_flow.web.pages import pages_router
+from mstc_flow.web.pipelines import pipelines_router
 from mstc_flow.web.session import COOKIE, Session, Sessions
 from mstc_flow.web.stream import stream_router
 
@@ -66,8 +68,9 @@ class Web:
             lstrip_blocks=True,
         )
         self.templates.filters.update(
-            clock=views.clock, duration=views.duration, origin=views.origin, pretty=views.pretty
-        )
+            clock=views.clock, isoclock=views.isoclock, duration=views.duration,
+            origin=views.origin, pretty=views.pretty,
+        )  # fmt: skip
 
     def session(self, request: Request) -> Session | None:
         return self.sessions.check(request.cookies.get(COOKIE))
@@ -109,6 +112,7 @@ def create_site(
     app.include_router(pages_router(web, UI))
     app.include_router(actions_router(web, UI))
     app.include_router(stream_router(web, UI))
+    app.include_router(pipelines_router(web, UI))
     app.mount(f"{UI}/static", StaticFiles(packages=[("mstc_flow.web", "static")]), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from mstc_flow.errors import BadQuery, NotFound
 from mstc_flow.web import views
-from mstc_flow.web.pages import job_context, overview_context
+from mstc_flow.web.pages import job_context, overview_context, page_flags
 
 if TYPE_CHECKING:
     from mstc_flow.web.site import Web
@@ -56,25 +56,33 @@ def stream_router(web: Web, ui: str) -> APIRouter:
     @router.get("/parts/rows")
     def rows_part(request: Request) -> Response:
         query = dict(request.query_params)
-        return web.page(
-            request, "_rows.html", lambda _s: {"page": web.ports.list_jobs(views.job_query(query))}
-        )
+
+        def build(_session: object) -> dict[str, Any]:
+            page = web.ports.list_jobs(views.job_query(query))
+            return {"page": page, "flags": page_flags(web, page)}
+
+        return web.page(request, "_rows.html", build)
 
     @router.get("/parts/row/{key}")
     def row_part(request: Request, key: str) -> Response:
-        session = web.session(request)
-        if session is None:
-            return PlainTextResponse("Log in first.", status_code=401)
-        try:
-            query = views.job_query(dict(request.query_params))
-            job = web.ports.get_job(key)
-        except (BadQuery, NotFound):
-            return Response(status_code=204)
-        if not views.matches(job, query):
-            return Response(status_code=204)
-        return web.render("_row.html", session, job=job)
+        return _row(web, request, key)
 
     return router
+
+
+def _row(web: Web, request: Request, key: str) -> Response:
+    session = web.session(request)
+    if session is None:
+        return PlainTextResponse("Log in first.", status_code=401)
+    try:
+        query = views.job_query(dict(request.query_params))
+        job = web.ports.get_job(key)
+    except (BadQuery, NotFound):
+        return Response(status_code=204)
+    if not views.matches(job, query):
+        return Response(status_code=204)
+    flags = web.ports.job_flags([job.request_id])
+    return web.render("_row.html", session, job=job, flags=flags)
 
 
 async def _feed(web: Web) -> AsyncIterator[str]:

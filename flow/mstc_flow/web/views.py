@@ -15,7 +15,9 @@ from typing import Any
 from mstc_flow.errors import BadQuery
 from mstc_flow.store.history_records import STATES, JobQuery
 
-__all__ = ["FILTERS", "STATES", "age", "clock", "duration", "job_query", "matches", "origin"]
+__all__ = [
+    "FILTERS", "STATES", "age", "clock", "duration", "isoclock", "job_query", "matches", "origin",
+]  # fmt: skip
 
 FILTERS = ("state", "name", "label", "image", "since", "until")
 PAGE_SIZE = 50
@@ -64,6 +66,17 @@ def origin(correlation_id: str | None) -> str:
     if correlation_id and correlation_id.startswith("pipe:"):
         return "pipeline " + correlation_id[5:]
     return "—"
+
+
+def isoclock(text: object) -> str:
+    """An ISO 8601 time as the API answers it (`...Z` or an offset), shown as `clock` does."""
+    if not isinstance(text, str) or not text:
+        return "—"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text[:40]
+    return clock(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def pretty(value: Any) -> str:

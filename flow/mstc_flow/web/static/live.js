@@ -1,7 +1,7 @@
 // mstc-flow dashboard: live updates. The pages are whole without this script; it listens to
 // /ui/events and re-fetches the fragments an event concerns, replacing them in place.
 // [data-live-src] elements name their fragment; [data-live-on] says which notices concern
-// them ("*", or "job:<requestId>"). A list's first page ([data-live-new]) also gains a row
+// them ("*", "job:<requestId>", or "pipeline:<id>"). A list's first page ([data-live-new]) also gains a row
 // for a job it does not show yet, if the server says the job matches the list's filters.
 (function () {
   "use strict";
@@ -63,7 +63,12 @@
 
   function concerned(el, note) {
     var on = el.getAttribute("data-live-on");  // none: refreshed only after a reconnect
-    return on === "*" || (note.kind === "job" && on === "job:" + note.requestId);
+    if (on === "*" || (note.kind === "job" && on === "job:" + note.requestId)) { return true; }
+    // A pipeline page: its own pipeline's events, and any pipeline task's job event (the
+    // event names the task's attempt, not the pipeline; a refetch is cheap).
+    return on !== null && on.indexOf("pipeline:") === 0 &&
+      ((note.kind === "pipeline" && on === "pipeline:" + note.pipelineId) ||
+       (note.kind === "job" && note.pipelineTask === true));
   }
 
   function onNotice(note) {
