@@ -2,20 +2,21 @@
 against the real stack: the installed `mstc-flow`, a real worker making Jobs on KWOK.
 
 A 3-stage pipeline with one failing task (it asks more pods at once than the worker's
-MSTC_MAX_PARALLELISM: rejected, no Job; see tests/flow/test_pipeline_stack.py) is drawn with
-each task in its stage's column, coloured by the state the API gives it; a read session sees
-no buttons and its (or a forged) POST is refused 403 with nothing retried; an admin's "Retry
-failed" from the page, once a worker with a higher bound took over, reruns the failed and
-skipped tasks and the open page turns every node succeeded without a reload (a
-MutationObserver in the page resolves when it does). A Job held pending by the stack's
-waiting-reason annotation shows its `pending` flag on the jobs list and in the overview's
-flagged section. Saves docs/screenshots/pipeline.png from the run. One browser for the
+MSTC_MAX_PARALLELISM: rejected, no Job; see tests/flow/test_pipeline_stack.py) is drawn with each
+task in its stage's column, coloured by the state the API gives it; a read session sees no buttons
+and its (or a forged) POST is refused 403 with nothing retried; an admin's "Retry failed" from the
+page, once a worker with a higher bound took over, reruns the failed and skipped tasks and the open
+page turns every node succeeded without a reload (a MutationObserver in the page resolves when it
+does). A Job held pending by the stack's waiting-reason annotation shows its `pending` flag on the
+jobs list and in the overview's flagged section; a worker replica killed with SIGKILL shows as
+`quiet-replica` there. Saves docs/screenshots/pipeline.png from the run. One browser for the
 module; each test its own flow and workers.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from tests.flow.test_dashboard import (  # noqa: F401  (the browser fixture, by 
 )
 from tests.flow.test_engine_stack import name
 from tests.flow.test_flow_done_when_ops import write_catalog
+from tests.flow.test_flow_flags import BEAT_SECONDS, FAST_SCAN, REPLICA, flagged
 from tests.flow.test_pipeline_stack import FLOW_ENV, WORKER_ENV, submit, wait_ended
 from tests.support.kube import WAITING_REASON
 from tests.worker.conftest import (  # noqa: F401  (fixtures, found by pytest by name)
@@ -181,3 +183,27 @@ def test_a_job_held_pending_shows_its_flag_on_the_jobs_list_and_the_overview(
     link = item.find_element(By.TAG_NAME, "a").get_attribute("href") or ""
     assert link.endswith(f"/ui/jobs/{key}")
     assert flow.mstc("jobs", "cancel", key).returncode == 0  # the held pod goes
+
+
+def test_a_killed_worker_replica_is_flagged_quiet_on_the_overview(
+    make_worker: MakeWorker, make_real_flow: MakeRealFlow, browser: webdriver.Chrome,  # noqa: F811
+) -> None:  # fmt: skip
+    beats = {"MSTC_REPLICA_HEARTBEAT_SECONDS": str(BEAT_SECONDS)}
+    worker = make_worker(start=False, **beats)
+    worker.start(wait_ready=False)
+    flow = make_real_flow(**FAST_SCAN)
+    worker.wait_ready()
+    flow.poll("/api/v1/replicas", lambda a: any(r["replica"] == REPLICA for r in a["items"]))
+    browser_login(browser, flow, READ_TOKEN)
+    browser.get(flow.url + "/ui/")
+    assert not browser.find_elements(By.CSS_SELECTOR, '.flags li[data-flag="quiet-replica"]')
+
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    flow.poll("/api/v1/flags", flagged("quiet-replica", REPLICA), timeout=30)
+    # A dead replica sends nothing the page could hear: the page is read again, as a person
+    # coming back to it would.
+    browser.get(flow.url + "/ui/")
+    item = browser.find_element(By.CSS_SELECTOR, '.flags li[data-flag="quiet-replica"]')
+    assert REPLICA in item.text
+    assert " since " in item.text
