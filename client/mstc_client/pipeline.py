@@ -31,7 +31,7 @@ text unless it is a text).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "Pipeline",
     "Task",
     "check_graph",
+    "downstream",
     "role_env",
 ]
 
@@ -150,18 +151,7 @@ class Pipeline:
 
     def dependants(self, name: str) -> frozenset[str]:
         """Every task downstream of `name`, transitively: what its failure skips."""
-        feeds: dict[str, list[str]] = {}
-        for task, needs in self._edges.items():
-            for other in needs:
-                feeds.setdefault(other, []).append(task)
-        found: set[str] = set()
-        todo = list(feeds.get(name, ()))
-        while todo:
-            current = todo.pop()
-            if current not in found:
-                found.add(current)
-                todo.extend(feeds.get(current, ()))
-        return frozenset(found)
+        return downstream(self._edges, name)
 
     def external_inputs(self) -> list[tuple[Task, str, str]]:
         """(task, role, object name) of every input no task of the pipeline writes."""
@@ -210,6 +200,23 @@ class Pipeline:
             "prefix": self.prefix,
             "env": env,
         }
+
+
+def downstream(needs: Mapping[str, Iterable[str]], name: str) -> frozenset[str]:
+    """Every task that needs `name`, directly or through others, given each task's needs (the
+    graph as the model holds it, or as a store keeps its edges)."""
+    feeds: dict[str, list[str]] = {}
+    for task, wanted in needs.items():
+        for other in wanted:
+            feeds.setdefault(other, []).append(task)
+    found: set[str] = set()
+    todo = list(feeds.get(name, ()))
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(feeds.get(current, ()))
+    return frozenset(found)
 
 
 def _topological_order(pipeline: Pipeline) -> list[str]:

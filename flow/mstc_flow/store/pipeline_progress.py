@@ -24,6 +24,7 @@ from datetime import datetime
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
+from mstc_client.pipeline import downstream
 from mstc_flow.errors import PermanentError
 from mstc_flow.store.pipeline_tables import (
     ATTEMPT_RANK,
@@ -120,8 +121,8 @@ class PipelineProgress:
                                          "cancelled task to retry.")  # fmt: skip
             else:
                 again = [_retryable(tasks, task_name, pipeline_id)]
-                downstream = _dependants(_needs(session, pipeline_id), task_name)
-                again += [tasks[n] for n in sorted(downstream) if tasks[n].state == "skipped"]
+                downstream_tasks = downstream(_needs(session, pipeline_id), task_name)
+                again += [tasks[n] for n in sorted(downstream_tasks) if tasks[n].state == "skipped"]
             for task in again:
                 task.state, task.reason, task.attempt_id = "waiting", None, None
                 task.job_name = task.started_at = task.finished_at = None
@@ -209,21 +210,6 @@ def _needs(session: Session, pipeline_id: str) -> dict[str, list[str]]:
     for edge in session.scalars(select(EdgeRow).where(EdgeRow.pipeline_id == pipeline_id)):
         needs.setdefault(edge.task, []).append(edge.needs)
     return needs
-
-
-def _dependants(needs: dict[str, list[str]], name: str) -> set[str]:
-    feeds: dict[str, list[str]] = {}
-    for task, wanted in needs.items():
-        for other in wanted:
-            feeds.setdefault(other, []).append(task)
-    found: set[str] = set()
-    todo = list(feeds.get(name, ()))
-    while todo:
-        current = todo.pop()
-        if current not in found:
-            found.add(current)
-            todo.extend(feeds.get(current, ()))
-    return found
 
 
 def _retryable(tasks: dict[str, TaskRow], name: str, pipeline_id: str) -> TaskRow:
