@@ -102,20 +102,36 @@ def session_cookie(http: urllib3.PoolManager, url: str) -> str:
 
 
 def measure(url: str) -> dict[str, Any]:
+    """Each page's times; then, for scale, the same server's floor (/readyz: no store, no
+    template) and the same first-page query as JSON from the API (no template)."""
     http = urllib3.PoolManager(retries=False, timeout=30)
-    headers = {"Cookie": f"{COOKIE}={session_cookie(http, url)}"}
+    session = {"Cookie": f"{COOKIE}={session_cookie(http, url)}"}
     out: dict[str, Any] = {}
     for name, path in PAGES.items():
-        times, size = [], 0
-        for attempt in range(REPEAT + 1):
-            started = time.perf_counter()
-            answer = http.request("GET", url + path, headers=headers, redirect=False)
-            elapsed = (time.perf_counter() - started) * 1000
-            if answer.status != 200:
-                raise RuntimeError(f"GET {path}: {answer.status} {answer.data[:200]!r}")
-            if attempt:  # the first one warms the caches
-                times.append(elapsed)
-            size = len(answer.data)
+        times, body = timed_get(http, url + path, session)
         out[name] = {"p50_ms": round(pct(times, 50), 1), "p95_ms": round(pct(times, 95), 1),
-                     "rows": answer.data.count(b'<tr id="job-'), "kb": round(size / 1024)}  # fmt: skip
+                     "rows": body.count(b'<tr id="job-'), "kb": round(len(body) / 1024)}  # fmt: skip
+    references = {"readyz": ("/readyz", {}),
+                  "api_jobs_json": ("/api/v1/jobs?limit=50",
+                                    {"Authorization": f"Bearer {READ_TOKEN}"})}  # fmt: skip
+    for name, (path, headers) in references.items():
+        times, _body = timed_get(http, url + path, headers)
+        out[name] = {"p50_ms": round(pct(times, 50), 1), "p95_ms": round(pct(times, 95), 1)}
     return out
+
+
+def timed_get(http: urllib3.PoolManager, url: str, headers: dict[str, str],
+              ) -> tuple[list[float], bytes]:  # fmt: skip
+    """REPEAT timed GETs of `url` (whole body read) after one that warms the caches; the
+    times in ms and the last body."""
+    times, body = [], b""
+    for attempt in range(REPEAT + 1):
+        started = time.perf_counter()
+        answer = http.request("GET", url, headers=headers, redirect=False)
+        elapsed = (time.perf_counter() - started) * 1000
+        if answer.status != 200:
+            raise RuntimeError(f"GET {url}: {answer.status} {answer.data[:200]!r}")
+        if attempt:
+            times.append(elapsed)
+        body = answer.data
+    return times, body
