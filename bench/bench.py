@@ -12,6 +12,10 @@ watching it to Complete), on the same stack in the same run:
 4. the Java model: the worker limited to one job in flight vs its default, N jobs of S seconds.
 5. history: the flow service's list_jobs on N recorded jobs, SQLite and PostgreSQL
    (bench/history_bench.py).
+6. pipeline: 1,000-task pipelines (shallow and deep) through mstc-flow against the same
+   requests sent straight to the worker (bench/pipeline_bench.py).
+7. dashboard: the dashboard's jobs list over HTTP on N recorded jobs, SQLite and PostgreSQL
+   (bench/dashboard_bench.py).
 
 Results go to bench/results/results.json, a Markdown table on stdout and results.md, and
 results.png (when matplotlib is installed). Sizes shrink with BENCH_SCALE (e.g. 0.1).
@@ -40,7 +44,7 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
-from bench import history_bench
+from bench import dashboard_bench, history_bench, pipeline_bench
 from mstc_worker import manifest
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import parse_request
@@ -432,6 +436,11 @@ def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
         "capacity": lambda: bench.capacity(n(1000), max(10, round(120 * SCALE))),
         "java_model": lambda: bench.java_model(n(100), 5),
         "history": lambda: history_bench.history(stack, n(100_000)),
+        "pipeline": lambda: {
+            "shallow": pipeline_bench.pipeline(bench, n(1000), 1, 50),
+            "deep": pipeline_bench.pipeline(bench, 10, max(2, n(100)), 10),
+        },
+        "dashboard": lambda: dashboard_bench.dashboard(stack, n(100_000)),
     }
     results: dict[str, Any] = {"machine": machine(), "scale": SCALE, "scenarios": {}}
     for name, scenario in scenarios.items():

@@ -1,4 +1,8 @@
-"""The benchmark's results as JSON, a Markdown table and a plot, written side by side."""
+"""The benchmark's results as JSON, a Markdown table and a plot, written side by side.
+
+The README's benchmark table is the same Markdown table, written between its markers by
+every run (`update_readme`), so no number there is typed by hand.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+START = "<!-- bench-table:start (written by `make bench`: bench/report.py) -->"
+END = "<!-- bench-table:end -->"
+
 TARGETS = {
     "overhead": ("p99_ratio", "<= 1.3"),
     "throughput": ("ratio", ">= 0.8"),
     "capacity": ("peak_rss_mb", "<= 400 MB, watches flat"),
     "java_model": ("speedup", ">= 50"),
     "history": ("p99_ms", "of every list_jobs query <= 50 ms on both backends"),
+    "pipeline": ("overhead_per_task_ms", "recorded (no target set)"),
+    "dashboard": ("p50_ms", "of /ui/jobs < 300 ms on both backends"),
 }
 
 
@@ -75,4 +85,16 @@ def write_reports(results: dict[str, Any], out: Path) -> str:
     text = table(results)
     (out / "results.md").write_text(text + "\n")
     plot(results, out / "results.png")
+    update_readme(text, README)
     return text
+
+
+def update_readme(text: str, readme: Path) -> bool:
+    """Put `text` between the README's bench-table markers; False when it has none."""
+    current = readme.read_text()
+    head, start, rest = current.partition(START)
+    _old, end, tail = rest.partition(END)
+    if not start or not end:
+        return False
+    readme.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    return True
