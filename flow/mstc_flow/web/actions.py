@@ -20,12 +20,12 @@ from starlette.concurrency import run_in_threadpool
 
 from mstc_flow.api.auth import Access
 from mstc_flow.errors import FlowError
-from mstc_flow.web.session import COOKIE, LIFETIME_SECONDS
+from mstc_flow.web.session import COOKIE, LIFETIME_SECONDS, Session
 
 if TYPE_CHECKING:
     from mstc_flow.web.site import Web
 
-__all__ = ["actions_router", "read_form"]
+__all__ = ["actions_router", "admin_form", "read_form"]
 
 _MAX_FORM_BYTES = 4096
 
@@ -36,13 +36,22 @@ async def read_form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items() if values}
 
 
-async def _write(web: Web, ui: str, request: Request, key: str, action: str) -> Response:
-    """Retry or cancel `key` for an admin session whose form carries its CSRF token."""
+async def admin_form(web: Web, request: Request, what: str) -> Session | Response:
+    """The admin session that posted this form with its own CSRF token, or the 403 page saying
+    which of the two is missing (`what`: what only an admin may do, for that page)."""
     session = web.session(request)
     if session is None or not session.admin:
-        return web.refused(session, "Only an admin session may retry or cancel jobs.")
+        return web.refused(session, f"Only an admin session may {what}.")
     if not web.sessions.csrf_ok(session, (await read_form(request)).get("csrf")):
         return web.refused(session, "The form's CSRF token is missing or wrong; reload.")
+    return session
+
+
+async def _write(web: Web, ui: str, request: Request, key: str, action: str) -> Response:
+    """Retry or cancel `key` for an admin session whose form carries its CSRF token."""
+    session = await admin_form(web, request, "retry or cancel jobs")
+    if isinstance(session, Response):
+        return session
     port = web.ports.retry if action == "retry" else web.ports.cancel
     try:
         answer = await run_in_threadpool(port, key)

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mstc_flow.errors import BadQuery, FlowError
-from mstc_flow.web.actions import read_form
+from mstc_flow.web.actions import admin_form
 from mstc_flow.web.graph import MAX_DRAWN, layout
 
 if TYPE_CHECKING:
@@ -50,11 +50,9 @@ def _list_context(web: Web, state: str) -> dict[str, Any]:
 
 async def _write(web: Web, ui: str, request: Request, pipeline_id: str, action: str) -> Response:
     """Retry the failed tasks of, or cancel, a pipeline for an admin session with its CSRF."""
-    session = web.session(request)
-    if session is None or not session.admin:
-        return web.refused(session, "Only an admin session may retry or cancel pipelines.")
-    if not web.sessions.csrf_ok(session, (await read_form(request)).get("csrf")):
-        return web.refused(session, "The form's CSRF token is missing or wrong; reload.")
+    session = await admin_form(web, request, "retry or cancel pipelines")
+    if isinstance(session, Response):
+        return session
     try:
         if action == "retry":
             answer = await run_in_threadpool(web.ports.retry_pipeline, pipeline_id, None)
