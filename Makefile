@@ -135,7 +135,7 @@ clean: stack-down ## remove the virtualenv and caches of this checkout (not the 
 
 bench: install stack-deps stack-build ## the benchmark (not part of `make test`): bench/results/
 	$(UV) sync --frozen --group bench
-	$(UV) run --frozen --group bench python -m bench.bench $(SCENARIOS)
+	MSTC_STACK_PROFILING=1 $(UV) run --frozen --group bench python -m bench.bench $(SCENARIOS)
 
 # --- The real node (MSTC_STACK_REAL_NODE=1): a kubelet on containerd beside KWOK's node. ------
 # `make test` runs this tier after the rest when stack/realnode_warm.sh says its cache is warm

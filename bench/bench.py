@@ -9,7 +9,13 @@ watching it to Complete), on the same stack in the same run:
 2. throughput: N jobs submitted together, completions per second, both ways;
 3. capacity: N jobs in flight that each last S seconds: peak resident memory of the worker's
    processes, watch connections held on the API server, reply delay after the jobs end;
-4. the Java model: the worker limited to one job in flight vs its default, N jobs of S seconds.
+   capacity_10k the same at 10,000 (bench/scale_bench.py);
+4. the Java model: the worker limited to one job in flight vs its default, N jobs of S seconds;
+   scale_out: 1,000 jobs at once through one, two and three replicas (bench/scale_bench.py).
+
+Every run through the worker reports its reply delays: from the moment the bench's own watch
+saw the Job end to the reply's arrival (bench/ends.py). Throughput is the median of three runs
+each way, and one more run is profiled (py-spy and the API server's pprof, bench/profiles.py).
 5. history: the flow service's list_jobs on N recorded jobs, SQLite and PostgreSQL
    (bench/history_bench.py).
 6. pipeline: 1,000-task pipelines (shallow and deep) through mstc-flow against the same
@@ -18,7 +24,8 @@ watching it to Complete), on the same stack in the same run:
    (bench/dashboard_bench.py).
 
 Results go to bench/results/results.json, a Markdown table on stdout and results.md, and
-results.png (when matplotlib is installed). Sizes shrink with BENCH_SCALE (e.g. 0.1).
+results.png and reply_delays.png (when matplotlib is installed), the reply delays themselves
+to reply_delays.json and the profiles to profiles/. Sizes shrink with BENCH_SCALE (e.g. 0.1).
 """
 
 from __future__ import annotations
@@ -27,14 +34,13 @@ import functools
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +50,9 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
-from bench import dashboard_bench, history_bench, pipeline_bench
+from bench import dashboard_bench, history_bench, pipeline_bench, profiles, scale_bench
+from bench.ends import JobEnds, reply_delays, watched_events
+from bench.meters import api_requests, cpu_seconds, diff, per_job, tree_rss_mb, watch_connections
 from mstc_worker import manifest
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import parse_request
@@ -81,6 +89,7 @@ class Bench:
         self.s3.make_bucket(self.bucket)
         self.tmp = Path(tempfile.mkdtemp(prefix="mstc-bench-"))
         self.client_cpu_s = 0.0  # the bench process's CPU in the last bare run
+        self.series: dict[str, list[tuple[float, float]]] = {}  # reply delays over time, by run
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -99,20 +108,30 @@ class Bench:
 
     @contextmanager
     def worker(self, **env: str) -> Iterator[tuple[WorkerProcess, str, str]]:
+        with self.workers(1, **env) as (procs, ns, queue):
+            yield procs[0], ns, queue
+
+    @contextmanager
+    def workers(self, replicas: int, **env: str) -> Iterator[tuple[list[WorkerProcess], str, str]]:
+        """`replicas` worker replicas on one queue and namespace, as the chart would run them."""
         ns, queue = self.namespace(), f"bench.work.{uuid.uuid4().hex[:8]}"
         settings = {
             "MSTC_NAMESPACE": ns,
             "MSTC_WORK_QUEUE": queue,
             "MSTC_JOB_TTL_SECONDS": str(JOB_TTL_SECONDS),
         }
-        log_dir = self.tmp / queue
-        log_dir.mkdir()
-        proc = WorkerProcess(self.stack, {**settings, **env}, log_dir)
-        proc.start()
+        procs = []
+        for index in range(replicas):
+            log_dir = self.tmp / f"{queue}-{index}"
+            log_dir.mkdir()
+            procs.append(WorkerProcess(self.stack, {**settings, **env}, log_dir))
         try:
-            yield proc, ns, queue
+            for proc in procs:
+                proc.start()
+            yield procs, ns, queue
         finally:
-            proc.stop()
+            for proc in procs:
+                proc.stop()
             self.core.delete_namespace(ns, propagation_policy="Background")
 
     def request(self, run_for: str) -> dict[str, Any]:
@@ -130,7 +149,7 @@ class Bench:
         """Latencies (publish to reply), wall time, and the replies."""
         latencies: list[float] = []
         replies: list[dict[str, Any]] = []
-        start = time.monotonic()
+        start = client.started = time.monotonic()
         if together:
             sent = {client.send(self.request(run_for), queue=queue): time.monotonic()
                     for _ in range(count)}  # fmt: skip
@@ -164,7 +183,8 @@ class Bench:
             response = self.batch.list_namespaced_job(
                 ns, watch=True, resource_version=version, _preload_content=False
             )
-            for job in _watched_objects(response):
+            for event in watched_events(response):
+                job = event["object"]
                 name = job["metadata"]["name"]
                 if job.get("status", {}).get("succeeded") and name not in done:
                     with changed:
@@ -216,10 +236,23 @@ class Bench:
 
     # --- scenarios ---------------------------------------------------------------------------
 
+    def delays(self, ends: JobEnds, client: TimedClient, label: str) -> dict[str, float]:
+        """The reply delay row of a run (see bench/ends.py); its series is kept for the plot."""
+        ends.wait_ended(list(client.replied_at), timeout=30)
+        delays, series = reply_delays(ends, client.replied_at, client.started)
+        self.series[label] = [(round(t, 2), round(d, 3)) for t, d in series]
+        if not delays:
+            return {"reply_delay_jobs": 0}
+        return {"reply_delay_p50_s": round(pct(delays, 50), 2),
+                "reply_delay_p99_s": round(pct(delays, 99), 2),
+                "reply_delay_max_s": round(max(delays), 2)}  # fmt: skip
+
     def overhead(self, count: int) -> dict[str, Any]:
-        with self.worker() as (_w, _ns, queue):
-            client = TimedClient(self.stack)
+        with self.worker() as (_w, ns, queue):
+            ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
             worker, _, _ = self.through_worker(client, queue, count, "0s", together=False)
+            delays = self.delays(ends, client, "overhead")
+            ends.stop()
             client.close()
         bare, _ = self.bare(count, "0s", together=False)
         row: dict[str, float] = {"jobs": count}
@@ -227,34 +260,71 @@ class Bench:
             for q in (50, 95, 99):
                 row[f"{name}_p{q}_s"] = round(pct(values, q), 3)
         row["p99_ratio"] = round(row["worker_p99_s"] / row["bare_p99_s"], 2)
+        return row | delays
+
+    def worker_run(self, count: int, label: str, replicas: int = 1,
+                   profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """`count` 0-second Jobs sent at once to `replicas` replicas: rate, delays, CPU, API calls.
+
+        With `profile`, py-spy samples the worker's processes and the API server's pprof
+        profiles itself during the run, and both summaries join the row (a profiled run is
+        slower: it is never one of the runs a rate is taken from).
+        """
+        with self.workers(replicas, MSTC_CONCURRENCY="1000") as (procs, ns, queue):
+            ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
+            before, requests = cpu_seconds(self.stack, procs), api_requests(self.stack)
+            client_before = time.process_time()
+            profiling = profiles.start(self.stack, procs, profile) if profile else None
+            _, wall, _ = self.through_worker(client, queue, count, "0s", together=True)
+            client_cpu = round(time.process_time() - client_before, 1)
+            cpu = diff(cpu_seconds(self.stack, procs), before)
+            row = {"jobs_per_s": round(count / wall, 1),
+                   "cpu_s": cpu | {"bench client": client_cpu},
+                   "api_requests_per_job": per_job(api_requests(self.stack), requests, count),
+                   **self.delays(ends, client, label)}  # fmt: skip
+            if profiling is not None:
+                row["profile"] = profiling.finish()
+            ends.stop()
+            client.close()
         return row
 
-    def throughput(self, count: int) -> dict[str, Any]:
-        with self.worker(MSTC_CONCURRENCY="1000") as (proc, _ns, queue):
-            client = TimedClient(self.stack)
-            before, requests = cpu_seconds(self.stack, proc), api_requests(self.stack)
-            client_before = time.process_time()
-            _, wall, _ = self.through_worker(client, queue, count, "0s", together=True)
-            worker_client_cpu = round(time.process_time() - client_before, 1)
-            worker_cpu = diff(cpu_seconds(self.stack, proc), before)
-            worker_requests = per_job(api_requests(self.stack), requests, count)
-            client.close()
-        before, requests = cpu_seconds(self.stack, None), api_requests(self.stack)
-        _, bare_wall = self.bare(count, "0s", together=True)
-        bare_cpu = diff(cpu_seconds(self.stack, None), before)
-        bare_requests = per_job(api_requests(self.stack), requests, count)
-        worker_rate, bare_rate = count / wall, count / bare_wall
-        return {"jobs": count, "worker_jobs_per_s": round(worker_rate, 1),
-                "bare_jobs_per_s": round(bare_rate, 1),
-                "ratio": round(worker_rate / bare_rate, 2),
-                "cpu_s_worker_run": worker_cpu | {"bench client": worker_client_cpu},
-                "cpu_s_bare_run": bare_cpu | {"bench client (the bare loop)": self.client_cpu_s},
-                "api_requests_per_job_worker_run": worker_requests,
-                "api_requests_per_job_bare_run": bare_requests}  # fmt: skip
+    def bare_run(self, count: int) -> dict[str, Any]:
+        before, requests = cpu_seconds(self.stack, []), api_requests(self.stack)
+        _, wall = self.bare(count, "0s", together=True)
+        cpu = diff(cpu_seconds(self.stack, []), before)
+        return {"jobs_per_s": round(count / wall, 1),
+                "cpu_s": cpu | {"bench client (the bare loop)": self.client_cpu_s},
+                "api_requests_per_job": per_job(api_requests(self.stack), requests, count)}  # fmt: skip
 
-    def capacity(self, count: int, seconds: int) -> dict[str, Any]:
+    def throughput(self, count: int, runs: int = 3) -> dict[str, Any]:
+        """Median of `runs` worker runs against the median of as many bare runs, taken in
+        turns so that a drift of the stack (etcd's size, caches) touches both alike; then one
+        more, profiled, worker run."""
+        workers, bares = [], []
+        for run in range(runs):
+            workers.append(self.worker_run(count, f"throughput-{run + 1}"))
+            bares.append(self.bare_run(count))
+        worker = sorted(workers, key=lambda r: r["jobs_per_s"])[runs // 2]
+        bare = sorted(bares, key=lambda r: r["jobs_per_s"])[runs // 2]
+        profiled = self.worker_run(count, "throughput-profiled", profile=OUT / "profiles")
+        return {"jobs": count, "runs": runs,
+                "worker_jobs_per_s": worker["jobs_per_s"], "bare_jobs_per_s": bare["jobs_per_s"],
+                "ratio": round(worker["jobs_per_s"] / bare["jobs_per_s"], 2),
+                "worker_runs_jobs_per_s": [r["jobs_per_s"] for r in workers],
+                "bare_runs_jobs_per_s": [r["jobs_per_s"] for r in bares],
+                "reply_delay_p50_s": worker.get("reply_delay_p50_s"),
+                "reply_delay_p99_s": worker.get("reply_delay_p99_s"),
+                "cpu_s_worker_run": worker["cpu_s"], "cpu_s_bare_run": bare["cpu_s"],
+                "cpu_s_per_job_worker_run": round(sum(worker["cpu_s"].values()) / count, 4),
+                "cpu_s_per_job_bare_run": round(sum(bare["cpu_s"].values()) / count, 4),
+                "api_requests_per_job_worker_run": worker["api_requests_per_job"],
+                "api_requests_per_job_bare_run": bare["api_requests_per_job"],
+                "profile": profiled.get("profile", {})}  # fmt: skip
+
+    def capacity(self, count: int, seconds: int, label: str = "capacity") -> dict[str, Any]:
         before = watch_connections(self.stack)
-        with self.worker(MSTC_CONCURRENCY="1000") as (proc, _ns, queue):
+        with self.worker(MSTC_CONCURRENCY=str(max(count, 1000))) as (proc, ns, queue):
+            ends = JobEnds(self.batch, ns).start()
             peak: dict[str, float] = {"rss": 0.0, "watches": before}
             stop = threading.Event()
 
@@ -272,28 +342,38 @@ class Bench:
             )
             stop.set()
             sampler.join()
-            delays = [client.reply_times_wall[r["jobName"]] - parse_time(r["finishedAt"])
-                      for r in replies if r.get("finishedAt")]  # fmt: skip
+            stamped = [client.reply_times_wall[r["jobName"]] - parse_time(r["finishedAt"])
+                       for r in replies if r.get("finishedAt")]  # fmt: skip
+            delays = self.delays(ends, client, label)
+            ended = sorted(ends.ended.values())
+            row = {"jobs": count, "job_seconds": seconds, "wall_s": round(wall, 1),
+                   "peak_in_flight": ends.peak_in_flight,
+                   "ends_spread_s": round(ended[-1] - ended[0], 1) if ended else 0,
+                   "peak_rss_mb": round(peak["rss"], 1),
+                   # Less the bench's own watch of the namespace (JobEnds).
+                   "api_watches_held": peak["watches"] - before - 1, **delays,
+                   "reply_delay_after_completion_time_p50_s": round(pct(stamped, 50), 2),
+                   "reply_delay_after_completion_time_p99_s": round(pct(stamped, 99), 2)}  # fmt: skip
+            ends.stop()
             client.close()
-        return {"jobs": count, "job_seconds": seconds, "wall_s": round(wall, 1),
-                "peak_rss_mb": round(peak["rss"], 1),
-                "api_watches_held": peak["watches"] - before,
-                "reply_delay_p50_s": round(pct(delays, 50), 2),
-                "reply_delay_p99_s": round(pct(delays, 99), 2)}  # fmt: skip
+        return row
 
     def java_model(self, count: int, seconds: int) -> dict[str, Any]:
-        walls = {}
+        walls, delays = {}, {}
         for label, concurrency in (("one_at_a_time", "1"), ("default", None)):
             env = {"MSTC_CONCURRENCY": concurrency} if concurrency else {}
-            with self.worker(**env) as (_w, _ns, queue):
-                client = TimedClient(self.stack)
+            with self.worker(**env) as (_w, ns, queue):
+                ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
                 _, walls[label], _ = self.through_worker(client, queue, count, f"{seconds}s",
                                                          together=True)  # fmt: skip
+                delays[label] = self.delays(ends, client, f"java_model-{label}")
+                ends.stop()
                 client.close()
         return {"jobs": count, "job_seconds": seconds,
                 "one_at_a_time_s": round(walls["one_at_a_time"], 1),
                 "default_s": round(walls["default"], 1),
-                "speedup": round(walls["one_at_a_time"] / walls["default"], 1)}  # fmt: skip
+                "speedup": round(walls["one_at_a_time"] / walls["default"], 1),
+                "reply_delay_p99_s": {k: v.get("reply_delay_p99_s") for k, v in delays.items()}}  # fmt: skip
 
 
 def _drain(response: Any) -> None:
@@ -302,30 +382,24 @@ def _drain(response: Any) -> None:
     response.release_conn()
 
 
-def _watched_objects(response: Any) -> Iterator[dict[str, Any]]:
-    """The objects of a raw watch response, one per event line."""
-    pending = b""
-    for chunk in response.stream(amt=None, decode_content=True):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)["object"]
-
-
 class TimedClient(AmqpClient):
-    """An AmqpClient that notes when each reply arrived (monotonic and wall clock)."""
+    """An AmqpClient that notes when each reply arrived: by correlation id, and by Job name
+    (monotonic, for reply delays, and wall clock, against a Job's own times)."""
 
     def __init__(self, stack: StackInfo) -> None:
         self.reply_times: dict[str, float] = {}
         self.reply_times_wall: dict[str, float] = {}
+        self.replied_at: dict[str, float] = {}
+        self.started = time.monotonic()
         super().__init__(stack)
 
     def _on_reply(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
-        self.reply_times.setdefault(props.correlation_id, time.monotonic())
+        now = time.monotonic()
+        self.reply_times.setdefault(props.correlation_id, now)
         reply = json.loads(body)
         if reply.get("jobName"):
             self.reply_times_wall.setdefault(reply["jobName"], time.time())
+            self.replied_at.setdefault(reply["jobName"], now)
         super()._on_reply(ch, method, props, body)
 
 
@@ -335,106 +409,16 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def tree_rss_mb(proc: WorkerProcess) -> float:
-    """Resident memory of the worker and every process under it, in MB."""
-    assert proc.proc is not None
-    total = 0
-    for pid in _tree(proc.proc.pid):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total += next(
-            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
-        )
-    return total / 1024
-
-
-def _process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of one process and its waited-for children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
-    ticks = sum(int(v) for v in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    todo, out = [pid], []
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        with suppress(OSError):
-            todo += [
-                int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            ]
-    return out
-
-
-def cpu_seconds(stack: StackInfo, worker: WorkerProcess | None) -> dict[str, float]:
-    """CPU seconds used so far by each part of the stack (and the worker's processes)."""
-    used: dict[str, float] = {}
-    pids = stack.state_dir / "pids" if stack.state_dir else None
-    parts = {p.stem: int(p.read_text()) for p in pids.glob("*.pid")} if pids else {}
-    if worker is not None and worker.proc is not None:
-        parts["mstc-worker"] = worker.proc.pid
-    for name, pid in parts.items():
-        total = 0.0
-        for member in _tree(pid):
-            try:
-                total += _process_cpu(member)
-            except OSError:
-                continue
-        used[name] = total
-    return used
-
-
-def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {
-        k: round(v - before.get(k, 0.0), 1)
-        for k, v in sorted(after.items(), key=lambda kv: -kv[1] + before.get(kv[0], 0.0))
-    }
-
-
-def watch_connections(stack: StackInfo) -> float:
-    """Namespaced WATCH requests on jobs and pods the API server holds open right now."""
-    text = stack.run(stack.env["KUBECTL_BIN"], "get", "--raw", "/metrics").stdout
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
-        and 'scope="namespace"' in line and ('resource="jobs"' in line or 'resource="pods"' in line)
-    )  # fmt: skip
-
-
-def api_requests(stack: StackInfo) -> dict[str, float]:
-    """Requests the API server has answered so far on jobs, pods and pod logs, by verb."""
-    text = stack.run(stack.env["KUBECTL_BIN"], "get", "--raw", "/metrics").stdout
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        resource = labels.get("resource", "") + (f"/{labels['subresource']}"
-                                                 if labels.get("subresource") else "")  # fmt: skip
-        if resource not in ("jobs", "pods", "pods/log", "jobs/status", "pods/status"):
-            continue
-        key = f"{labels.get('verb')} {resource}"
-        counts[key] = counts.get(key, 0.0) + float(line.split()[-1])
-    return counts
-
-
-def per_job(after: dict[str, float], before: dict[str, float], jobs: int) -> dict[str, float]:
-    """API requests per Job during one run, largest first (controllers' own included)."""
-    rates = {k: round((v - before.get(k, 0.0)) / jobs, 2) for k, v in after.items()}
-    return dict(sorted(((k, v) for k, v in rates.items() if v >= 0.01), key=lambda kv: -kv[1]))
-
-
 def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
     bench = Bench(stack)
     scenarios: dict[str, Callable[[], dict[str, Any]]] = {
         "overhead": lambda: bench.overhead(n(200)),
         "throughput": lambda: bench.throughput(n(1000)),
         "capacity": lambda: bench.capacity(n(1000), max(10, round(120 * SCALE))),
+        "scale_out": lambda: scale_bench.scale_out(bench, n(1000), (1, 2, 3)),
         "java_model": lambda: bench.java_model(n(100), 5),
+        # After the others: deleting its 10,000 Jobs keeps the API server busy for a while.
+        "capacity_10k": lambda: scale_bench.capacity_10k(bench, n(10_000)),
         "history": lambda: history_bench.history(stack, n(100_000)),
         "pipeline": lambda: {
             "shallow": pipeline_bench.pipeline(bench, n(1000), 1, 50),
@@ -442,13 +426,15 @@ def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
         },
         "dashboard": lambda: dashboard_bench.dashboard(stack, n(100_000)),
     }
-    results: dict[str, Any] = {"machine": machine(), "scale": SCALE, "scenarios": {}}
+    results: dict[str, Any] = {"machine": machine(), "scale": SCALE, "scenarios": {},
+                               "series": bench.series}  # fmt: skip
     for name, scenario in scenarios.items():
         if only and name not in only:
             continue
         started = time.monotonic()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        results["scenarios"][name] = scenario() | {"took_s": round(time.monotonic() - started)}
+        row = scenario() | {"took_s": round(time.monotonic() - started)}
+        results["scenarios"][name] = row | {"date": time.strftime("%Y-%m-%d")}
         print(f"bench: {name}: {results['scenarios'][name]}", file=sys.stderr, flush=True)
     return results
 
