@@ -50,7 +50,7 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
-from bench import dashboard_bench, history_bench, pipeline_bench, profiles, scale_bench
+from bench import dashboard_bench, history_bench, levers, pipeline_bench, profiles, scale_bench
 from bench.ends import JobEnds, reply_delays, watched_events
 from bench.meters import api_requests, cpu_seconds, diff, per_job, tree_rss_mb, watch_connections
 from mstc_worker import manifest
@@ -263,14 +263,14 @@ class Bench:
         return row | delays
 
     def worker_run(self, count: int, label: str, replicas: int = 1,
-                   profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
+                   profile: Path | None = None, **env: str) -> dict[str, Any]:  # fmt: skip
         """`count` 0-second Jobs sent at once to `replicas` replicas: rate, delays, CPU, API calls.
 
         With `profile`, py-spy samples the worker's processes and the API server's pprof
         profiles itself during the run, and both summaries join the row (a profiled run is
         slower: it is never one of the runs a rate is taken from).
         """
-        with self.workers(replicas, MSTC_CONCURRENCY="1000") as (procs, ns, queue):
+        with self.workers(replicas, **{"MSTC_CONCURRENCY": "1000", **env}) as (procs, ns, queue):
             ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
             before, requests = cpu_seconds(self.stack, procs), api_requests(self.stack)
             client_before = time.process_time()
@@ -417,6 +417,7 @@ def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
         "capacity": lambda: bench.capacity(n(1000), max(10, round(120 * SCALE))),
         "scale_out": lambda: scale_bench.scale_out(bench, n(1000), (1, 2, 3)),
         "java_model": lambda: bench.java_model(n(100), 5),
+        "levers": lambda: levers.levers(bench, n(1000)),
         # After the others: deleting its 10,000 Jobs keeps the API server busy for a while.
         "capacity_10k": lambda: scale_bench.capacity_10k(bench, n(10_000)),
         "history": lambda: history_bench.history(stack, n(100_000)),

@@ -25,6 +25,7 @@ TARGETS = {
     ),
     "scale_out": ("jobs_per_s", "and reply delays at 1, 2, 3 replicas recorded (no target set)"),
     "java_model": ("speedup", ">= 50"),
+    "levers": ("cpu_ms_per_job", "with each piece of per-Job work taken away (no target set)"),
     "history": ("p99_ms", "of every list_jobs query <= 50 ms on both backends"),
     "pipeline": ("overhead_per_task_ms", "recorded (no target set)"),
     "dashboard": ("p50_ms", "of /ui/jobs < 300 ms on both backends"),
