@@ -241,11 +241,15 @@ class Bench:
         ends.wait_ended(list(client.replied_at), timeout=30)
         delays, series = reply_delays(ends, client.replied_at, client.started)
         self.series[label] = [(round(t, 2), round(d, 3)) for t, d in series]
+        timed: dict[str, float] = {
+            "reply_delay_jobs": len(delays),
+            "bench_watch_relists": ends.relists,
+        }
         if not delays:
-            return {"reply_delay_jobs": 0}
+            return timed
         return {"reply_delay_p50_s": round(pct(delays, 50), 2),
                 "reply_delay_p99_s": round(pct(delays, 99), 2),
-                "reply_delay_max_s": round(max(delays), 2)}  # fmt: skip
+                "reply_delay_max_s": round(max(delays), 2), **timed}  # fmt: skip
 
     def overhead(self, count: int) -> dict[str, Any]:
         with self.worker() as (_w, ns, queue):

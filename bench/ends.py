@@ -30,6 +30,8 @@ class JobEnds:
         self._seen = threading.Condition(self._lock)
         self._live: set[str] = set()
         self.ended: dict[str, float] = {}  # Job name -> monotonic time first seen ended
+        self.missed: set[str] = set()  # ended while the watch was away: no time to give
+        self.relists = 0  # times the watch broke and the namespace was listed again
         self.peak_in_flight = 0
         self._stop = threading.Event()
         self._response: Any = None
@@ -50,20 +52,26 @@ class JobEnds:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        version = None
         while not self._stop.is_set():
             try:
-                self._follow(self._list())
+                version = self._list(relist=version is not None)
+                self._follow(version)
             except Exception:
                 # A broken watch lists again, as a client would.
                 if self._stop.wait(0.2):
                     return
 
-    def _list(self) -> str:
+    def _list(self, *, relist: bool) -> str:
+        """List the namespace's Jobs; on a relist, a Job first seen ended here ended while
+        the watch was away, at a moment nobody saw: it is counted as missed, not timed."""
         listed = json.loads(
             self._batch.list_namespaced_job(self._namespace, _preload_content=False).data
         )
+        if relist:
+            self.relists += 1
         for job in listed["items"]:
-            self._see(job)
+            self._see(job, timed=not relist)
         return str(listed["metadata"]["resourceVersion"])
 
     def _follow(self, version: str) -> None:
@@ -72,13 +80,15 @@ class JobEnds:
             timeout_seconds=3600, _preload_content=False,
         )  # fmt: skip
         for event in watched_events(self._response):
+            if event["type"] == "ERROR":  # e.g. 410 Gone: the version is too old, list again
+                return
             if event["type"] == "DELETED":
                 with self._lock:
                     self._live.discard(event["object"]["metadata"]["name"])
             elif event["type"] in ("ADDED", "MODIFIED"):
                 self._see(event["object"])
 
-    def _see(self, job: dict[str, Any]) -> None:
+    def _see(self, job: dict[str, Any], *, timed: bool = True) -> None:
         name = job["metadata"]["name"]
         status = job.get("status") or {}
         ended = any(
@@ -86,10 +96,13 @@ class JobEnds:
             for c in status.get("conditions") or []
         )
         with self._lock:
-            if name in self.ended:
+            if name in self.ended or name in self.missed:
                 return
             if ended:
-                self.ended[name] = time.monotonic()
+                if timed:
+                    self.ended[name] = time.monotonic()
+                else:
+                    self.missed.add(name)
                 self._live.discard(name)
                 self._seen.notify_all()
             else:
@@ -103,7 +116,9 @@ class JobEnds:
     def wait_ended(self, names: list[str], timeout: float) -> None:
         """Until the watch has seen every Job of `names` end (it may trail the reply)."""
         with self._seen:
-            self._seen.wait_for(lambda: all(n in self.ended for n in names), timeout=timeout)
+            self._seen.wait_for(
+                lambda: all(n in self.ended or n in self.missed for n in names), timeout=timeout
+            )
 
 
 def watched_events(response: Any) -> Iterator[dict[str, Any]]:

@@ -4,13 +4,14 @@ Owns profiling one run of the bench. py-spy samples every process of the worker 
 (the service and its worker processes) without touching them; the API server profiles
 itself through its own `/debug/pprof/profile` endpoint (on when the stack was started with
 MSTC_STACK_PROFILING=1, as `make bench` does; read with the stack's admin kubeconfig) for the same window. The raw profiles are kept in bench/results/profiles/
-(py-spy's folded stacks, pprof's protobuf) and their summaries join the bench row: the share
+(py-spy's folded stacks, gzipped, and pprof's protobuf) and their summaries join the bench row: the share
 of samples per worker process, the functions that burn the most on their own (leaf), the
 project's own functions counting what they call, and pprof's `-top` of the API server.
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import sys
@@ -55,11 +56,14 @@ class Profiling:
         for spy in self._spies:
             spy.wait(timeout=SECONDS + 60)
         self._api.join(timeout=SECONDS + 60)
-        parts = sorted(self.folded.parent.glob(f"{self.folded.name}.*"))
-        self.folded.write_text("".join(p.read_text() for p in parts))
+        parts = sorted(self.folded.parent.glob(f"{self.folded.name}.*[0-9]"))
+        folded = "".join(p.read_text() for p in parts)
+        # Compressed: a run's stacks are a megabyte of text, a tenth of that gzipped.
+        with gzip.open(f"{self.folded}.gz", "wt") as out:
+            out.write(folded)
         for part in parts:
             part.unlink()
-        return {"seconds": SECONDS, "worker": summarise_folded(self.folded.read_text()),
+        return {"seconds": SECONDS, "worker": summarise_folded(folded),
                 "kube_apiserver_top": pprof_top(self.pprof)}  # fmt: skip
 
 
