@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import sys
@@ -135,10 +136,13 @@ class Bench:
             self.core.delete_namespace(ns, propagation_policy="Background")
 
     def request(self, run_for: str) -> dict[str, Any]:
+        # A timeout well past the Job's run, or the default (15 min) ends long Jobs first.
+        minutes = max(15, math.ceil(int(run_for.rstrip("s")) / 60) + 15)
         return {
             "image": "bench/job:1",
             "jobName": "bench",
             "inputBucket": self.bucket,
+            "timeOut": minutes,
             **fate(run_for),
         }
 
