@@ -255,13 +255,20 @@ class Bench:
                 "reply_delay_p99_s": round(pct(delays, 99), 2),
                 "reply_delay_max_s": round(max(delays), 2), **timed}  # fmt: skip
 
-    def overhead(self, count: int) -> dict[str, Any]:
-        with self.worker() as (_w, ns, queue):
-            ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
-            worker, _, _ = self.through_worker(client, queue, count, "0s", together=False)
-            delays = self.delays(ends, client, "overhead")
+    @contextmanager
+    def watched(self, namespace: str) -> Iterator[tuple[JobEnds, TimedClient]]:
+        """The bench's watch of `namespace`'s Job ends and a timed client, for one run."""
+        ends, client = JobEnds(self.batch, namespace).start(), TimedClient(self.stack)
+        try:
+            yield ends, client
+        finally:
             ends.stop()
             client.close()
+
+    def overhead(self, count: int) -> dict[str, Any]:
+        with self.worker() as (_w, ns, queue), self.watched(ns) as (ends, client):
+            worker, _, _ = self.through_worker(client, queue, count, "0s", together=False)
+            delays = self.delays(ends, client, "overhead")
         bare, _ = self.bare(count, "0s", together=False)
         row: dict[str, float] = {"jobs": count}
         for name, values in (("worker", worker), ("bare", bare)):
@@ -278,8 +285,10 @@ class Bench:
         profiles itself during the run, and both summaries join the row (a profiled run is
         slower: it is never one of the runs a rate is taken from).
         """
-        with self.workers(replicas, **{"MSTC_CONCURRENCY": "1000", **env}) as (procs, ns, queue):
-            ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
+        with (
+            self.workers(replicas, **{"MSTC_CONCURRENCY": "1000", **env}) as (procs, ns, queue),
+            self.watched(ns) as (ends, client),
+        ):
             before, requests = cpu_seconds(self.stack, procs), api_requests(self.stack)
             client_before = time.process_time()
             profiling = profiles.start(self.stack, procs, profile) if profile else None
@@ -292,8 +301,6 @@ class Bench:
                    **self.delays(ends, client, label)}  # fmt: skip
             if profiling is not None:
                 row["profile"] = profiling.finish()
-            ends.stop()
-            client.close()
         return row
 
     def bare_run(self, count: int) -> dict[str, Any]:
@@ -331,8 +338,10 @@ class Bench:
 
     def capacity(self, count: int, seconds: int, label: str = "capacity") -> dict[str, Any]:
         before = watch_connections(self.stack)
-        with self.worker(MSTC_CONCURRENCY=str(max(count, 1000))) as (proc, ns, queue):
-            ends = JobEnds(self.batch, ns).start()
+        with (
+            self.worker(MSTC_CONCURRENCY=str(max(count, 1000))) as (proc, ns, queue),
+            self.watched(ns) as (ends, client),
+        ):
             peak: dict[str, float] = {"rss": 0.0, "watches": before}
             stop = threading.Event()
 
@@ -344,7 +353,6 @@ class Bench:
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            client = TimedClient(self.stack)
             _, wall, replies = self.through_worker(
                 client, queue, count, f"{seconds}s", together=True
             )
@@ -362,21 +370,16 @@ class Bench:
                    "api_watches_held": peak["watches"] - before - 1, **delays,
                    "reply_delay_after_completion_time_p50_s": round(pct(stamped, 50), 2),
                    "reply_delay_after_completion_time_p99_s": round(pct(stamped, 99), 2)}  # fmt: skip
-            ends.stop()
-            client.close()
         return row
 
     def java_model(self, count: int, seconds: int) -> dict[str, Any]:
         walls, delays = {}, {}
         for label, concurrency in (("one_at_a_time", "1"), ("default", None)):
             env = {"MSTC_CONCURRENCY": concurrency} if concurrency else {}
-            with self.worker(**env) as (_w, ns, queue):
-                ends, client = JobEnds(self.batch, ns).start(), TimedClient(self.stack)
+            with self.worker(**env) as (_w, ns, queue), self.watched(ns) as (ends, client):
                 _, walls[label], _ = self.through_worker(client, queue, count, f"{seconds}s",
                                                          together=True)  # fmt: skip
                 delays[label] = self.delays(ends, client, f"java_model-{label}")
-                ends.stop()
-                client.close()
         return {"jobs": count, "job_seconds": seconds,
                 "one_at_a_time_s": round(walls["one_at_a_time"], 1),
                 "default_s": round(walls["default"], 1),
