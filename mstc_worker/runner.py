@@ -147,7 +147,10 @@ class Runner:
         self._send = send
         self._kube, self._storage = kube, storage
         self._holder = f"{socket.gethostname()}/{os.getpid()}"
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"w{index}")
+        # Starting and finishing get threads of their own: a burst of requests fills the
+        # starting pool, and a Job that ends meanwhile must not wait behind them for its reply.
+        self._starting = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"w{index}")
+        self._finishing = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"f{index}")
         self._lock = threading.Lock()
         self._mine: set[str] = set()  # Jobs this process started: they count as in flight
         self._busy: set[str] = set()  # Jobs being finished, or whose reply is on its way
@@ -195,18 +198,19 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
         self._watcher.stop()
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._starting.shutdown(wait=True, cancel_futures=False)
+        self._finishing.shutdown(wait=True, cancel_futures=False)
 
     def handle(self, message: StartJob | ReleaseJob | CancelJob) -> None:
         if isinstance(message, StartJob):
             # Said before any work on it: if this process dies now, the service knows the
             # request may be what killed it (and one still in the inbox is not).
             self._emit(JobReceived(self._index, message.key))
-            self._pool.submit(self._start_job, message)
+            self._starting.submit(self._start_job, message)
         elif isinstance(message, CancelJob):
-            self._pool.submit(self._cancel, message)
+            self._starting.submit(self._cancel, message)
         else:
-            self._pool.submit(self._release, message.job_name, message.mark_final_event)
+            self._finishing.submit(self._release, message.job_name, message.mark_final_event)
 
     def _cancel(self, message: CancelJob) -> None:
         """Mark the Job for cancel; whichever process holds its shard stops it (`_on_job`)."""
@@ -454,7 +458,7 @@ class Runner:
     # --- finishing ------------------------------------------------------------------------
 
     def _finish_soon(self, name: str, seen: JobView | None = None) -> None:
-        """Finish `name` in the pool; `seen` is the watch's fresh view of it, if any."""
+        """Finish `name` on the finishing threads; `seen` is the watch's fresh view, if any."""
         with self._lock:
             if name in self._busy or self._let_go(name, seen):
                 return
@@ -462,9 +466,9 @@ class Runner:
             replied = name in self._replied
         # A Job whose reply went out only needs letting go; finishing it again would reply twice.
         if replied:
-            self._pool.submit(self._release, name)
+            self._finishing.submit(self._release, name)
         else:
-            self._pool.submit(self._finish, name, seen)
+            self._finishing.submit(self._finish, name, seen)
 
     def _let_go(self, name: str, seen: JobView | None) -> bool:
         """Whether this Job (this very one, when `seen` says which) was let go already."""

@@ -11,7 +11,7 @@ import socket
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from mstc_worker.errors import TransientError
 from mstc_worker.kube import (
     CLAIMED_AT_ANNOTATION,
     CLAIMED_BY_ANNOTATION,
@@ -32,8 +33,8 @@ from mstc_worker.kube import (
     KubeUnavailable,
     PodView,
 )
-from mstc_worker.manifest import REQUEST_ID_ANNOTATION, build_job
-from mstc_worker.messages import JobFinished
+from mstc_worker.manifest import REQUEST_ID_ANNOTATION, ReplyRoute, build_job
+from mstc_worker.messages import JobFinished, StartJob
 from mstc_worker.protocol import Request
 from mstc_worker.runner import Runner
 from mstc_worker.settings import Settings, load_settings
@@ -495,9 +496,51 @@ def test_a_job_let_go_is_not_finished_again_from_an_older_view_of_it(
 
     # A watch that lags still shows the Job ended with its finalizer: nothing is owed.
     runner._on_job(ended)
-    runner._pool.shutdown(wait=True)
+    runner._finishing.shutdown(wait=True)
     assert dict(kube.calls) == calls
     assert said.empty()
+
+
+class GatedCreates(KubeClient):
+    """The real client, except that every create waits for the gate and then fails."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gate = threading.Event()
+        self.waiting = threading.Semaphore(0)
+
+    def create_job(self, manifest: Mapping[str, Any]) -> tuple[JobView, bool]:
+        self.waiting.release()
+        self.gate.wait(timeout=120)
+        raise TransientError("the test's gate held this create")
+
+
+def test_a_job_that_ends_during_a_burst_of_starts_is_finished_without_waiting_for_them(
+    settings: Settings, batch: k8s.BatchV1Api, namespace: str
+) -> None:
+    kube = GatedCreates(settings)
+    said: queue.Queue[object] = queue.Queue()
+    runner = Runner(settings, index=0, count=1, send=said.put, kube=kube, storage=Storage(settings))
+    job, _ = KubeClient(settings).create_job(job_manifest(settings))
+    wait_job(batch, namespace, job.name, "Complete")
+    request = Request(image="example.invalid/mstc-test:1", job_name="burst", timeout_minutes=5,
+                      input_bucket="in", output_bucket="out")  # fmt: skip
+    burst = 40  # more than the starting threads, so that starts queue behind each other
+    for key in range(burst):
+        runner.handle(StartJob(key, request, str(uuid.uuid4()), ReplyRoute()))
+    try:
+        for _ in range(16):  # every starting thread is held in a create
+            assert kube.waiting.acquire(timeout=60)
+        ended = kube.get_job(job.name)
+        assert ended is not None
+        runner._on_job(ended)  # as the watch delivers it
+        finished = next(m for m in iter(lambda: said.get(timeout=60), None)
+                        if isinstance(m, JobFinished))  # fmt: skip
+        assert finished.job_name == job.name
+        assert not kube.gate.is_set()  # no start got through first
+    finally:
+        kube.gate.set()
+        runner.stop()
 
 
 def test_an_unreachable_api_server_is_unavailable_not_rejected(
