@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -148,19 +148,25 @@ class Bench:
 
     # --- the two ways of running a Job -----------------------------------------------------
 
-    def through_worker(self, client: TimedClient, queue: str, count: int, run_for: str,
-                       *, together: bool) -> tuple[list[float], float, list[dict[str, Any]]]:  # fmt: skip
-        """Latencies (publish to reply), wall time, and the replies."""
+    def through_worker(self, client: TimedClient, queue: str, count: int,
+                       run_for: str | Sequence[str], *, together: bool,
+                       ) -> tuple[list[float], float, list[dict[str, Any]]]:  # fmt: skip
+        """Latencies (publish to reply), wall time, and the replies.
+
+        `run_for`: every Job's run, or each one's in the order sent (only `together`).
+        """
         latencies: list[float] = []
         replies: list[dict[str, Any]] = []
         start = client.started = time.monotonic()
         if together:
-            sent = {client.send(self.request(run_for), queue=queue): time.monotonic()
-                    for _ in range(count)}  # fmt: skip
+            runs = [run_for] * count if isinstance(run_for, str) else list(run_for)
+            sent = {client.send(self.request(each), queue=queue): time.monotonic()
+                    for each in runs}  # fmt: skip
             for cid, at in sent.items():
                 replies.append(client.wait(cid, timeout=1800))
                 latencies.append(client.reply_times[cid] - at)
         else:
+            assert isinstance(run_for, str), "one at a time, every Job runs the same"
             for _ in range(count):
                 at = time.monotonic()
                 cid = client.send(self.request(run_for), queue=queue)
@@ -336,7 +342,9 @@ class Bench:
                 "api_requests_per_job_bare_run": bare["api_requests_per_job"],
                 "profile": profiled.get("profile", {})}  # fmt: skip
 
-    def capacity(self, count: int, seconds: int, label: str = "capacity") -> dict[str, Any]:
+    def capacity(self, count: int, seconds: int, label: str = "capacity",
+                 runs: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """`count` Jobs of `seconds` at once; `runs` gives each its own run instead."""
         before = watch_connections(self.stack)
         with (
             self.worker(MSTC_CONCURRENCY=str(max(count, 1000))) as (proc, ns, queue),
@@ -354,7 +362,7 @@ class Bench:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             _, wall, replies = self.through_worker(
-                client, queue, count, f"{seconds}s", together=True
+                client, queue, count, runs or f"{seconds}s", together=True
             )
             stop.set()
             sampler.join()
@@ -365,6 +373,7 @@ class Bench:
             row = {"jobs": count, "job_seconds": seconds, "wall_s": round(wall, 1),
                    "peak_in_flight": ends.peak_in_flight,
                    "ends_spread_s": round(ended[-1] - ended[0], 1) if ended else 0,
+                   "ends_per_s": round(len(ended) / max(ended[-1] - ended[0], 1), 1) if ended else 0,
                    "peak_rss_mb": round(peak["rss"], 1),
                    # Less the bench's own watch of the namespace (JobEnds).
                    "api_watches_held": peak["watches"] - before - 1, **delays,
