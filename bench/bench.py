@@ -52,8 +52,16 @@ from minio import Minio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
 from bench import dashboard_bench, history_bench, levers, pipeline_bench, profiles, scale_bench
-from bench.ends import JobEnds, reply_delays, watched_events
-from bench.meters import api_requests, cpu_seconds, diff, per_job, tree_rss_mb, watch_connections
+from bench.ends import JobEnds, after_last_ready, reply_delays, watched_events
+from bench.meters import (
+    api_requests,
+    cpu_seconds,
+    diff,
+    pct,
+    per_job,
+    tree_rss_mb,
+    watch_connections,
+)
 from mstc_worker import manifest
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import parse_request
@@ -68,11 +76,6 @@ JOB_TTL_SECONDS = 5  # finished Jobs go soon, so the API server's store stays sm
 
 def n(count: int) -> int:
     return max(2, round(count * SCALE))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def fate(run_for: str) -> dict[str, Any]:
@@ -369,6 +372,7 @@ class Bench:
             stamped = [client.reply_times_wall[r["jobName"]] - parse_time(r["finishedAt"])
                        for r in replies if r.get("finishedAt")]  # fmt: skip
             delays = self.delays(ends, client, label)
+            delays |= after_last_ready(ends, client.replied_at, client.started)
             ended = sorted(ends.ended.values())
             row = {"jobs": count, "job_seconds": seconds, "wall_s": round(wall, 1),
                    "peak_in_flight": ends.peak_in_flight,

@@ -23,6 +23,7 @@ import pika
 import urllib3
 
 from bench import history_bench
+from bench.meters import pct
 from mstc_flow.store.db import Database
 from mstc_flow.web.session import COOKIE
 from tests.flow.flow_process import READ_TOKEN, RealFlow
@@ -35,11 +36,6 @@ PAGES = {
     "name": "/ui/jobs?name=job-7",
     "state_name": "/ui/jobs?state=failed&name=job-7",
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def dashboard(stack: StackInfo, rows: int) -> dict[str, Any]:

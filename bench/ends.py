@@ -6,7 +6,9 @@ controller's own lag, which no worker can hide. The bench therefore keeps one wa
 own on the namespace (as a bare client would) and notes the moment each Job is first shown
 ended: a reply delay is the reply's arrival less that moment, both on this machine's clock.
 The `completionTime` figure is reported beside it, and the same watch counts how many Jobs
-were in flight at once (created, not yet ended).
+were in flight at once (created, not yet ended) and notes when each Job's pod was first shown
+ready: until the last one is, the cluster is still starting pods, and finishes share the
+machine with that work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from bench.meters import pct
+
 
 class JobEnds:
     """A watch of one namespace's Jobs from a thread; `start()`, then read, then `stop()`."""
@@ -31,6 +35,7 @@ class JobEnds:
         self._live: set[str] = set()
         self.ended: dict[str, float] = {}  # Job name -> monotonic time first seen ended
         self.missed: set[str] = set()  # ended while the watch was away: no time to give
+        self.ready: dict[str, float] = {}  # Job name -> monotonic time its pod was first ready
         self.relists = 0  # times the watch broke and the namespace was listed again
         self.peak_in_flight = 0
         self._stop = threading.Event()
@@ -108,6 +113,8 @@ class JobEnds:
             else:
                 self._live.add(name)
                 self.peak_in_flight = max(self.peak_in_flight, len(self._live))
+                if status.get("ready") and name not in self.ready:
+                    self.ready[name] = time.monotonic()
 
     def in_flight(self) -> int:
         with self._lock:
@@ -147,3 +154,21 @@ def reply_delays(
         if name in ends.ended
     )
     return [delay for _, delay in series], series
+
+
+def after_last_ready(ends: JobEnds, replies_at: dict[str, float], start: float) -> dict[str, float]:
+    """Reply delays split at the moment the last Job's pod was first ready (seconds since
+    `start`): the Jobs that ended before it shared the machine with pods still starting."""
+    if not ends.ready:
+        return {}
+    last = max(ends.ready.values())
+    split: dict[str, list[float]] = {"before": [], "after": []}
+    for name, at in replies_at.items():
+        if name in ends.ended:
+            split["after" if ends.ended[name] > last else "before"].append(at - ends.ended[name])
+    row = {"last_pod_ready_s": round(last - start, 1)}
+    for side, delays in split.items():
+        row[f"reply_delay_jobs_{side}_last_ready"] = len(delays)
+        if delays:
+            row[f"reply_delay_p99_s_{side}_last_ready"] = round(pct(delays, 99), 2)
+    return row

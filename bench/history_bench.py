@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import insert, text
 
+from bench.meters import pct
 from mstc_flow.store.db import Database
 from mstc_flow.store.history import History, JobQuery
 from mstc_flow.store.history_tables import HistoryJob, HistoryLabel
@@ -35,11 +36,6 @@ STATES = ["succeeded"] * 85 + ["failed"] * 10 + ["running"] * 3 + ["rejected"] *
 TEAMS = ["red", "blue", "green", "gold", "grey"]
 REPEAT = 100  # timings per query
 PAGE_DEPTH = 0.5  # the deep page starts half way down the listing
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def history(stack: StackInfo, rows: int) -> dict[str, Any]:

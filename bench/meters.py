@@ -2,7 +2,8 @@
 
 Owns the meters every scenario shares: resident memory and CPU seconds of a process tree
 (from /proc), each part of the stack's CPU (its pid files), and the API server's own
-metrics (watches held open, requests answered by verb and resource).
+metrics (watches held open, requests answered by verb and resource), and the percentile
+every scenario's row is given in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from pathlib import Path
 
 from tests.support.stack import StackInfo
 from tests.support.worker import WorkerProcess
+
+
+def pct(values: list[float], q: float) -> float:
+    """The `q`th percentile of `values` (nearest rank: always a value measured)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def tree_rss_mb(proc: WorkerProcess) -> float:

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.meters import pct
 from tests.flow.flow_process import RealFlow
 from tests.support.worker import AmqpClient
 
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
 
 ENDED = ("succeeded", "failed", "cancelled")
 Document = dict[str, Any]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def when(text: str) -> float:

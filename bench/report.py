@@ -87,6 +87,10 @@ def _delay_reason(row: dict[str, Any]) -> str:
     said = f"reply delay p99 {row.get('reply_delay_p99_s')} s"
     if row.get("ends_per_s"):
         said += f", with {row['ends_per_s']} Jobs ending a second over {row['ends_spread_s']} s"
+    if "reply_delay_p99_s_after_last_ready" in row:
+        said += (f"; p99 {row['reply_delay_p99_s_after_last_ready']} s for the "
+                 f"{row['reply_delay_jobs_after_last_ready']} that ended after the last pod "
+                 f"was ready ({row['last_pod_ready_s']} s in)")  # fmt: skip
     return said
 
 
