@@ -457,6 +457,13 @@ def test_claiming_with_an_outdated_view_rereads_and_still_wins_when_unclaimed(
 # --- errors --------------------------------------------------------------------------------------
 
 
+def runner_on(settings: Settings, kube: KubeClient) -> tuple[Runner, queue.Queue[object]]:
+    """A runner driven by hand (no watch started) and the queue of what it tells the service."""
+    said: queue.Queue[object] = queue.Queue()
+    runner = Runner(settings, index=0, count=1, send=said.put, kube=kube, storage=Storage(settings))
+    return runner, said
+
+
 class CountingKube(KubeClient):
     """The real client, counting the calls that finishing a Job makes."""
 
@@ -481,8 +488,7 @@ def test_a_job_let_go_is_not_finished_again_from_an_older_view_of_it(
     settings: Settings, batch: k8s.BatchV1Api, namespace: str
 ) -> None:
     kube = CountingKube(settings)
-    said: queue.Queue[object] = queue.Queue()
-    runner = Runner(settings, index=0, count=1, send=said.put, kube=kube, storage=Storage(settings))
+    runner, said = runner_on(settings, kube)
     job, _ = kube.create_job(job_manifest(settings))
     wait_job(batch, namespace, job.name, "Complete")
     ended = kube.get_job(job.name)
@@ -519,8 +525,7 @@ def test_a_job_that_ends_during_a_burst_of_starts_is_finished_without_waiting_fo
     settings: Settings, batch: k8s.BatchV1Api, namespace: str
 ) -> None:
     kube = GatedCreates(settings)
-    said: queue.Queue[object] = queue.Queue()
-    runner = Runner(settings, index=0, count=1, send=said.put, kube=kube, storage=Storage(settings))
+    runner, said = runner_on(settings, kube)
     job, _ = KubeClient(settings).create_job(job_manifest(settings))
     wait_job(batch, namespace, job.name, "Complete")
     request = Request(image="example.invalid/mstc-test:1", job_name="burst", timeout_minutes=5,
