@@ -178,15 +178,13 @@ def _kubelet(cfg: Config, lay: files.Layout, kubelet: Path) -> None:
     localstack.start(cfg, KUBELET, files.kubelet_argv(lay, kubelet))
 
     def node_ready() -> bool:
-        out = localstack.kubectl(
-            cfg,
-            "get",
-            "node",
-            files.NODE_NAME,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-        )
-        return out.strip() == "True"
+        # Ready is not enough: the node lifecycle controller lifts its not-ready taint a few
+        # seconds later, and until then the node carries a taint that is not the stack's own.
+        node = json.loads(localstack.kubectl(cfg, "get", "node", files.NODE_NAME, "-o", "json"))
+        conditions = node.get("status", {}).get("conditions", [])
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        taints = {t["key"] for t in node.get("spec", {}).get("taints", [])}
+        return ready and taints == {files.TAINT_KEY}
 
     localstack.wait_for("real node", node_ready, 120, cfg, KUBELET)
 

@@ -100,8 +100,10 @@ def test_a_pod_that_does_not_tolerate_the_taint_never_lands_on_the_real_node(
     message = next(c.message for c in unschedulable.status.conditions if c.type == "PodScheduled")
     assert "1 node(s) had untolerated taint(s)" in message
     node = core.read_node(stack.env["MSTC_REAL_NODE"])
-    assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [
-        ("mstc.io/real-node", "true", "NoSchedule")
+    # The node lifecycle controller may add a not-ready taint of its own for a moment when a
+    # heartbeat is late; the stack's taint is the one that must always be there.
+    assert ("mstc.io/real-node", "true", "NoSchedule") in [
+        (t.key, t.value, t.effect) for t in node.spec.taints
     ]
 
 
