@@ -30,8 +30,6 @@ to reply_delays.json and the profiles to profiles/. Sizes shrink with BENCH_SCAL
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
 import platform
@@ -52,7 +50,8 @@ from minio import Minio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stack"))
 import localstack
 from bench import dashboard_bench, history_bench, levers, pipeline_bench, profiles, scale_bench
-from bench.ends import JobEnds, after_last_ready, reply_delays, watched_events
+from bench.bare import BareLoop
+from bench.ends import JobEnds, after_last_ready, reply_delays
 from bench.meters import (
     api_requests,
     cpu_seconds,
@@ -62,12 +61,9 @@ from bench.meters import (
     tree_rss_mb,
     watch_connections,
 )
-from mstc_worker import manifest
-from mstc_worker.manifest import ReplyRoute
-from mstc_worker.protocol import parse_request
-from mstc_worker.settings import load_settings
+from bench.timed_client import TimedClient, parse_time
 from tests.support.stack import StackInfo
-from tests.support.worker import AmqpClient, WorkerProcess
+from tests.support.worker import WorkerProcess
 
 OUT = Path(__file__).parent / "results"
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
@@ -92,7 +88,7 @@ class Bench:
         self.bucket = f"bench-{uuid.uuid4().hex[:8]}"
         self.s3.make_bucket(self.bucket)
         self.tmp = Path(tempfile.mkdtemp(prefix="mstc-bench-"))
-        self.client_cpu_s = 0.0  # the bench process's CPU in the last bare run
+        self.bare_loop = BareLoop(self.api, stack.env, JOB_TTL_SECONDS, self.namespace)
         self.series: dict[str, list[tuple[float, float]]] = {}  # reply delays over time, by run
 
     # --- set-up -------------------------------------------------------------------------------
@@ -149,7 +145,7 @@ class Bench:
             **fate(run_for),
         }
 
-    # --- the two ways of running a Job -----------------------------------------------------
+    # --- through the worker (the other way, the bare loop, is bench/bare.py) ---------------
 
     def through_worker(self, client: TimedClient, queue: str, count: int,
                        run_for: str | Sequence[str], *, together: bool,
@@ -176,76 +172,6 @@ class Bench:
                 replies.append(client.wait(cid, timeout=600))
                 latencies.append(client.reply_times[cid] - at)
         return latencies, time.monotonic() - start, replies
-
-    def bare(self, count: int, run_for: str, *, together: bool) -> tuple[list[float], float]:
-        """The bare minimum: create the worker's Job, watch it to Complete (one watch).
-
-        As lean as a client can be, so the baseline is not slowed by its own client: raw
-        JSON in and out (no model objects), one watch for all Jobs. The bench process's own
-        CPU time is recorded with the result (`self.client_cpu_s`).
-        """
-        ns = self.namespace()
-        created: dict[str, float] = {}
-        done: dict[str, float] = {}
-        finished = threading.Event()
-        changed = threading.Condition()
-        listed = self.batch.list_namespaced_job(ns, _preload_content=False)
-        version = json.loads(listed.data)["metadata"]["resourceVersion"]
-
-        def watcher() -> None:
-            response = self.batch.list_namespaced_job(
-                ns, watch=True, resource_version=version, _preload_content=False
-            )
-            for event in watched_events(response):
-                job = event["object"]
-                name = job["metadata"]["name"]
-                if job.get("status", {}).get("succeeded") and name not in done:
-                    with changed:
-                        done[name] = time.monotonic()
-                        changed.notify_all()
-                    if len(done) == count:
-                        finished.set()
-                        response.close()
-                        return
-
-        jobs = self.bare_jobs(count, run_for, ns)
-        threading.Thread(target=watcher, daemon=True).start()
-        cpu_before = time.process_time()
-        start = time.monotonic()
-        for job in jobs:
-            name = job["metadata"]["name"]
-            created[name] = time.monotonic()
-            _drain(self.batch.create_namespaced_job(ns, job, _preload_content=False))
-            if not together:
-                with changed:
-                    changed.wait_for(functools.partial(done.__contains__, name), timeout=600)
-        finished.wait(timeout=1800)
-        wall = time.monotonic() - start
-        self.client_cpu_s = round(time.process_time() - cpu_before, 1)
-        self.core.delete_namespace(ns, propagation_policy="Background")
-        return [done[k] - created[k] for k in created if k in done], wall
-
-    def bare_jobs(self, count: int, run_for: str, namespace: str) -> list[dict[str, Any]]:
-        """The Job the worker builds for the same request, less what only the worker uses.
-
-        Same labels, annotations, env and template, so both ways move objects of the same
-        size through the API server, etcd and the controllers (a smaller bare Job would
-        make every write, status update and watch event of the bare loop cheaper). The
-        finalizer is left out: nothing in the bare loop would remove it.
-        """
-        settings = load_settings({**self.stack.env, "MSTC_NAMESPACE": namespace,
-                                  "MSTC_JOB_TTL_SECONDS": str(JOB_TTL_SECONDS),
-                                  "MSTC_ALLOW_DEFAULT_CREDENTIALS": "true"})  # fmt: skip
-        request = parse_request(json.dumps(self.request(run_for)).encode(), settings=settings)
-        jobs = []
-        for _ in range(count):
-            request_id = str(uuid.uuid4())
-            route = ReplyRoute("amq.gen-bench", request_id)
-            job = manifest.build_job(request, request_id=request_id, settings=settings, route=route)
-            job["metadata"]["finalizers"] = []
-            job["spec"].pop("suspend", None)  # nothing in the bare loop would resume it
-            jobs.append(job)
-        return jobs
 
     # --- scenarios ---------------------------------------------------------------------------
 
@@ -278,9 +204,9 @@ class Bench:
         with self.worker() as (_w, ns, queue), self.watched(ns) as (ends, client):
             worker, _, _ = self.through_worker(client, queue, count, "0s", together=False)
             delays = self.delays(ends, client, "overhead")
-        bare, _ = self.bare(count, "0s", together=False)
+        bare = self.bare_loop.run(self.request("0s"), count, together=False)
         row: dict[str, float] = {"jobs": count}
-        for name, values in (("worker", worker), ("bare", bare)):
+        for name, values in (("worker", worker), ("bare", bare.latencies)):
             for q in (50, 95, 99):
                 row[f"{name}_p{q}_s"] = round(pct(values, q), 3)
         row["p99_ratio"] = round(row["worker_p99_s"] / row["bare_p99_s"], 2)
@@ -314,10 +240,10 @@ class Bench:
 
     def bare_run(self, count: int) -> dict[str, Any]:
         before, requests = cpu_seconds(self.stack, []), api_requests(self.stack)
-        _, wall = self.bare(count, "0s", together=True)
+        bare = self.bare_loop.run(self.request("0s"), count, together=True)
         cpu = diff(cpu_seconds(self.stack, []), before)
-        return {"jobs_per_s": round(count / wall, 1),
-                "cpu_s": cpu | {"bench client (the bare loop)": self.client_cpu_s},
+        return {"jobs_per_s": round(count / bare.wall_s, 1),
+                "cpu_s": cpu | {"bench client (the bare loop)": bare.client_cpu_s},
                 "api_requests_per_job": per_job(api_requests(self.stack), requests, count)}  # fmt: skip
 
     def throughput(self, count: int, runs: int = 3) -> dict[str, Any]:
@@ -398,39 +324,6 @@ class Bench:
                 "default_s": round(walls["default"], 1),
                 "speedup": round(walls["one_at_a_time"] / walls["default"], 1),
                 "reply_delay_p99_s": {k: v.get("reply_delay_p99_s") for k, v in delays.items()}}  # fmt: skip
-
-
-def _drain(response: Any) -> None:
-    """Read a raw response to its end and give its connection back to the pool."""
-    response.read()
-    response.release_conn()
-
-
-class TimedClient(AmqpClient):
-    """An AmqpClient that notes when each reply arrived: by correlation id, and by Job name
-    (monotonic, for reply delays, and wall clock, against a Job's own times)."""
-
-    def __init__(self, stack: StackInfo) -> None:
-        self.reply_times: dict[str, float] = {}
-        self.reply_times_wall: dict[str, float] = {}
-        self.replied_at: dict[str, float] = {}
-        self.started = time.monotonic()
-        super().__init__(stack)
-
-    def _on_reply(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
-        now = time.monotonic()
-        self.reply_times.setdefault(props.correlation_id, now)
-        reply = json.loads(body)
-        if reply.get("jobName"):
-            self.reply_times_wall.setdefault(reply["jobName"], time.time())
-            self.replied_at.setdefault(reply["jobName"], now)
-        super()._on_reply(ch, method, props, body)
-
-
-def parse_time(text: str) -> float:
-    from datetime import datetime  # noqa: PLC0415
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def run_all(stack: StackInfo, only: set[str]) -> dict[str, Any]:
