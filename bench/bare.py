@@ -14,13 +14,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 
 from bench.ends import watched_events
+from bench.namespaces import Namespaces
 from mstc_worker import manifest
 from mstc_worker.manifest import ReplyRoute
 from mstc_worker.protocol import parse_request
@@ -35,16 +35,16 @@ class BareResult:
 
 
 class BareLoop:
-    """Runs Jobs the bare way in a namespace of their own, made by `namespace()`."""
+    """Runs Jobs the bare way, each call in a namespace of its own."""
 
     def __init__(self, api: k8s.ApiClient, env: dict[str, str], job_ttl_seconds: int,
-                 namespace: Callable[[], str]) -> None:  # fmt: skip
-        self._batch, self._core = k8s.BatchV1Api(api), k8s.CoreV1Api(api)
-        self._env, self._ttl, self._namespace = env, job_ttl_seconds, namespace
+                 namespaces: Namespaces) -> None:  # fmt: skip
+        self._batch = k8s.BatchV1Api(api)
+        self._env, self._ttl, self._namespaces = env, job_ttl_seconds, namespaces
 
     def run(self, request: dict[str, Any], count: int, *, together: bool) -> BareResult:
         """`count` Jobs for `request`: all at once, or each after the one before completed."""
-        ns = self._namespace()
+        ns = self._namespaces.make()
         created: dict[str, float] = {}
         done: dict[str, float] = {}
         finished = threading.Event()
@@ -82,7 +82,7 @@ class BareLoop:
         finished.wait(timeout=1800)
         wall = time.monotonic() - start
         cpu = round(time.process_time() - cpu_before, 1)
-        self._core.delete_namespace(ns, propagation_policy="Background")
+        self._namespaces.drop(ns)
         return BareResult([done[k] - created[k] for k in created if k in done], wall, cpu)
 
     def jobs(self, request: dict[str, Any], count: int, namespace: str) -> list[dict[str, Any]]:
