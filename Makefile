@@ -139,7 +139,7 @@ bench: install stack-deps stack-build ## the benchmark (not part of `make test`)
 
 # --- The real node (MSTC_STACK_REAL_NODE=1): a kubelet on containerd beside KWOK's node. ------
 # `make test` runs this tier after the rest when stack/realnode_warm.sh says its cache is warm
-# (the cold builds take about 55 min); `make test-real-node` builds what is missing and runs it.
+# (the cold builds took 8 to 55 min, measured); `make test-real-node` builds what is missing and runs it.
 REALNODE_PKGS := containerd runc containernetworking-plugins iptables nftables umoci debootstrap buildah socat
 .PHONY: realnode-deps realnode-build realnode-up test-real-node
 

@@ -2,7 +2,7 @@
 # Says whether the real node's tier of `make test` can run without its long cold builds:
 # exit 0 when this machine runs as root, has Debian's container tools, and the node's
 # binaries (kubelet, kube-proxy, CoreDNS) and base images were built once into the cache
-# (about 55 min from nothing; the project's own images rebuild from them in minutes).
+# (8 to 55 min from nothing, measured; the project's own images rebuild from them in minutes).
 # Otherwise exit 1 with the reason on stdout. `make test` runs the tier only when this
 # says yes; `make test-real-node` builds whatever is missing and always runs it.
 set -euo pipefail
