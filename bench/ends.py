@@ -161,12 +161,11 @@ def after_last_ready(ends: JobEnds, replies_at: dict[str, float], start: float) 
     `start`): the Jobs that ended before it shared the machine with pods still starting."""
     if not ends.ready:
         return {}
-    last = max(ends.ready.values())
+    last = max(ends.ready.values()) - start
     split: dict[str, list[float]] = {"before": [], "after": []}
-    for name, at in replies_at.items():
-        if name in ends.ended:
-            split["after" if ends.ended[name] > last else "before"].append(at - ends.ended[name])
-    row = {"last_pod_ready_s": round(last - start, 1)}
+    for ended, delay in reply_delays(ends, replies_at, start)[1]:
+        split["after" if ended > last else "before"].append(delay)
+    row = {"last_pod_ready_s": round(last, 1)}
     for side, delays in split.items():
         row[f"reply_delay_jobs_{side}_last_ready"] = len(delays)
         if delays:
